@@ -1,0 +1,57 @@
+"""The composition root: one :class:`XRelay` holds every component.
+
+Components are built here once and handed to whatever needs them; nothing
+imports the global reactor or reads the configuration on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from .cache import CatalogCache
+from .config import Config
+from .ingest import Ingester, IngestResult
+from .provider import ProviderClient
+from .scrub import Scrubber
+from .store import CacheStore
+from .users import UserDB
+
+__all__ = ["XRelay"]
+
+log = Logger()
+
+
+class XRelay:
+    """Everything one running xrelay is made of."""
+
+    def __init__(self, reactor: Any, config: Config) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.scrubber = Scrubber(config.upstream)
+        self.client = ProviderClient(reactor, config.upstream, self.scrubber)
+        self.store = CacheStore(config.ingest.data_dir)
+        self.users = UserDB(config.users)
+        self.cache = CatalogCache(self.store, self.client, self.scrubber)
+        self.ingester = Ingester(reactor, self.client, self.store, config.ingest, self.scrubber)
+        self.ingester.listeners.append(self._after_ingest)
+        # Set by the feature modules as they are wired in (see xrelay.tap):
+        self.api: Any = None
+        self.relay: Any = None
+        self.vod: Any = None
+        self.hls: Any = None
+        self.timeshift: Any = None
+        self.admin: Any = None
+        self.metrics: Any = None
+        self.status: Any = None
+        self.ingest_service: Any = None
+
+    async def _after_ingest(self, result: IngestResult) -> None:
+        if result.ok:
+            await self.cache.reload()
+
+    def reload_users(self, config: Config) -> None:
+        """Take the users of a re-read configuration (SIGHUP)."""
+        self.users.replace(config.users)
+        log.info("users reloaded: {count} users", count=len(self.users))

@@ -1,0 +1,388 @@
+"""The configuration file: one TOML file, checked strictly.
+
+Every error names the file, the key and what is wrong, in one line, so that
+an admin reading ``journalctl -u xrelay`` knows what to fix.  The provider's
+secrets may also come from the environment (``XRELAY_UPSTREAM_*``), so that
+they can live in a systemd ``EnvironmentFile`` instead of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+__all__ = [
+    "AdminConfig",
+    "Config",
+    "ConfigError",
+    "IngestConfig",
+    "LogConfig",
+    "RelayConfig",
+    "ServerConfig",
+    "UpstreamConfig",
+    "UserConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line for the admin."""
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str
+    username: str
+    password: str
+    #: Overrides the provider's ``max_connections`` from its account info.
+    max_connections: int | None = None
+    user_agent: str = "Mozilla/5.0 (xrelay)"
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]`` without a trailing slash."""
+        return self.url.rstrip("/")
+
+    def __repr__(self) -> str:  # never print the secrets by accident
+        return f"UpstreamConfig(url='***', username='***', password='***', max_connections={self.max_connections!r})"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "tcp:8080:backlog=1024"
+    public_url: str | None = None
+    #: Timezone advertised in server_info (EPG ``start``/``end`` strings).
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    interval: float = 21600.0
+    data_dir: Path = Path("/var/lib/xrelay")
+    timeout: float = 1800.0
+    #: Refuse a catalog that lost more than this fraction of its items.
+    max_shrink: float = 0.5
+    #: Biggest single download accepted, in bytes (the XMLTV guide included).
+    max_download: int = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    username: str
+    password: str
+    max_connections: int = 1
+    exp_date: int | None = None
+    enabled: bool = True
+
+    def __repr__(self) -> str:
+        return f"UserConfig(username={self.username!r}, password='***')"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"AdminConfig(username={self.username!r}, password='***')"
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    #: Seconds an upstream stays open after its last viewer leaves.
+    linger: float = 5.0
+    #: Seconds of stream a viewer may fall behind live before eviction.
+    max_behind: float = 10.0
+    #: Seconds without upstream data before the upstream is reopened.
+    silence_timeout: float = 10.0
+    #: Seconds a channel keeps trying to reconnect before closing its viewers.
+    reconnect_bound: float = 30.0
+    #: Seconds to wait after closing a channel before reusing its slot.
+    handover_pause: float = 0.3
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    #: "text" (one line per event) or "json" (one JSON object per line).
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class Config:
+    upstream: UpstreamConfig
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    users: tuple[UserConfig, ...] = ()
+    admin: AdminConfig | None = None
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<memory>"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with every secret masked."""
+        up = self.upstream
+        out: dict[str, Any] = {
+            "upstream": {
+                "url": _mask_url(up.url),
+                "username": "***",
+                "password": "***",
+                "max_connections": up.max_connections,
+                "user_agent": up.user_agent,
+            },
+            "server": _plain(self.server),
+            "ingest": _plain(self.ingest),
+            "relay": _plain(self.relay),
+            "log": _plain(self.log),
+            "users": [
+                {**_plain(u), "password": "***"} for u in self.users
+            ],
+        }
+        if self.admin is not None:
+            out["admin"] = {"username": self.admin.username, "password": "***"}
+        return out
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    return {
+        f.name: (str(v) if isinstance(v := getattr(record, f.name), Path) else v)
+        for f in fields(record)
+    }
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://***" if parts.scheme else "***"
+
+
+# -- parsing ---------------------------------------------------------------
+
+_ENV = {
+    "url": "XRELAY_UPSTREAM_URL",
+    "username": "XRELAY_UPSTREAM_USERNAME",
+    "password": "XRELAY_UPSTREAM_PASSWORD",
+}
+
+
+class _Section:
+    """Typed access to one table of the TOML document, with precise errors."""
+
+    def __init__(self, source: str, name: str, table: Any) -> None:
+        self.source = source
+        self.name = name
+        if not isinstance(table, dict):
+            raise self.error(None, f"must be a table, not {_type_name(table)}")
+        self.table: dict[str, Any] = dict(table)
+        self.used: set[str] = set()
+
+    def error(self, key: str | None, what: str) -> ConfigError:
+        where = f"{self.name}.{key}" if key else self.name
+        return ConfigError(f"{self.source}: {where}: {what}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if required or default is ...:
+                raise self.error(key, "missing")
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(key, f"expected {_kind_name(kinds)}, got {_type_name(value)}")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise self.error(key, f"expected {_kind_name(kinds)}, got {_type_name(value)}")
+        return value
+
+    def positive(self, key: str, default: float, *, allow_zero: bool = False) -> float:
+        value = self.get(key, float, default)
+        if value < 0 or (value == 0 and not allow_zero):
+            raise self.error(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+
+def _type_name(value: Any) -> str:
+    return {
+        str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+        list: "an array", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _check_endpoint(section: _Section, key: str, description: str) -> None:
+    """Parse a Twisted server endpoint string without listening."""
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as e:  # Twisted raises ValueError, TypeError, KeyError...
+        raise section.error(key, f"bad endpoint string {description!r}: {e}") from None
+
+
+def _check_url(section: _Section, key: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise section.error(key, f"must look like http://host[:port], got {_mask_url(url)!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise section.error(key, "has a bad port number") from None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise section.error(key, "must be scheme://host[:port] with no credentials or query")
+    return url.rstrip("/")
+
+
+def parse_config(document: Mapping[str, Any], source: str = "<memory>",
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from a parsed TOML document."""
+    environ = os.environ if environ is None else environ
+    top = _Section(source, "(top level)", dict(document))
+
+    up = _Section(source, "upstream", top.get("upstream", dict, {}))
+    url = environ.get(_ENV["url"]) or up.get("url", str, None)
+    username = environ.get(_ENV["username"]) or up.get("username", str, None)
+    password = environ.get(_ENV["password"]) or up.get("password", str, None)
+    for key, value in (("url", url), ("username", username), ("password", password)):
+        up.used.add(key)
+        if not value:
+            raise up.error(key, f"missing (set it in the file or in ${_ENV[key]})")
+    max_conn = up.get("max_connections", int, None)
+    if max_conn is not None and max_conn < 1:
+        raise up.error("max_connections", f"must be >= 1, got {max_conn}")
+    upstream = UpstreamConfig(
+        url=_check_url(up, "url", url),
+        username=username,
+        password=password,
+        max_connections=max_conn,
+        user_agent=up.get("user_agent", str, UpstreamConfig.user_agent),
+    )
+    up.finish()
+
+    sv = _Section(source, "server", top.get("server", dict, {}))
+    listen = sv.get("listen", str, ServerConfig.listen)
+    _check_endpoint(sv, "listen", listen)
+    public_url = sv.get("public_url", str, None)
+    if public_url is not None:
+        public_url = _check_url(sv, "public_url", public_url)
+    server = ServerConfig(listen=listen, public_url=public_url,
+                          timezone=sv.get("timezone", str, ServerConfig.timezone))
+    _check_timezone(sv, server.timezone)
+    sv.finish()
+
+    ig = _Section(source, "ingest", top.get("ingest", dict, {}))
+    ingest = IngestConfig(
+        interval=ig.positive("interval", IngestConfig.interval),
+        data_dir=Path(ig.get("data_dir", str, str(IngestConfig.data_dir))),
+        timeout=ig.positive("timeout", IngestConfig.timeout),
+        max_shrink=ig.positive("max_shrink", IngestConfig.max_shrink, allow_zero=True),
+        max_download=int(ig.positive("max_download", IngestConfig.max_download)),
+    )
+    if ingest.max_shrink > 1:
+        raise ig.error("max_shrink", "must be between 0 and 1")
+    ig.finish()
+
+    rl = _Section(source, "relay", top.get("relay", dict, {}))
+    relay = RelayConfig(
+        linger=rl.positive("linger", RelayConfig.linger, allow_zero=True),
+        max_behind=rl.positive("max_behind", RelayConfig.max_behind),
+        silence_timeout=rl.positive("silence_timeout", RelayConfig.silence_timeout),
+        reconnect_bound=rl.positive("reconnect_bound", RelayConfig.reconnect_bound),
+        handover_pause=rl.positive("handover_pause", RelayConfig.handover_pause, allow_zero=True),
+    )
+    rl.finish()
+
+    lg = _Section(source, "log", top.get("log", dict, {}))
+    log = LogConfig(format=lg.get("format", str, LogConfig.format))
+    if log.format not in ("text", "json"):
+        raise lg.error("format", f"must be \"text\" or \"json\", got {log.format!r}")
+    lg.finish()
+
+    admin = None
+    if "admin" in top.table:
+        ad = _Section(source, "admin", top.get("admin", dict))
+        admin = AdminConfig(username=ad.get("username", str, required=True),
+                            password=ad.get("password", str, required=True))
+        if not admin.username or not admin.password:
+            raise ad.error("password" if admin.username else "username", "must not be empty")
+        ad.finish()
+
+    raw_users = top.get("users", list, [])
+    users: list[UserConfig] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_users):
+        us = _Section(source, f"users[{i}]", raw)
+        user = UserConfig(
+            username=us.get("username", str, required=True),
+            password=us.get("password", str, required=True),
+            max_connections=us.get("max_connections", int, 1),
+            exp_date=us.get("exp_date", int, None),
+            enabled=us.get("enabled", bool, True),
+        )
+        us.finish()
+        if not user.username or "/" in user.username:
+            raise us.error("username", "must be non-empty and contain no '/'")
+        if not user.password or "/" in user.password:
+            raise us.error("password", "must be non-empty and contain no '/'")
+        if user.max_connections < 1:
+            raise us.error("max_connections", f"must be >= 1, got {user.max_connections}")
+        if user.username in seen:
+            raise us.error("username", f"duplicate user {user.username!r}")
+        if user.username == upstream.username and user.password == upstream.password:
+            raise us.error("password", "must differ from the provider's credentials")
+        seen.add(user.username)
+        users.append(user)
+    top.finish()
+
+    return Config(upstream=upstream, server=server, ingest=ingest, users=tuple(users),
+                  admin=admin, relay=relay, log=log, source=source)
+
+
+def _check_timezone(section: _Section, name: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except Exception:
+        raise section.error("timezone", f"unknown timezone {name!r}") from None
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check the configuration file at *path*."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: cannot read: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{source}: cannot read: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: cannot read: is a directory") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    return parse_config(document, source, environ)
+
+
+def with_overrides(config: Config, *, listen: str | None = None) -> Config:
+    """Apply command-line overrides."""
+    if listen is not None:
+        sec = _Section(config.source, "--listen", {})
+        _check_endpoint(sec, "", listen)
+        config = replace(config, server=replace(config.server, listen=listen))
+    return config

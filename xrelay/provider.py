@@ -1,0 +1,291 @@
+"""The HTTP client for the one upstream provider account.
+
+All requests to the provider go through :class:`ProviderClient`: it knows
+the provider's address and credentials, builds its URLs, and turns every
+failure into a :class:`ProviderError` whose message is safe to log and to
+show (it never contains a URL, the host or the credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import urlencode, quote
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer, error as ierror, threads
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, BrowserLikeRedirectAgent
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
+
+from .config import UpstreamConfig
+from .scrub import Scrubber
+
+__all__ = ["ProviderClient", "ProviderError", "Download"]
+
+log = Logger()
+
+
+class ProviderError(Exception):
+    """A provider request failed; the message names no secret."""
+
+
+@dataclass
+class Download:
+    path: str
+    size: int
+    content_type: str
+
+
+class _BodyToFile(Protocol):
+    """Writes a response body to a file as it arrives, with a size cap and
+    an idle watchdog (treq's timeout only covers the headers)."""
+
+    def __init__(self, clock: IReactorTime, out: BinaryIO, max_bytes: int,
+                 idle_timeout: float, what: str) -> None:
+        self.clock = clock
+        self.out = out
+        self.max_bytes = max_bytes
+        self.idle_timeout = idle_timeout
+        self.what = what
+        self.size = 0
+        self.done: defer.Deferred[int] = defer.Deferred()
+        self._idle = None
+
+    def connectionMade(self) -> None:
+        self._idle = self.clock.callLater(self.idle_timeout, self._silent)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            self._fail(f"{self.what}: larger than {self.max_bytes} bytes")
+            return
+        try:
+            self.out.write(data)
+        except OSError as e:
+            self._fail(f"{self.what}: cannot write to the data directory: {e.strerror}")
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.idle_timeout)
+
+    def _silent(self) -> None:
+        self._fail(f"{self.what}: no data for {self.idle_timeout:g} s")
+
+    def _fail(self, message: str) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if not self.done.called:
+            self.done.errback(ProviderError(message))
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self.done.called:
+            return
+        if reason is None or reason.check(ResponseDone):
+            self.done.callback(self.size)
+        elif reason.check(PotentialDataLoss):
+            # No Content-Length and no chunking: the body ends when the
+            # connection closes; the content checks decide if it is whole.
+            self.done.callback(self.size)
+        else:
+            self.done.errback(ProviderError(f"{self.what}: connection lost after {self.size} bytes"))
+
+
+class ProviderClient:
+    """Talks to the provider with its credentials."""
+
+    def __init__(self, reactor: Any, upstream: UpstreamConfig, scrubber: Scrubber | None = None,
+                 *, persistent: bool = True) -> None:
+        self.reactor = reactor
+        self.upstream = upstream
+        self.origin = upstream.origin
+        self.scrubber = scrubber or Scrubber(upstream)
+        self.pool = HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool.maxPersistentPerHost = 4
+        agent = BrowserLikeRedirectAgent(Agent(reactor, pool=self.pool), redirectLimit=5)
+        self.http = HTTPClient(agent)
+        self.headers = {b"User-Agent": [upstream.user_agent.encode()]}
+
+    def set_origin(self, url: str) -> None:
+        """Point at another provider address (the demo provider, once it listens)."""
+        self.origin = url.rstrip("/")
+        self.scrubber.set_origin(self.origin)
+
+    def close(self) -> defer.Deferred[None]:
+        return self.pool.closeCachedConnections()
+
+    # -- URLs (these contain secrets: never log them) ---------------------------
+
+    def _creds(self) -> dict[str, str]:
+        return {"username": self.upstream.username, "password": self.upstream.password}
+
+    def api_url(self, action: str | None = None, **params: Any) -> str:
+        query = self._creds()
+        if action:
+            query["action"] = action
+        query.update({k: str(v) for k, v in params.items()})
+        return f"{self.origin}/player_api.php?{urlencode(query)}"
+
+    def playlist_url(self) -> str:
+        return f"{self.origin}/get.php?{urlencode({**self._creds(), 'type': 'm3u_plus', 'output': 'ts'})}"
+
+    def xmltv_url(self) -> str:
+        return f"{self.origin}/xmltv.php?{urlencode(self._creds())}"
+
+    def _path_creds(self) -> str:
+        return f"{quote(self.upstream.username, safe='')}/{quote(self.upstream.password, safe='')}"
+
+    def stream_url(self, kind: str, stream_id: int, ext: str) -> str:
+        """``kind`` is ``live``, ``movie`` or ``series``."""
+        return f"{self.origin}/{kind}/{self._path_creds()}/{int(stream_id)}.{ext}"
+
+    def timeshift_url(self, duration: int, start: str, stream_id: int, ext: str = "ts") -> str:
+        return f"{self.origin}/timeshift/{self._path_creds()}/{int(duration)}/{quote(start, safe=':-')}/{int(stream_id)}.{ext}"
+
+    def asset_url(self, path_and_query: str) -> str:
+        return f"{self.origin}/{path_and_query.lstrip('/')}"
+
+    # -- requests -----------------------------------------------------------
+
+    def _describe(self, failure: Failure, what: str, timeout: float) -> ProviderError:
+        if failure.check(ProviderError):
+            return failure.value
+        if failure.check(defer.CancelledError, ierror.TimeoutError):
+            return ProviderError(f"{what}: no answer within {timeout:g} s")
+        if failure.check(ierror.ConnectionRefusedError):
+            return ProviderError(f"{what}: connection refused")
+        if failure.check(ierror.DNSLookupError):
+            return ProviderError(f"{what}: the provider's host name does not resolve")
+        if failure.check(ierror.ConnectError):
+            return ProviderError(f"{what}: cannot connect")
+        name = type(failure.value).__name__
+        return ProviderError(self.scrubber.text(f"{what}: {name}"))
+
+    def request(self, url: str, *, method: str = "GET", headers: dict[bytes, list[bytes]] | None = None,
+                timeout: float = 30.0, what: str = "request") -> defer.Deferred[IResponse]:
+        """An unbuffered request (for streams and downloads); redirects are followed."""
+        all_headers = dict(self.headers)
+        all_headers.update(headers or {})
+        d = self.http.request(method, url, headers=all_headers, unbuffered=True, timeout=timeout)
+        d.addErrback(lambda f: Failure(self._describe(f, what, timeout)))
+        return d
+
+    async def download(self, url: str, path: str, *, what: str, timeout: float = 300.0,
+                       idle_timeout: float = 60.0, max_bytes: int = 2 * 1024**3) -> Download:
+        """Stream a response body into *path* (created or truncated)."""
+        response = await self.request(url, timeout=timeout, what=what)
+        if response.code != 200:
+            await _discard(response)
+            raise ProviderError(f"{what}: HTTP {response.code}")
+        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
+        with open(path, "wb") as out:
+            body = _BodyToFile(self.reactor, out, max_bytes, idle_timeout, what)
+            response.deliverBody(body)
+            try:
+                size = await body.done
+            finally:
+                out.flush()
+        return Download(path=path, size=size, content_type=ctype)
+
+    async def get_json(self, action: str | None = None, *, timeout: float = 120.0,
+                       idle_timeout: float = 60.0, max_bytes: int = 1024**3,
+                       scratch_dir: str | None = None, **params: Any) -> Any:
+        """Fetch one player_api.php answer and parse it off the reactor thread.
+
+        The body is spooled to a scratch file, so a 100 MB list never sits in
+        the reactor's memory twice.
+        """
+        what = action or "account info"
+        url = self.api_url(action, **params)
+        if scratch_dir is None:
+            response = await self.request(url, timeout=timeout, what=what)
+            if response.code != 200:
+                await _discard(response)
+                raise ProviderError(f"{what}: HTTP {response.code}")
+            body = await _collect(self.reactor, response, max_bytes, idle_timeout, what)
+            return await threads.deferToThread(parse_json_answer, body, what)
+        fd, path = _scratch(scratch_dir, what)
+        try:
+            await self.download(url, path, what=what, timeout=timeout,
+                                idle_timeout=idle_timeout, max_bytes=max_bytes)
+            return await threads.deferToThread(_parse_json_file, path, what)
+        finally:
+            os.close(fd)
+            _unlink(path)
+
+
+def _scratch(directory: str, what: str) -> tuple[int, str]:
+    import tempfile
+
+    safe = "".join(c if c.isalnum() else "_" for c in what)
+    return tempfile.mkstemp(prefix=f".{safe}-", suffix=".part", dir=directory)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _parse_json_file(path: str, what: str) -> Any:
+    with open(path, "rb") as f:
+        return parse_json_answer(f.read(), what)
+
+
+def parse_json_answer(body: bytes, what: str) -> Any:
+    """Parse a JSON answer, naming what is wrong in one line."""
+    head = body[:512].lstrip()
+    if not head:
+        raise ProviderError(f"{what}: empty answer")
+    if head[:1] == b"<":
+        raise ProviderError(f"{what}: the provider answered with HTML, not JSON")
+    try:
+        return json.loads(body)
+    except ValueError:
+        if head[:1] in (b"{", b"["):
+            raise ProviderError(f"{what}: malformed or truncated JSON ({len(body)} bytes)") from None
+        word = head[:20].decode("utf-8", "replace").split()[0] if head.split() else ""
+        raise ProviderError(f"{what}: not JSON (starts with {word!r})") from None
+
+
+class _Collector(Protocol):
+    def __init__(self, clock: IReactorTime, max_bytes: int, idle: float, what: str) -> None:
+        self.chunks: list[bytes] = []
+        self.out = self
+        self.inner = _BodyToFile(clock, self, max_bytes, idle, what)
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def _collect(clock: IReactorTime, response: IResponse, max_bytes: int, idle: float, what: str) -> bytes:
+    sink = _Collector(clock, max_bytes, idle, what)
+    response.deliverBody(sink.inner)
+    await sink.inner.done
+    return b"".join(sink.chunks)
+
+
+async def _discard(response: IResponse) -> None:
+    """Drop a body we don't want (the connection is reused once it ends)."""
+    response.deliverBody(_Drop())
+
+
+class _Drop(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        pass
