@@ -1,0 +1,78 @@
+"""The ``xrelay`` command: one-off jobs beside the daemon.
+
+* ``xrelay ingest --config FILE [--force]``: one ingest now, then exit
+  (status 0 on success; otherwise 1 and a one-line reason on stderr).
+* ``xrelay check-config --config FILE``: check the configuration and print
+  it with secrets masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from .config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xrelay", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ingest = sub.add_parser("ingest", help="download the provider's catalog now, then exit")
+    ingest.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    ingest.add_argument("--force", action="store_true",
+                        help="accept a catalog that shrank by more than [ingest] max_shrink")
+    check = sub.add_parser("check-config", help="check the configuration and print it, secrets masked")
+    check.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"xrelay: {e}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(json.dumps(config.masked(), indent=2))
+        return 0
+    return _ingest(config, args.force)
+
+
+def _ingest(config: Any, force: bool) -> int:
+    from twisted.internet import defer, task
+
+    from .ingest import Ingester
+    from .provider import ProviderClient
+    from .scrub import Scrubber
+    from .store import CacheStore
+
+    async def run(reactor: Any) -> None:
+        scrubber = Scrubber(config.upstream)
+        client = ProviderClient(reactor, config.upstream, scrubber, persistent=False)
+        ingester = Ingester(reactor, client, CacheStore(config.ingest.data_dir), config.ingest, scrubber)
+        result = await ingester.run("command line", force=force)
+        await client.close()
+        raise SystemExit(_report(result))
+
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
+    return 0  # not reached: react() exits with the code raised above
+
+
+def _report(result: Any) -> int:
+    if result.ok:
+        c = result.counts
+        print(f"ingest ok in {result.duration:.1f} s: {c.get('live_streams', 0)} live, "
+              f"{c.get('vod_streams', 0)} movies, {c.get('series', 0)} series, "
+              f"{c.get('programmes', 0)} programmes")
+        return 0
+    print(f"xrelay: ingest failed, previous cache kept: {result.reason}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

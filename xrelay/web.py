@@ -1,0 +1,229 @@
+"""The HTTP front: every route xrelay serves, in one table.
+
+Each route hands the request to the component that owns it (the API, the
+live relay, movies, HLS, catch-up, the admin pages); this module only knows
+the URL forms.  Components live on the :class:`~xrelay.app.XRelay` object.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.server import Site
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from .app import XRelay
+
+__all__ = ["WebApp", "make_site", "public_base", "text_error"]
+
+log = Logger()
+
+ANY = ["GET", "POST", "HEAD"]
+
+
+def text_error(request: IRequest, code: int, message: str) -> bytes:
+    """A short plain-text error answer."""
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return (message.rstrip("\n") + "\n").encode()
+
+
+def public_base(request: IRequest, public_url: str | None) -> str:
+    """xrelay's base URL as the client should use it: ``scheme://host:port``.
+
+    From ``[server] public_url`` when set, otherwise from the request's Host
+    header (the port is always explicit, as panels do).
+    """
+    if public_url:
+        return public_url
+    scheme = "https" if request.isSecure() else "http"
+    host = request.getHeader(b"host")
+    if host:
+        text = host.decode("latin-1").strip()
+        if _HOST_RE.fullmatch(text):
+            if not _PORT_RE.search(text):
+                text = f"{text}:{request.getHost().port}"
+            return f"{scheme}://{text}"
+    addr = request.getHost()
+    hostname = getattr(addr, "host", "localhost")
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    return f"{scheme}://{hostname}:{getattr(addr, 'port', 80)}"
+
+
+_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
+_PORT_RE = re.compile(r":\d{1,5}$")
+
+
+class WebApp:
+    """The route table."""
+
+    app = Klein()
+
+    def __init__(self, xr: XRelay) -> None:
+        self.xr = xr
+
+    def _missing(self, request: IRequest, what: str) -> bytes:
+        return text_error(request, 501, f"{what} is not available in this build")
+
+    # -- Xtream API (xrelay.api) ----------------------------------------------
+
+    @app.route("/player_api.php", methods=ANY)
+    def player_api(self, request: IRequest) -> Any:
+        if self.xr.api is None:
+            return self._missing(request, "player_api.php")
+        return self.xr.api.player_api(request)
+
+    @app.route("/panel_api.php", methods=ANY)
+    def panel_api(self, request: IRequest) -> Any:
+        if self.xr.api is None:
+            return self._missing(request, "panel_api.php")
+        return self.xr.api.panel_api(request)
+
+    @app.route("/get.php", methods=ANY)
+    def get_php(self, request: IRequest) -> Any:
+        if self.xr.api is None:
+            return self._missing(request, "get.php")
+        return self.xr.api.get_php(request)
+
+    @app.route("/xmltv.php", methods=ANY)
+    def xmltv(self, request: IRequest) -> Any:
+        if self.xr.api is None:
+            return self._missing(request, "xmltv.php")
+        return self.xr.api.xmltv(request)
+
+    @app.route("/asset/", branch=True, methods=["GET", "HEAD"])
+    def asset(self, request: IRequest) -> Any:
+        if self.xr.api is None or not hasattr(self.xr.api, "asset"):
+            return self._missing(request, "the image proxy")
+        return self.xr.api.asset(request)
+
+    # -- live relay (xrelay.live) -------------------------------------------------
+
+    @app.route("/live/<user>/<password>/<stream>", methods=["GET", "HEAD"])
+    def live(self, request: IRequest, user: str, password: str, stream: str) -> Any:
+        stream_id, ext = split_stream(stream)
+        if ext == "m3u8":
+            if self.xr.hls is None:
+                return self._missing(request, "HLS")
+            return self.xr.hls.playlist(request, user, password, stream_id)
+        if self.xr.relay is None:
+            return self._missing(request, "the live relay")
+        return self.xr.relay.serve(request, user, password, stream_id, ext)
+
+    @app.route("/<user>/<password>/<stream>", methods=["GET", "HEAD"])
+    def live_short(self, request: IRequest, user: str, password: str, stream: str) -> Any:
+        return self.live(request, user, password, stream)
+
+    # -- movies and series episodes (xrelay.vod) ----------------------------------
+
+    @app.route("/movie/<user>/<password>/<stream>", methods=["GET", "HEAD"])
+    def movie(self, request: IRequest, user: str, password: str, stream: str) -> Any:
+        if self.xr.vod is None:
+            return self._missing(request, "movies")
+        stream_id, ext = split_stream(stream)
+        return self.xr.vod.serve(request, "movie", user, password, stream_id, ext)
+
+    @app.route("/series/<user>/<password>/<stream>", methods=["GET", "HEAD"])
+    def series(self, request: IRequest, user: str, password: str, stream: str) -> Any:
+        if self.xr.vod is None:
+            return self._missing(request, "series")
+        stream_id, ext = split_stream(stream)
+        return self.xr.vod.serve(request, "series", user, password, stream_id, ext)
+
+    # -- catch-up (xrelay.timeshift) ------------------------------------------------
+
+    @app.route("/timeshift/<user>/<password>/<duration>/<start>/<stream>", methods=["GET", "HEAD"])
+    def timeshift(self, request: IRequest, user: str, password: str, duration: str,
+                  start: str, stream: str) -> Any:
+        if self.xr.timeshift is None:
+            return self._missing(request, "catch-up")
+        return self.xr.timeshift.serve_path(request, user, password, duration, start, stream)
+
+    @app.route("/streaming/timeshift.php", methods=["GET", "HEAD"])
+    @app.route("/timeshift.php", methods=["GET", "HEAD"])
+    def timeshift_php(self, request: IRequest) -> Any:
+        if self.xr.timeshift is None:
+            return self._missing(request, "catch-up")
+        return self.xr.timeshift.serve_query(request)
+
+    # -- HLS segments (xrelay.hls) ------------------------------------------------
+
+    @app.route("/hls/", branch=True, methods=["GET", "HEAD"])
+    def hls(self, request: IRequest) -> Any:
+        if self.xr.hls is None:
+            return self._missing(request, "HLS")
+        return self.xr.hls.resource(request)
+
+    # -- operations (xrelay.status, xrelay.metrics, xrelay.admin) -----------------
+
+    @app.route("/status", methods=["GET"])
+    def status(self, request: IRequest) -> Any:
+        if self.xr.status is None:
+            return self._missing(request, "/status")
+        return self.xr.status.render(request)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> Any:
+        if self.xr.metrics is None:
+            return self._missing(request, "/metrics")
+        return self.xr.metrics.render(request)
+
+    @app.route("/admin", branch=True, methods=["GET", "POST"])
+    def admin(self, request: IRequest) -> Any:
+        if self.xr.admin is None:
+            return self._missing(request, "/admin")
+        return self.xr.admin.resource(request)
+
+    @app.route("/", methods=["GET"])
+    def index(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"xrelay: point your IPTV player at this address (Xtream Codes login).\n"
+
+    # -- errors ----------------------------------------------------------------
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Any) -> bytes:
+        return text_error(request, 404, "not found")
+
+    @app.handle_errors(MethodNotAllowed)
+    def not_allowed(self, request: IRequest, failure: Any) -> bytes:
+        return text_error(request, 405, "method not allowed")
+
+
+def split_stream(segment: str) -> tuple[int | None, str]:
+    """``"123.ts"`` -> ``(123, "ts")``; ``"123"`` -> ``(123, "ts")``; junk -> ``(None, ext)``."""
+    ident, dot, ext = segment.partition(".")
+    ext = ext.lower() if dot else "ts"
+    return (int(ident) if ident.isdigit() and len(ident) < 12 else None), ext
+
+
+_SECRET_PATH = re.compile(r"^/(live|movie|series|timeshift)/([^/]+)/([^/]+)/")
+_SECRET_SHORT = re.compile(r"^/([^/]+)/([^/]+)/(\d+)(\.\w+)?$")
+_SECRET_QUERY = re.compile(r"(password=)[^&]*", re.I)
+
+
+def redact_uri(uri: str) -> str:
+    """A request URI safe to log: users' passwords masked."""
+    uri = _SECRET_QUERY.sub(r"\1***", uri)
+    uri = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/{m.group(2)}/***/", uri)
+    return _SECRET_SHORT.sub(lambda m: f"/{m.group(1)}/***/{m.group(3)}{m.group(4) or ''}", uri)
+
+
+def _access_log_line(timestamp: str, request: Any) -> str:
+    uri = redact_uri(request.uri.decode("latin-1", "replace"))
+    return (f'{request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "-"} '
+            f'"{request.method.decode("latin-1")} {quote(uri, safe="/:?=&%*.-_~+,;@[]")}" '
+            f'{request.code} {request.sentLength or "-"}')
+
+
+def make_site(xr: XRelay) -> Site:
+    site = Site(WebApp(xr).app.resource(), logFormatter=_access_log_line)
+    site.displayTracebacks = False
+    return site
