@@ -11,7 +11,9 @@ reader that stops reading pauses it instead of growing the send buffer.
   length)``.  A paused (slow) reader accumulates debt; once that debt exceeds
   ``max_lag`` seconds of stream it is cut, as a real server would.
 
-``limit`` cuts the connection after that many bytes (fault injection).
+``at_end`` replaces finishing the request at the end of the body (to
+leave it hanging or drop it: faults).  ``total`` ends a paced body after that many bytes (paced VOD); ``limit``
+cuts the connection after that many bytes (fault injection).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class BodyWriter:
         tick: float = 0.02,
         max_lag: float | None = None,
         limit: int | None = None,
+        total: int | None = None,
+        at_end: Callable[[], None] | None = None,
         on_close: Callable[[str], None] | None = None,
     ) -> None:
         if (chunks is None) == (source is None):
@@ -57,6 +61,8 @@ class BodyWriter:
         self.tick = tick
         self.max_lag = max_lag
         self.limit = limit
+        self.total = total
+        self.at_end = at_end
         self.on_close = on_close
         self.sent = 0
         self.paused = False
@@ -99,6 +105,9 @@ class BodyWriter:
 
     def _finish(self) -> None:
         self._close("finished")
+        if self.at_end is not None:  # leave the request open; at_end decides
+            self.at_end()
+            return
         try:
             self.request.unregisterProducer()
             self.request.finish()
@@ -115,7 +124,9 @@ class BodyWriter:
             return
         if self.source is None:
             self._pump()
-        elif self._timer is None or not self._timer.active():
+        else:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
             self._schedule(0)
 
     def stopProducing(self) -> None:
@@ -165,11 +176,16 @@ class BodyWriter:
             log.info("demo provider: dropping a reader {lag}s behind", lag=self.max_lag)
             self.abort("too slow")
             return
-        if self.paused:
-            return  # resumeProducing schedules the next tick
+        if self.paused:  # keep watching the lag; resumeProducing writes at once
+            self._schedule(max(self.tick, 0.25))
+            return
         # Catch up at most a second of stream per tick; whole units only.
         length = int(min(owed, self.rate + self.align)) // self.align * self.align
+        if self.total is not None:
+            length = min(length, self.total - self.sent)
         if length > 0 and not self._write(self.source(self.sent, length)):
             return
-        if not self.done:
+        if self.total is not None and self.sent >= self.total:
+            self._finish()
+        elif not self.done:
             self._schedule(self.tick)

@@ -1,0 +1,379 @@
+"""The demo Xtream provider: a real HTTP server behaving like a panel.
+
+``DemoProvider(reactor, DemoSettings(...))`` serves, for its one account:
+
+* ``/player_api.php`` (GET or POST; ``panel_api.php`` too): the account info
+  and every action; wrong credentials answer 200 ``{"user_info":{"auth":0}}``.
+* ``/get.php`` (m3u / m3u_plus, output ts or m3u8; 404 on bad credentials)
+  and ``/xmltv.php`` (streamed; 401 on bad credentials).
+* live TS at ``/live/U/P/ID.ts``, ``/live/U/P/ID`` and ``/U/P/ID``: endless,
+  paced, packet-aligned (see :mod:`xrelay.demo.streams`); HLS at
+  ``/live/U/P/ID.m3u8`` (see :mod:`xrelay.demo.hls`); movies and episodes
+  with Range at ``/movie/U/P/ID.EXT`` and ``/series/U/P/ID.EXT``; catch-up
+  at ``/timeshift/U/P/DURATION/START/ID.ts`` and
+  ``/streaming/timeshift.php``; icons at ``/images/...``.
+  Stream URLs answer 401 on bad credentials and 404 on unknown ids.  With
+  ``redirect_streams`` live/movie/series URLs first answer 302 to
+  ``/stream/KIND/TOKEN/ID.EXT`` like XUI panels.
+
+``provider.stats`` counts everything (:mod:`xrelay.demo.stats`); the
+account's ``max_connections`` is enforced on stream bodies by cutting the
+oldest.  ``provider.faults`` injects failures (:mod:`xrelay.demo.faults`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from . import api
+from .catalog import Context, DemoCatalog
+from .faults import DemoFaults
+from .playlists import m3u_chunks, xmltv_chunk_count, xmltv_chunks
+from .sample import icon_png
+from .stats import DemoStats
+from .streaming import BodyWriter
+from .streams import StreamHandlers
+
+log = Logger()
+_CHUNK = 64 * 1024
+
+
+@dataclass
+class DemoSettings:
+    """The demo account, catalog sizes and streaming behaviour."""
+
+    username: str = "provider-user"
+    password: str = "provider-pass"
+    max_connections: int = 2
+    live: int = 20
+    vod: int = 30
+    series: int = 6
+    seasons: int = 2
+    episodes: int = 4
+    epg_hours: int = 12
+    seed: int = 1
+    quirky: bool = False
+    #: None paces live channels at the sample's own bitrate.
+    bitrate_bps: float | None = None
+    timezone: str = "Europe/London"
+    redirect_streams: bool = True
+    #: Size of every movie/episode file, bytes (the sample repeated).
+    vod_size: int = 4 * 1024 * 1024
+    #: None sends files as fast as the reader takes them.
+    vod_bitrate_bps: float | None = None
+    live_tick: float = 0.02
+    #: A live reader this many seconds behind is cut.
+    live_max_lag: float = 30.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def catalog(self) -> DemoCatalog:
+        return DemoCatalog(self.live, self.vod, self.series, self.seasons, self.episodes,
+                           self.epg_hours, self.seed, self.quirky)
+
+
+def _chunked(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for n in range(0, len(data), _CHUNK):
+        yield bytes(view[n : n + _CHUNK])
+
+
+class _TrackedChannel(HTTPChannel):
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channels.add(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.site.channels.discard(self)
+        super().connectionLost(reason)
+
+
+class _DemoSite(Site):
+    protocol = _TrackedChannel
+
+    def __init__(self, resource: IResource, **kw: Any) -> None:
+        super().__init__(resource, **kw)
+        self.channels: set[HTTPChannel] = set()
+        self.noisy = False
+
+    def log(self, request: Request) -> None:
+        """No access log: benchmarks make thousands of requests."""
+
+
+class DemoProvider:
+    """See the module docstring."""
+
+    def __init__(self, reactor: IReactorTime, settings: DemoSettings | None = None) -> None:
+        self.reactor = reactor
+        self.settings = settings or DemoSettings()
+        self.catalog = self.settings.catalog()
+        self.tz = ZoneInfo(self.settings.timezone)
+        self.stats = DemoStats(max_connections=self.settings.max_connections)
+        self.faults = DemoFaults()
+        self.streams = StreamHandlers(self)
+        self._json_cache: dict[tuple[Any, ...], bytes] = {}
+        self._m3u_cache: dict[tuple[Any, ...], bytes] = {}
+        self._port: IListeningPort | None = None
+        self._site: _DemoSite | None = None
+        self._root = _Root(self)
+        self._secret = hashlib.sha256(
+            f"{self.settings.password}:{self.settings.seed}".encode()
+        ).hexdigest()
+
+    # ----- public API ----------------------------------------------------
+    def resource(self) -> IResource:
+        return self._root
+
+    def listen(self, endpoint_description: str = "tcp:0:interface=127.0.0.1"
+               ) -> Deferred[IListeningPort]:
+        self._site = _DemoSite(self._root)
+        d = serverFromString(self.reactor, endpoint_description).listen(self._site)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self._port = port
+            log.info("demo provider listening on {url}", url=self.url)
+            return port
+
+        return d.addCallback(listening)
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the demo provider is not listening")
+        addr = self._port.getHost()
+        host = addr.host if addr.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{addr.port}"
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the demo provider is not listening")
+        return self._port.getHost().port
+
+    def stop(self) -> Deferred[None]:
+        """Stop listening and cut every open connection."""
+        port, self._port = self._port, None
+        d = succeed(None) if port is None else port.stopListening()
+        if self._site is not None:
+            for channel in list(self._site.channels):
+                if channel.transport is not None:
+                    channel.transport.abortConnection()
+        return d
+
+    def token(self, kind: str, stream_id: int) -> str:
+        """The opaque path token of redirected stream URLs (no credentials)."""
+        raw = f"{self._secret}:{kind}:{stream_id}".encode()
+        return hashlib.sha256(raw).hexdigest()[:32]
+
+    def vod_bytes(self, stream_id: int) -> bytes:
+        """The exact body of a movie or episode (for byte-for-byte checks)."""
+        return self.streams.file_body()
+
+    # ----- helpers for the handlers --------------------------------------
+    def check(self, username: str | None, password: str | None) -> bool:
+        return username == self.settings.username and password == self.settings.password
+
+    def context(self, request: Request) -> tuple[Context, str, str, str]:
+        """(render context, host, port, scheme) from the request's Host."""
+        host = request.getRequestHostname().decode("idna")
+        port = str(request.getHost().port)
+        raw_host = request.getHeader(b"host")
+        if raw_host and b":" in raw_host.rsplit(b"]", 1)[-1]:
+            port = raw_host.rsplit(b":", 1)[1].decode()
+        scheme = "https" if request.isSecure() else "http"
+        shown = f"[{host}]" if ":" in host else host
+        ctx = Context(f"{scheme}://{shown}:{port}", self.settings.username,
+                      self.settings.password)
+        return ctx, host, port, scheme
+
+    def send_chunks(self, request: Request, chunks: Iterator[bytes],
+                    limit: int | None = None) -> BodyWriter:
+        writer = BodyWriter(self.reactor, request, chunks=chunks, limit=limit)
+        writer.start()
+        return writer
+
+    def hang(self, request: Request) -> object:
+        """Never answer (the client or ``stop()`` ends it)."""
+        return NOT_DONE_YET
+
+    # ----- player_api.php -------------------------------------------------
+    def player_api(self, request: Request, args: dict[str, str]) -> object:
+        action = api.ACTION_ALIASES.get(args.get("action", ""), args.get("action", ""))
+        self.stats.request("player_api")
+        self.stats.request(f"player_api:{action or 'account'}")
+        request.setHeader(b"content-type", b"application/json")
+        if not self.check(args.get("username"), args.get("password")):
+            self.stats.request("unauthorized")
+            return json.dumps(api.AUTH_FAILED).encode()
+        fault = self.faults.api_fault(action)
+        if fault == "hang":
+            return self.hang(request)
+        if fault == "http500":
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"text/html")
+            return b"<html><body><h1>500 Internal Server Error</h1></body></html>"
+        if fault == "html":
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            return b"<!DOCTYPE html><html><head><title>Suspended</title></head>" \
+                   b"<body>This account is suspended.</body></html>"
+        if fault == "auth0":
+            return json.dumps(api.AUTH_FAILED).encode()
+        ctx, host, port, scheme = self.context(request)
+        req = api.ApiRequest(ctx, host, port, scheme, self.reactor.seconds(),
+                             self.stats.open_count(), self.settings.max_connections,
+                             self.tz, self.settings.timezone)
+        keep = 5 if fault == "shrink" else 1
+        cacheable = action in api.LIST_ACTIONS or action in api.CATEGORY_ACTIONS \
+            or action in ("get_vod_info", "get_series_info")
+        key = (action, args.get("category_id"), args.get("vod_id"), args.get("series_id"),
+               ctx.base, keep)
+        body = self._json_cache.get(key) if cacheable else None
+        if body is None:
+            value = api.answer(self.catalog, req, action, args, keep)
+            body = json.dumps(value, separators=(",", ":")).encode()
+            if cacheable:
+                if len(self._json_cache) > 64:
+                    self._json_cache.clear()
+                self._json_cache[key] = body
+        if fault == "bad_json":
+            body = body[: max(1, len(body) // 2)]
+        request.setHeader(b"content-length", b"%d" % len(body))
+        if len(body) <= _CHUNK:
+            return body
+        self.send_chunks(request, _chunked(body))
+        return NOT_DONE_YET
+
+    # ----- get.php --------------------------------------------------------
+    def get_php(self, request: Request, args: dict[str, str]) -> object:
+        self.stats.request("get.php")
+        if self.faults.get_php == "reset":
+            request.channel.transport.abortConnection()
+            return NOT_DONE_YET
+        if not self.check(args.get("username"), args.get("password")) \
+                or self.faults.get_php == "refuse":
+            if not self.check(args.get("username"), args.get("password")):
+                self.stats.request("unauthorized")
+            request.setResponseCode(404)
+            return b""
+        kind = args.get("type") or "m3u_plus"
+        output = args.get("output") or "ts"
+        if kind not in ("m3u", "m3u_plus"):
+            request.setResponseCode(404)
+            return b""
+        ctx, *_ = self.context(request)
+        key = (kind, output, ctx.base)
+        body = self._m3u_cache.get(key)
+        if body is None:
+            body = b"".join(m3u_chunks(self.catalog, ctx, output, kind == "m3u_plus"))
+            self._m3u_cache = {key: body}
+        suffix = "_plus" if kind == "m3u_plus" else ""
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(
+            b"content-disposition",
+            f'attachment; filename="tv_channels_{self.settings.username}{suffix}.m3u"'.encode(),
+        )
+        request.setHeader(b"cache-control", b"must-revalidate")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        self.send_chunks(request, _chunked(body))
+        return NOT_DONE_YET
+
+    # ----- xmltv.php ------------------------------------------------------
+    def xmltv(self, request: Request, args: dict[str, str]) -> object:
+        self.stats.request("xmltv")
+        if not self.check(args.get("username"), args.get("password")):
+            self.stats.request("unauthorized")
+            request.setResponseCode(401)
+            return b""
+        fault = self.faults.xmltv
+        if fault == "http500":
+            request.setResponseCode(500)
+            return b"<html><body>500</body></html>"
+        ctx, *_ = self.context(request)
+        request.setHeader(b"content-type", b"application/xml; charset=utf-8")
+        request.setHeader(b"content-disposition", b'attachment; filename="epg.xml"')
+        chunks = xmltv_chunks(self.catalog, ctx, self.reactor.seconds(), self.tz)
+        if fault in ("truncated", "hang_midway"):
+            half = max(1, xmltv_chunk_count(self.catalog) // 2)
+            transport = request.channel.transport
+            at_end = transport.abortConnection if fault == "truncated" else (lambda: None)
+            BodyWriter(self.reactor, request, chunks=_take(chunks, half), at_end=at_end).start()
+            return NOT_DONE_YET
+        self.send_chunks(request, chunks)
+        return NOT_DONE_YET
+
+
+def _take(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
+    """The first ``n`` chunks, the last one cut in the middle of an element."""
+    for k in range(n):
+        chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk if k < n - 1 else chunk[: max(1, len(chunk) // 2)]
+
+
+def _args(request: Request) -> dict[str, str]:
+    out = {}
+    for k, v in (request.args or {}).items():
+        if v:
+            out[k.decode("utf-8", "replace")] = v[0].decode("utf-8", "replace")
+    return out
+
+
+class _Root(Resource):
+    """Dispatches every path; a leaf, so twisted.web hands it the whole path."""
+
+    isLeaf = True
+
+    def __init__(self, provider: DemoProvider) -> None:
+        super().__init__()
+        self.p = provider
+
+    def render(self, request: Request) -> object:
+        segments = [unquote(s) for s in request.path.decode("latin-1").split("/")[1:]]
+        args = _args(request)
+        p, s = self.p, self.p.streams
+        head = segments[0] if segments else ""
+        n = len(segments)
+        if head in ("player_api.php", "panel_api.php") and n == 1:
+            return p.player_api(request, args)
+        if head == "get.php" and n == 1:
+            return p.get_php(request, args)
+        if head == "xmltv.php" and n == 1:
+            return p.xmltv(request, args)
+        if head == "images":
+            p.stats.request("image")
+            request.setHeader(b"content-type", b"image/png")
+            return icon_png()
+        if head == "live" and n == 4:
+            return s.live_entry(request, segments[1], segments[2], segments[3])
+        if head in ("movie", "series") and n == 4:
+            return s.file_entry(request, head, segments[1], segments[2], segments[3])
+        if head == "timeshift" and n == 6:
+            return s.timeshift_path(request, segments[1:])
+        if segments[:2] == ["streaming", "timeshift.php"] and n == 2:
+            return s.timeshift_query(request, args)
+        if head == "stream" and n == 4:
+            return s.redirected(request, segments[1], segments[2], segments[3])
+        if head == "hls" and n >= 4:
+            return s.hls(request, segments[1], segments[2], segments[3:])
+        if n == 3 and segments[2].split(".")[0].isdigit():
+            return s.live_entry(request, segments[0], segments[1], segments[2])
+        p.stats.request("not_found")
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/html")
+        return b"<html><head><title>404 Not Found</title></head><body><center>" \
+               b"<h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>"
