@@ -302,7 +302,7 @@ def _write_bundle(bundle: dict[str, Any], directory: Path) -> None:
     for name, kinds in (("live.m3u", ("live",)), ("full.m3u", ("live", "movie", "series"))):
         with open(directory / name, "w", encoding="utf-8", newline="") as f:
             for line in render_m3u(bundle, base=BASE_MARKER, username=USER_MARKER,
-                                   password=PASS_MARKER, kinds=kinds):
+                                   password=PASS_MARKER, kinds=kinds, quoted=True):
                 f.write(line)
 
 

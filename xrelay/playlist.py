@@ -86,10 +86,15 @@ def _clean(value: Any) -> str:
 
 def render_m3u(bundle: dict[str, Any], *, base: str, username: str, password: str,
                plus: bool = True, output: str = "ts",
-               kinds: tuple[str, ...] = ("live", "movie", "series")) -> Iterator[str]:
-    """The playlist, line by line (each line ends with CRLF, as panels send)."""
-    user = quote(username, safe="")
-    pw = quote(password, safe="")
+               kinds: tuple[str, ...] = ("live", "movie", "series"),
+               quoted: bool = False) -> Iterator[str]:
+    """The playlist, line by line (each line ends with CRLF, as panels send).
+
+    The credentials are URL-encoded here unless *quoted* says they already
+    are (or are placeholders, as in the cached ``live.m3u``/``full.m3u``).
+    """
+    user = username if quoted else quote(username, safe="")
+    pw = password if quoted else quote(password, safe="")
     creds = f"{user}/{pw}"
     live_ext = "m3u8" if output in ("m3u8", "hls") else "ts"
     if plus:

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, BrowserLikeRedirectAgent
+from twisted.web.client import _HTTP11ClientFactory, Agent, HTTPConnectionPool, ResponseDone, BrowserLikeRedirectAgent
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
@@ -103,6 +103,12 @@ class _BodyToFile(Protocol):
             self.done.errback(ProviderError(f"{self.what}: connection lost after {self.size} bytes"))
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """No "Starting factory" log line for every provider connection."""
+
+    noisy = False
+
+
 class ProviderClient:
     """Talks to the provider with its credentials."""
 
@@ -113,6 +119,7 @@ class ProviderClient:
         self.origin = upstream.origin
         self.scrubber = scrubber or Scrubber(upstream)
         self.pool = HTTPConnectionPool(reactor, persistent=persistent)
+        self.pool._factory = _QuietClientFactory
         self.pool.maxPersistentPerHost = 4
         agent = BrowserLikeRedirectAgent(Agent(reactor, pool=self.pool), redirectLimit=5)
         self.http = HTTPClient(agent)

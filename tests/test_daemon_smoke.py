@@ -1,0 +1,23 @@
+"""The assembled daemon starts, ingests from the demo provider and stops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest_twisted
+import treq
+
+from harness import start_relay
+
+
+@pytest_twisted.ensureDeferred
+async def test_starts_ingests_and_answers(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        assert relay.xr.cache.loaded
+        assert len(relay.xr.cache.live_by_id) == relay.provider.settings.live
+        response = await treq.get(relay.url + "/no/such/thing/at/all")
+        assert response.code == 404
+        assert (await response.text()).strip() == "not found"
+    finally:
+        await relay.stop()
