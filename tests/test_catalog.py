@@ -1,0 +1,108 @@
+"""Tolerant parsing of the odd answers real panels send (xtream-api.md 8.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from xrelay import catalog
+from xrelay.catalog import AuthRefused
+
+
+@pytest.mark.parametrize("value, expected", [
+    (5, 5), ("5", 5), (" 7 ", 7), ("7.9", 7), (7.2, 7), (True, 1), ("", None), (None, None),
+    ("abc", None), ([], None), (float("nan"), None),
+])
+def test_as_int(value: object, expected: int | None) -> None:
+    assert catalog.as_int(value, None) == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    (1, "1"), (0, "0"), ("1", "1"), ("0", "0"), (True, "1"), (False, "0"), ("true", "1"), (None, "0"),
+])
+def test_as_flag(value: object, expected: str) -> None:
+    assert catalog.as_flag(value) == expected
+
+
+def test_account_accepts_string_auth_and_null_exp_date() -> None:
+    account = catalog.normalise_account({
+        "user_info": {"auth": "1", "status": "Active", "exp_date": None, "max_connections": "3",
+                      "username": "secret-user", "password": "secret-pass"},
+        "server_info": {"url": "panel.example", "timezone": "Europe/London", "port": 8080},
+    })
+    assert account["max_connections"] == 3 and account["exp_date"] is None
+    assert account["timezone"] == "Europe/London"
+    assert "secret" not in repr(account) and "panel.example" not in repr(account)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ({"user_info": {"auth": 0}}, "auth 0"),
+    ({"user_info": {"auth": 1, "status": "Expired"}}, "Expired"),
+    ([], "no user_info"),
+    ({"error": "blocked"}, "no user_info"),
+])
+def test_account_refusals(answer: object, message: str) -> None:
+    with pytest.raises(AuthRefused, match=message):
+        catalog.normalise_account(answer)
+
+
+def test_live_rows_are_deduplicated_and_typed() -> None:
+    rows = catalog.normalise_live([
+        {"stream_id": "10", "name": "A\nB", "category_id": "3", "tv_archive": "1",
+         "tv_archive_duration": "7", "epg_channel_id": "", "added": 1700000000, "direct_source": "http://x"},
+        {"stream_id": 10, "name": "A", "category_id": "4"},
+        {"stream_id": "x"}, {"name": "no id"}, "garbage",
+        {"stream_id": 11, "name": "R", "stream_type": "radio_streams", "category_id": None,
+         "tv_archive": 0, "tv_archive_duration": "3"},
+    ])
+    assert [r["stream_id"] for r in rows] == [10, 11]
+    a, r = rows
+    assert a["category_ids"] == [3, 4] and a["category_id"] == "3"
+    assert a["name"] == "A B" and a["num"] == 1 and r["num"] == 2
+    assert a["tv_archive"] == 1 and a["tv_archive_duration"] == 7
+    assert a["epg_channel_id"] is None and a["added"] == "1700000000" and a["direct_source"] == ""
+    assert r["stream_type"] == "live" and r["category_id"] is None
+    assert r["tv_archive_duration"] == 0
+
+
+def test_lists_may_arrive_as_objects_keyed_by_id() -> None:
+    rows = catalog.normalise_vod({"5": {"stream_id": 5, "name": "M", "rating": "7.34",
+                                        "container_extension": ".MKV"}})
+    assert rows[0]["stream_id"] == 5 and rows[0]["rating"] == 7.3
+    assert rows[0]["rating_5based"] == 3.7 and rows[0]["container_extension"] == "mkv"
+    assert catalog.normalise_vod("nonsense") == []
+
+
+def test_series_rows() -> None:
+    rows = catalog.normalise_series([{"series_id": "9", "name": "S", "backdrop_path": "http://b",
+                                      "last_modified": None, "rating": 7}])
+    row = rows[0]
+    assert row["series_id"] == 9 and row["backdrop_path"] == ["http://b"]
+    assert row["last_modified"] == "0" and row["cover"] == ""
+
+
+def test_vod_info_with_empty_list_info() -> None:
+    out = catalog.normalise_vod_info({"info": [], "movie_data": {"stream_id": "5"}},
+                                     {"stream_id": 5, "name": "M", "added": "1",
+                                      "category_id": "2", "category_ids": [2],
+                                      "container_extension": "mkv"})
+    assert out["info"]["backdrop_path"] == [] and isinstance(out["info"], dict)
+    assert out["movie_data"]["stream_id"] == 5 and out["movie_data"]["container_extension"] == "mkv"
+
+
+def test_series_info_episodes_as_list_of_lists() -> None:
+    """PHP encodes seasons 0 and 1 as a list of lists; re-key by each item's season."""
+    out = catalog.normalise_series_info({
+        "seasons": [],
+        "info": [],
+        "episodes": [[{"id": "100", "season": 0, "episode_num": "1", "info": []}],
+                     [{"id": 101, "season": "1", "episode_num": 1, "title": "x"}]],
+    }, {"name": "S", "cover": "c"})
+    assert list(out["episodes"]) == ["0", "1"]
+    assert out["episodes"]["0"][0]["id"] == "100" and out["episodes"]["0"][0]["info"] == {}
+    assert [s["season_number"] for s in out["seasons"]] == [0, 1]
+    assert all(isinstance(s["cover"], str) for s in out["seasons"])
+
+
+def test_series_info_unknown_gives_one_empty_season() -> None:
+    out = catalog.normalise_series_info([], None)
+    assert out["episodes"] == {} and len(out["seasons"]) == 1

@@ -1,0 +1,39 @@
+"""The provider's secrets are removed from everything ingested."""
+
+from __future__ import annotations
+
+from xrelay.config import UpstreamConfig
+from xrelay.scrub import BASE_MARKER, Scrubber
+
+UP = UpstreamConfig(url="http://panel.example:8080", username="puser", password="ppass99")
+
+
+def test_provider_hosted_urls_become_asset_urls() -> None:
+    s = Scrubber(UP)
+    assert s.url("http://panel.example:8080/images/a.png") == f"{BASE_MARKER}/asset/images/a.png"
+    assert s.url("https://PANEL.example/img?x=1") == f"{BASE_MARKER}/asset/img?x=1"
+    assert s.url("http://cdn.other/a.png") == "http://cdn.other/a.png"
+
+
+def test_values_with_credentials_or_the_host_are_blanked() -> None:
+    s = Scrubber(UP)
+    assert s.url("http://panel.example:8080/live/puser/ppass99/1.ts") == ""
+    assert s.url("http://elsewhere/x?password=ppass99") == ""
+    assert s.url("see panel.example for details") == ""
+
+
+def test_tree_blanks_direct_source_everywhere() -> None:
+    s = Scrubber(UP)
+    tree = s.tree({"a": [{"direct_source": "http://origin/x", "n": 1, "logo": "http://panel.example:8080/l.png"}]})
+    assert tree == {"a": [{"direct_source": "", "n": 1, "logo": f"{BASE_MARKER}/asset/l.png"}]}
+
+
+def test_bytes_and_text() -> None:
+    s = Scrubber(UP)
+    out = s.bytes_(b'<icon src="http://panel.example:8080/i.png"/> ppass99')
+    assert b"panel.example" not in out and b"ppass99" not in out
+    assert out.startswith(b'<icon src="' + BASE_MARKER.encode() + b"/asset/i.png")
+    assert s.text("GET http://panel.example:8080/x?username=puser&password=ppass99") == \
+        "GET http://***/x?username=***&password=***"
+    assert s.leaks("nothing here") == []
+    assert set(s.leaks("/live/puser/ppass99/ at panel.example")) == {"host", "password", "username"}
