@@ -270,13 +270,14 @@ def test_joining_viewer_starts_at_latest_pat_pmt_keyframe_on_a_packet_boundary()
     assert is_aligned(got)
 
 
-def test_joining_viewer_mid_chunk_gets_a_memoryview_slice():
+def test_joining_viewer_mid_chunk_gets_the_chunk_tail_then_shared_chunks():
     fanout, clock, _ = make_fanout()
     fanout.feed(packets(5) + gop(5) + SYNC)
     consumer = Consumer()
     fanout.attach(consumer)
-    assert isinstance(consumer.writes[0], memoryview)
     assert consumer.value() == gop(5)
+    fanout.feed(packets(3))
+    assert consumer.writes[-1] is fanout.ring.chunks[fanout.ring.next_seq - 1].data
 
 
 def test_join_falls_back_to_pat_then_to_newest_chunk():

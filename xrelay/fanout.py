@@ -5,7 +5,7 @@ into a :class:`StreamRing`: a bounded run of recent, packet-aligned chunks
 with absolute byte offsets. The data is stored once; every viewer is a
 :class:`Viewer`, an ``IPushProducer`` registered on its consumer (a
 ``twisted.web`` request or any ``IConsumer``) that only holds a cursor into
-the ring and writes the shared chunk objects (or memoryview slices of them).
+the ring and writes the shared chunk objects (a joining viewer's first write may be a slice).
 
 * A viewer whose transport is full is paused by the transport; its cursor
   stays where it was. When the ring drops a chunk that a viewer has not
@@ -269,7 +269,9 @@ class Viewer:
                     self.evict()
                 return
             if self.pos:
-                data: bytes | memoryview = memoryview(chunk.data)[self.pos :]
+                # Only a joining viewer starts mid-chunk: one copy of the
+                # chunk's tail, once (transports' writeSequence wants bytes).
+                data = chunk.data[self.pos :]
                 self.pos = 0
             else:
                 data = chunk.data
