@@ -1,0 +1,46 @@
+"""An installed, non-editable copy of xrelay provides the twistd plugin and
+the ``xrelay`` command, and does not shadow Twisted's own packages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_no_twisted_init_files_in_the_source_tree() -> None:
+    assert not (ROOT / "twisted" / "__init__.py").exists()
+    assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+@pytest.mark.slow
+def test_installed_copy_finds_the_plugin(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(site), str(ROOT)], check=True, timeout=300, capture_output=True)
+    assert (site / "twisted" / "plugins" / "xrelay_plugin.py").is_file()
+    assert not (site / "twisted" / "__init__.py").exists()
+    assert (site / "xrelay" / "demo" / "sample.ts").is_file(), "package data is installed"
+    # Run from elsewhere, so that only the installed copy can be imported.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+    where = subprocess.run([sys.executable, "-c", "import xrelay; print(xrelay.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(site))
+    helptext = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert "xrelay" in helptext.stdout
+    plugin = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "xrelay", "--help"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert "--demo" in plugin.stdout and "--config" in plugin.stdout
+    command = subprocess.run([str(site / "bin" / "xrelay"), "--help"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert command.returncode == 0 and "check-config" in command.stdout
