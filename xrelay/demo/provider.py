@@ -309,7 +309,14 @@ class DemoProvider:
         if fault in ("truncated", "hang_midway"):
             half = max(1, xmltv_chunk_count(self.catalog) // 2)
             transport = request.channel.transport
-            at_end = transport.abortConnection if fault == "truncated" else (lambda: None)
+
+            def at_end() -> None:
+                if fault == "truncated":  # flush what was sent, then drop
+                    request.unregisterProducer()
+                    transport.loseConnection()
+                else:
+                    self.stats.request("xmltv_hung")
+
             BodyWriter(self.reactor, request, chunks=_take(chunks, half), at_end=at_end).start()
             return NOT_DONE_YET
         self.send_chunks(request, chunks)

@@ -5,7 +5,10 @@
 * ``requests[kind]``: every HTTP request by kind: ``player_api``,
   ``player_api:<action>``, ``get.php``, ``xmltv``, ``live``, ``movie``,
   ``series``, ``timeshift``, ``hls_playlist``, ``hls_segment``, ``hls_key``,
-  ``redirect``, ``image``, ``unauthorized``, ``not_found``.
+  ``redirect``, ``image``, ``unauthorized``, ``not_found``, ``forbidden``,
+  ``live_body``/``movie_body``/``series_body`` (redirect targets),
+  ``hls_entry`` (``/live/U/P/ID.m3u8``) and ``xmltv_hung`` (the
+  ``hang_midway`` fault has sent its half).
 * ``opened[(kind, stream_id)]``: stream connections opened, kind one of
   ``live``, ``vod`` (movies and episodes), ``timeshift``, ``hls_playlist``,
   ``hls_segment``.  ``opened_total(kind)`` sums them.

@@ -88,6 +88,17 @@ class BodyWriter:
             self._close(reason)
             self.transport.abortConnection()
 
+    def cut(self, reason: str) -> None:
+        """Close the connection once what was written has been sent (a FIN,
+        where ``abort`` sends an RST and drops the unsent bytes)."""
+        if self.transport is not None and not self.done:
+            self._close(reason)
+            try:
+                self.request.unregisterProducer()
+            except RuntimeError:
+                pass
+            self.transport.loseConnection()
+
     def _request_gone(self, result: object) -> None:
         if isinstance(result, Failure):
             self._close("client gone")
@@ -140,7 +151,7 @@ class BodyWriter:
             self.sent += len(data)
             if data:
                 self.request.write(data)
-            self.abort("byte limit")
+            self.cut("byte limit")
             return False
         self.sent += len(data)
         self.request.write(data)
