@@ -8,27 +8,15 @@ reconnect and handover counts. Never includes provider URLs or secrets.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from .web import text_error
+from .auth import require_admin
 
-__all__ = ["StatusPage", "check_admin"]
-
-
-def check_admin(request: IRequest, admin: Any) -> bool:
-    """True when the request carries the admin's Basic credentials."""
-    if admin is None:
-        return False
-    user = request.getUser() or b""
-    password = request.getPassword() or b""
-    ok_user = hmac.compare_digest(user, admin.username.encode())
-    ok_password = hmac.compare_digest(password, admin.password.encode())
-    return ok_user and ok_password
+__all__ = ["StatusPage"]
 
 
 class StatusPage:
@@ -48,12 +36,9 @@ class StatusPage:
         return out
 
     def render(self, request: IRequest) -> bytes:
-        admin = self.xr.config.admin
-        if admin is None:
-            return text_error(request, 403, "no [admin] account is configured")
-        if not check_admin(request, admin):
-            request.setHeader(b"www-authenticate", b'Basic realm="xrelay", charset="UTF-8"')
-            return text_error(request, 401, "admin login required")
+        denied = require_admin(request, self.xr.config.admin)
+        if denied is not None:
+            return denied
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(self.snapshot(), indent=1).encode() + b"\n"
