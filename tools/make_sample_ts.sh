@@ -7,7 +7,8 @@
 # no scene-cut keyframes), AAC, MPEG-TS at about 1 Mbit/s.  The mpegts
 # muxer repeats PAT/PMT before every keyframe and sets the adaptation
 # field's random-access indicator on keyframes; +initial_discontinuity
-# marks the first packet of each PID so a looped clip stays playable.
+# marks the first packet of each PID; -pes_payload_size 0 puts each audio
+# frame in its own PES, so the loop period can be read from the timestamps.
 #
 # Usage: tools/make_sample_ts.sh [OUTPUT]   (default xrelay/demo/sample.ts)
 set -eu
@@ -30,7 +31,7 @@ ffmpeg -hide_banner -loglevel error -y \
     -b:v 850k -maxrate 900k -bufsize 900k \
     -x264-params "nal-hrd=none" \
     -c:a aac -b:a 64k -ac 2 \
-    -f mpegts -mpegts_flags +resend_headers+initial_discontinuity \
+    -f mpegts -mpegts_flags +resend_headers+initial_discontinuity -pes_payload_size 0 \
     -mpegts_service_id 1 -metadata service_provider=xrelay -metadata service_name="xrelay demo" \
     "$out"
 ls -l "$out"

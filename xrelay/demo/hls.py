@@ -4,7 +4,9 @@
 ``master.m3u8``).  The media playlist is a sliding window of ``WINDOW``
 segments of ``SEGMENT_SECONDS``; its media sequence is ``now //
 SEGMENT_SECONDS`` of the provider's reactor clock.  Segment ``n`` is a
-2-second slice of the sample clip cut on keyframes (two slices alternate).
+2-second slice of the sample clip cut on keyframes (two slices alternate),
+with its timestamps moved so that segment ``n`` starts at ``2n`` seconds:
+consecutive segments play as one continuous stream.
 
 The URI form depends on the channel, ``style(stream_id)``, cycling over
 stream ids 1, 2, 3, ...:
@@ -25,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-from .sample import sample_clip
+from .sample import retime, sample_clip
 
 SEGMENT_SECONDS = 2
 WINDOW = 6
@@ -100,9 +102,16 @@ def plain_segment(n_mod: int) -> bytes:
     return clip.slice_between_keyframes(n_mod * per, per)
 
 
+@lru_cache(maxsize=32)
+def timed_segment(n: int) -> bytes:
+    """Segment ``n``, timestamps starting ``n * SEGMENT_SECONDS`` after slice 0."""
+    slice_index = n % 2
+    return retime(plain_segment(slice_index), (n - slice_index) * SEGMENT_SECONDS * 90_000)
+
+
 def segment_bytes(n: int, key: bytes | None = None) -> bytes:
     """Segment ``n``; AES-128-CBC (PKCS#7, IV = n) when ``key`` is given."""
-    data = plain_segment(n % 2)
+    data = timed_segment(n)
     if key is None:
         return data
     from cryptography.hazmat.primitives import padding

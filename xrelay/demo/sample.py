@@ -32,6 +32,12 @@ class SampleClip:
     #: Byte offsets where a playable unit starts: the PAT that precedes each
     #: video keyframe (or the keyframe packet itself when no PAT precedes it).
     keyframe_offsets: tuple[int, ...]
+    #: Timestamp span of one pass (90 kHz): from the first PTS/DTS to the end
+    #: of the last frame of the longest stream.  Each pass of the loop is
+    #: shifted by this much, so timestamps keep increasing.
+    period_90k: int = 0
+    #: Payload packets per PID in one pass (continuity counters advance by it).
+    payload_packets: tuple[tuple[int, int], ...] = ()
 
     @property
     def bitrate_bps(self) -> float:
@@ -41,16 +47,32 @@ class SampleClip:
     def packets(self) -> int:
         return len(self.data) // TS_PACKET
 
+    def loop(self, k: int) -> bytes:
+        """Pass ``k`` of the endless loop: the clip with its PCR/PTS/DTS moved
+        on by ``k`` periods and continuity counters carried on, so the loop
+        plays as one continuous stream."""
+        if k == 0 or not self.period_90k:
+            return self.data
+        cached = _LOOPS.get((id(self), k))
+        if cached is None:
+            cc = {pid: k * n for pid, n in self.payload_packets}
+            cached = retime(self.data, k * self.period_90k, cc, clear_discontinuity=True)
+            if len(_LOOPS) >= 8:
+                _LOOPS.pop(next(iter(_LOOPS)))
+            _LOOPS[(id(self), k)] = cached
+        return cached
+
     def cyclic(self, position: int, length: int) -> bytes:
-        """``length`` bytes of the endlessly looped clip, from ``position``."""
+        """``length`` bytes of the endless loop, from byte ``position``."""
         size = len(self.data)
-        position %= size
+        k, position = divmod(position, size)
         out = bytearray()
         while length > 0:
-            piece = self.data[position : position + length]
+            piece = self.loop(k)[position : position + length]
             out += piece
             length -= len(piece)
             position = 0
+            k += 1
         return bytes(out)
 
     def slice_between_keyframes(self, first: int, count: int) -> bytes:
@@ -59,6 +81,88 @@ class SampleClip:
         first %= len(self.keyframe_offsets)
         end = min(first + count, len(offsets) - 1)
         return self.data[offsets[first] : offsets[end]]
+
+
+_LOOPS: dict[tuple[int, int], bytes] = {}
+_WRAP_90K = 1 << 33
+
+
+def _read_ts(b: bytes | bytearray, at: int) -> int:
+    return (((b[at] >> 1) & 7) << 30) | (b[at + 1] << 22) | ((b[at + 2] >> 1) << 15) \
+        | (b[at + 3] << 7) | (b[at + 4] >> 1)
+
+
+def _write_ts(b: bytearray, at: int, ts: int) -> None:
+    ts %= _WRAP_90K
+    b[at] = (b[at] & 0xF0) | ((ts >> 29) & 0x0E) | 1
+    b[at + 1] = (ts >> 22) & 0xFF
+    b[at + 2] = ((ts >> 14) & 0xFE) | 1
+    b[at + 3] = (ts >> 7) & 0xFF
+    b[at + 4] = ((ts << 1) & 0xFE) | 1
+
+
+def _pes_timestamp_offsets(pkt: bytes | bytearray) -> list[int]:
+    """Offsets in the packet of the PES header's PTS and DTS, if any."""
+    if not pkt[1] & 0x40 or not pkt[3] & 0x10:
+        return []
+    p = 5 + pkt[4] if pkt[3] & 0x20 else 4
+    if p + 14 > TS_PACKET or pkt[p : p + 3] != b"\0\0\1":
+        return []
+    flags = pkt[p + 7]
+    out = [p + 9] if flags & 0x80 else []
+    if flags & 0xC0 == 0xC0:
+        out.append(p + 14)
+    return out
+
+
+def retime(data: bytes, shift_90k: int, cc_shift: dict[int, int] | None = None,
+           clear_discontinuity: bool = False) -> bytes:
+    """``data`` with every PCR, PTS and DTS moved on by ``shift_90k`` and each
+    PID's continuity counter by ``cc_shift[pid]``."""
+    out = bytearray(data)
+    for off in range(0, len(out) - TS_PACKET + 1, TS_PACKET):
+        pid = ((out[off + 1] & 0x1F) << 8) | out[off + 2]
+        if cc_shift and pid in cc_shift:
+            b3 = out[off + 3]
+            out[off + 3] = (b3 & 0xF0) | ((b3 + cc_shift[pid]) & 0x0F)
+        if out[off + 3] & 0x20 and out[off + 4] > 0:
+            if clear_discontinuity:
+                out[off + 5] &= 0x7F
+            if out[off + 5] & 0x10 and out[off + 4] >= 7:
+                pcr = _pcr(bytes(out[off : off + 12]))
+                assert pcr is not None
+                base = (pcr // 300 + shift_90k) % _WRAP_90K
+                ext = pcr % 300
+                out[off + 6 : off + 12] = (
+                    (base << 15) | 0x7E00 | ext
+                ).to_bytes(6, "big")
+        for at in _pes_timestamp_offsets(out[off : off + TS_PACKET]):
+            _write_ts(out, off + at, _read_ts(out, off + at) + shift_90k)
+    return bytes(out)
+
+
+def _loop_period(data: bytes) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """(period in 90 kHz ticks, payload packets per PID) of one pass."""
+    stamps: dict[int, list[int]] = {}
+    payload: dict[int, int] = {}
+    for off in range(0, len(data), TS_PACKET):
+        pkt = data[off : off + TS_PACKET]
+        pid = ((pkt[1] & 0x1F) << 8) | pkt[2]
+        if pkt[3] & 0x10:
+            payload[pid] = payload.get(pid, 0) + 1
+        offsets = _pes_timestamp_offsets(pkt)
+        if offsets:
+            stamps.setdefault(pid, []).append(_read_ts(pkt, offsets[-1]))  # DTS if present
+    if not stamps:
+        return 0, tuple(payload.items())
+    start = min(min(v) for v in stamps.values())
+    end = 0
+    for values in stamps.values():
+        ordered = sorted(values)
+        steps = [b - a for a, b in zip(ordered, ordered[1:]) if b > a]
+        frame = max(set(steps), key=steps.count) if steps else 0
+        end = max(end, ordered[-1] + frame)
+    return end - start, tuple(sorted(payload.items()))
 
 
 def _pcr(packet: bytes) -> int | None:
@@ -123,7 +227,8 @@ def analyse(data: bytes) -> SampleClip:
     span = (last_pcr - first_pcr) / 27_000_000
     # Scale the PCR span to the whole file so the looped clip keeps its rate.
     duration = span * len(data) / max(last_pcr_off - first_pcr_off, TS_PACKET)
-    return SampleClip(data, duration, tuple(keyframes or [0]))
+    period, payload = _loop_period(data)
+    return SampleClip(data, duration, tuple(keyframes or [0]), period, payload)
 
 
 @cache
