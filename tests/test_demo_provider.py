@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
@@ -13,6 +16,8 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 
 from xrelay.demo.provider import DemoProvider
 from xrelay.demo.testing import LoggedFailures, start_provider
@@ -194,3 +199,60 @@ async def test_big_list_is_streamed_whole() -> None:
         assert p.stats.requests["player_api:get_live_streams"] == 1
     finally:
         await p.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_service_listens_then_stops() -> None:
+    from xrelay.demo import DemoProviderService
+
+    service = DemoProviderService(DemoProvider(reactor))
+    service.startService()
+    p = await service.ready
+    assert (await api(p))["user_info"]["auth"] == 1
+    url = p.url
+    await service.stopService()
+    with pytest.raises(Exception):
+        await treq.get(f"{url}/player_api.php", timeout=2)
+
+
+class _FirstLine(ProcessProtocol):
+    def __init__(self) -> None:
+        self.line: Deferred[str] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.out = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if b"\n" in self.out and not self.line.called:
+            self.line.callback(self.out.split(b"\n", 1)[0].decode())
+
+    def processEnded(self, reason: Any) -> None:
+        if not self.line.called:
+            self.line.errback(reason)
+        self.ended.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_runs_a_provider() -> None:
+    from xrelay.demo.__main__ import parse_args
+
+    args = parse_args(["--live", "7", "--bitrate", "8e6", "--max-connections", "0"])
+    assert (args.live, args.bitrate, args.max_connections) == (7, 8e6, 0)
+    proto = _FirstLine()
+    process = reactor.spawnProcess(
+        proto, sys.executable,
+        [sys.executable, "-m", "xrelay.demo", "--listen", "tcp:0:interface=127.0.0.1",
+         "--live", "5"],
+        env=dict(os.environ), path=str(Path(__file__).resolve().parent.parent),
+    )
+    try:
+        line = await proto.line
+        assert line.startswith("demo provider at http://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1]
+        response = await treq.get(f"{url}/player_api.php",
+                                  params={"username": USER, "password": PASS,
+                                          "action": "get_live_streams"})
+        assert len(json.loads(await response.content())) == 5
+    finally:
+        process.signalProcess("TERM")
+        await proto.ended

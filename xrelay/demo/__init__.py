@@ -5,7 +5,7 @@ benchmarks.  See :mod:`xrelay.demo.provider`.
 
 from .catalog import DemoCatalog
 from .faults import DemoFaults
-from .provider import DemoProvider, DemoSettings
+from .provider import DemoProvider, DemoProviderService, DemoSettings
 from .stats import DemoStats
 
-__all__ = ["DemoCatalog", "DemoFaults", "DemoProvider", "DemoSettings", "DemoStats"]
+__all__ = ["DemoCatalog", "DemoFaults", "DemoProvider", "DemoProviderService", "DemoSettings", "DemoStats"]

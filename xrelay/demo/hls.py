@@ -52,8 +52,8 @@ def entry_name(stream_id: int) -> str:
 def master_playlist(prefix: str) -> str:
     """``prefix`` is ``/hls/TOKEN/ID``."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
-    for (name, bandwidth), uri in zip(VARIANTS, ("v0/index.m3u8", f"{prefix}/v1/index.m3u8")):
-        del name
+    uris = ("v0/index.m3u8", f"{prefix}/v1/index.m3u8")  # relative, host-relative
+    for (_name, bandwidth), uri in zip(VARIANTS, uris):
         lines.append(
             f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION=640x360,'
             'CODECS="avc1.4d401e,mp4a.40.2"'

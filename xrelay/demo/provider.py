@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
@@ -77,7 +78,6 @@ class DemoSettings:
     live_tick: float = 0.02
     #: A live reader this many seconds behind is cut.
     live_max_lag: float = 30.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def catalog(self) -> DemoCatalog:
         return DemoCatalog(self.live, self.vod, self.series, self.seasons, self.episodes,
@@ -180,7 +180,10 @@ class DemoProvider:
         return hashlib.sha256(raw).hexdigest()[:32]
 
     def vod_bytes(self, stream_id: int) -> bytes:
-        """The exact body of a movie or episode (for byte-for-byte checks)."""
+        """The exact body of a movie or episode (for byte-for-byte checks).
+
+        Every movie and episode serves the same file: the sample repeated to
+        ``settings.vod_size`` bytes."""
         return self.streams.file_body()
 
     # ----- helpers for the handlers --------------------------------------
@@ -321,6 +324,30 @@ class DemoProvider:
             return NOT_DONE_YET
         self.send_chunks(request, chunks)
         return NOT_DONE_YET
+
+
+class DemoProviderService(Service):
+    """The provider as a twistd service: listens on start, stops on stop.
+
+    ``ready`` fires with the provider once it listens (``provider.url`` is
+    then known), for code that must point a client at it.
+    """
+
+    def __init__(self, provider: DemoProvider,
+                 endpoint_description: str = "tcp:0:interface=127.0.0.1") -> None:
+        self.provider = provider
+        self.endpoint_description = endpoint_description
+        self.ready: Deferred[DemoProvider] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        d = self.provider.listen(self.endpoint_description)
+        d.addCallback(lambda _: self.provider)
+        d.chainDeferred(self.ready)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.provider.stop()
 
 
 def _take(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
