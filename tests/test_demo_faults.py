@@ -154,3 +154,13 @@ async def test_live_refuse_and_vod_drop(provider: DemoProvider) -> None:
     response, reader = await open_stream(f"{provider.url}/movie/{USER}/{PASS}/41.mp4")
     await reader.done
     assert reader.received == 100_000 and response.length > 100_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_drop_streams_cuts_open_live_connections(provider: DemoProvider) -> None:
+    _, reader = await open_stream(f"{provider.url}/live/{USER}/{PASS}/1.ts")
+    await provider.stats.wait_for(lambda: provider.stats.open_count("live") == 1)
+    assert provider.drop_streams("vod") == 0
+    assert provider.drop_streams() == 1
+    await reader.done
+    assert provider.stats.open_count() == 0 and provider.stats.kicked == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -149,3 +151,26 @@ def test_paced_total_ends_the_body() -> None:
     for _ in range(30):
         reactor.advance(0.05)
     assert request.body == data and request.finished
+
+
+def test_hold_sends_nothing_and_owes_nothing() -> None:
+    reactor, request = MemoryReactorClock(), FakeRequest()
+    silent = [False]
+    clip = sample_clip()
+    writer = BodyWriter(reactor, request, source=clip.cyclic, rate_bps=1_000_000,
+                        align=TS_CHUNK, tick=0.02, hold=lambda: silent[0])
+    writer.start()
+    for _ in range(50):
+        reactor.advance(0.02)
+    one_second = len(request.body)
+    silent[0] = True
+    for _ in range(100):
+        reactor.advance(0.02)
+    assert len(request.body) == one_second
+    silent[0] = False
+    reactor.advance(0.02)
+    assert len(request.body) - one_second < 10_000  # no burst for the silent time
+    for _ in range(49):
+        reactor.advance(0.02)
+    assert len(request.body) == pytest.approx(2 * one_second, rel=0.05)
+    assert request.body == clip.cyclic(0, len(request.body))  # resumes where it stopped

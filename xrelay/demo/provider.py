@@ -174,6 +174,14 @@ class DemoProvider:
                     channel.transport.abortConnection()
         return d
 
+    def drop_streams(self, kind: str | None = None) -> int:
+        """Cut every open stream body (of ``kind``: live, vod, timeshift), as
+        a provider restart would; returns how many were cut."""
+        victims = [c for c in self.stats.open_streams if kind is None or c.kind == kind]
+        for conn in victims:
+            conn.abort()
+        return len(victims)
+
     def token(self, kind: str, stream_id: int) -> str:
         """The opaque path token of redirected stream URLs (no credentials)."""
         raw = f"{self._secret}:{kind}:{stream_id}".encode()

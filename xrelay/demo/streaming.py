@@ -11,7 +11,8 @@ reader that stops reading pauses it instead of growing the send buffer.
   length)``.  A paused (slow) reader accumulates debt; once that debt exceeds
   ``max_lag`` seconds of stream it is cut, as a real server would.
 
-``at_end`` replaces finishing the request at the end of the body (to
+``hold()`` true makes a paced writer send nothing and owe nothing (a
+silent upstream) until it turns false again.  ``at_end`` replaces finishing the request at the end of the body (to
 leave it hanging or drop it: faults).  ``total`` ends a paced body after that many bytes (paced VOD); ``limit``
 cuts the connection after that many bytes (fault injection).
 """
@@ -45,6 +46,7 @@ class BodyWriter:
         limit: int | None = None,
         total: int | None = None,
         at_end: Callable[[], None] | None = None,
+        hold: Callable[[], bool] | None = None,
         on_close: Callable[[str], None] | None = None,
     ) -> None:
         if (chunks is None) == (source is None):
@@ -63,6 +65,8 @@ class BodyWriter:
         self.limit = limit
         self.total = total
         self.at_end = at_end
+        self.hold = hold
+        self._held_at: float | None = None
         self.on_close = on_close
         self.sent = 0
         self.paused = False
@@ -181,7 +185,16 @@ class BodyWriter:
         if self.done:
             return
         assert self.source is not None
-        due = self.rate * (self.reactor.seconds() - self._started_at) + self.rate * self.tick
+        now = self.reactor.seconds()
+        if self.hold is not None and self.hold():  # silent: send nothing, owe nothing
+            if self._held_at is None:
+                self._held_at = now
+            self._schedule(self.tick)
+            return
+        if self._held_at is not None:
+            self._started_at += now - self._held_at
+            self._held_at = None
+        due = self.rate * (now - self._started_at) + self.rate * self.tick
         owed = due - self.sent
         if self.max_lag is not None and owed > self.rate * self.max_lag:
             log.info("demo provider: dropping a reader {lag}s behind", lag=self.max_lag)

@@ -123,6 +123,7 @@ class StreamHandlers:
                 rate_bps=None if fault == "silent" else rate, align=TS_CHUNK,
                 tick=p.settings.live_tick, max_lag=p.settings.live_max_lag,
                 limit=DemoFaults.drop_after(fault), on_close=closed,
+                hold=lambda: p.faults.live == "silent",
             ) if fault != "silent" else _SilentWriter(p.reactor, request, closed)
 
         return self._open(request, "live", stream_id, make)
