@@ -46,6 +46,8 @@ class XRelay:
         self.metrics: Any = None
         self.status: Any = None
         self.ingest_service: Any = None
+        #: Called with the previous ``{username: UserConfig}`` after a reload.
+        self.user_listeners: list[Any] = []
 
     async def _after_ingest(self, result: IngestResult) -> None:
         if result.ok:
@@ -53,5 +55,11 @@ class XRelay:
 
     def reload_users(self, config: Config) -> None:
         """Take the users of a re-read configuration (SIGHUP)."""
+        previous = {u.username: u for u in self.users}
         self.users.replace(config.users)
         log.info("users reloaded: {count} users", count=len(self.users))
+        for listener in list(self.user_listeners):
+            try:
+                listener(previous)
+            except Exception:
+                log.failure("user reload listener failed")

@@ -238,7 +238,12 @@ def makeService(options: Options) -> MultiService:
     service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     if options["demo"]:
         reactor.callWhenRunning(_announce_demo, xr)
-    return service
+    from .logs import LoggingRoot, observer_for
+
+    # twistd starts logging after makeService: LoggingRoot hands it the observer.
+    root = LoggingRoot(observer_for(config.log.format, scrub=xr.scrubber.text))
+    service.setServiceParent(root)
+    return root
 
 
 def _announce_demo(xr: XRelay) -> None:

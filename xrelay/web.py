@@ -226,4 +226,6 @@ def _access_log_line(timestamp: str, request: Any) -> str:
 def make_site(xr: XRelay) -> Site:
     site = Site(WebApp(xr).app.resource(), logFormatter=_access_log_line)
     site.displayTracebacks = False
+    if xr.metrics is not None and hasattr(xr.metrics, "instrument"):
+        xr.metrics.instrument(site)  # request counts and latency by endpoint
     return site
