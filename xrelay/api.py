@@ -1,0 +1,447 @@
+"""The Xtream-compatible API: player_api.php, panel_api.php, get.php, xmltv.php.
+
+Everything is answered from the cached catalog; only an item's details
+(get_vod_info / get_series_info) are fetched from the provider, once per
+ingest (:meth:`xrelay.cache.CatalogCache.details`).  What can be prepared
+is prepared when the catalog reloads, in threads: the JSON lists
+(:mod:`xrelay.api_answers`), the playlist templates
+(:mod:`xrelay.api_playlists`) and the EPG index (:mod:`xrelay.epg`).
+
+Field types follow ../shared/xtream-api.md section 8.1.  Failed logins get
+HTTP 401 with ``{"user_info":{"auth":0}}`` on every endpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Callable
+from urllib.parse import parse_qs, quote, urlsplit
+from zoneinfo import ZoneInfo
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from . import catalog
+from .api_answers import LIST_KEYS, ListAnswers, dumps
+from .api_body import MarkerStream, ThreadedBody
+from .api_playlists import LIVE_EXT_MARKER, PlaylistTemplates, write_templates
+from .api_xmltv import GuideServer
+from .assets import AssetProxy
+from .epg import EpgIndex, build_index
+from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
+from .web import public_base
+
+__all__ = ["XtreamApi", "wire", "request_args", "AUTH_FAILED"]
+
+log = Logger()
+
+AUTH_FAILED = b'{"user_info":{"auth":0}}'
+#: Numeric action aliases of XC 2.x and XUI panels.
+ACTION_ALIASES = {
+    "200": "get_vod_categories", "201": "get_live_categories", "202": "get_live_streams",
+    "203": "get_vod_streams", "204": "get_series_info", "205": "get_short_epg",
+    "206": "get_series_categories", "207": "get_simple_data_table", "208": "get_series",
+    "209": "get_vod_info",
+}
+#: Shown as exp_date to users without one (2037-12-31: safe for 32-bit clients).
+FAR_FUTURE = 2145830400
+_MAX_FIELDS = 200
+
+
+def request_args(request: IRequest) -> dict[str, str]:
+    """Parameters from the query string and a form body; the query wins."""
+    args: dict[str, str] = {}
+    for key, values in (getattr(request, "args", None) or {}).items():
+        if values:
+            args[_text(key)] = _text(values[0])
+    uri = request.uri or b""
+    if b"?" in uri:
+        try:
+            query = parse_qs(uri.split(b"?", 1)[1], keep_blank_values=True,
+                             max_num_fields=_MAX_FIELDS)
+        except ValueError:
+            query = {}
+        for key, values in query.items():
+            args[_text(key)] = _text(values[0])
+    return args
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _ident(value: str | None) -> int | None:
+    """A numeric id, or None for anything else."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+def _category(value: str | None) -> int | None:
+    """``category_id`` as panels read it: intval(), and 0 means all."""
+    number = _ident(value)
+    return number or None
+
+
+def _limit(value: str | None) -> int | None:
+    number = _ident(value)
+    return number if number else None
+
+
+def accepts_gzip(request: IRequest) -> bool:
+    header = request.getHeader(b"accept-encoding") or b""
+    for part in header.lower().split(b","):
+        name, _, params = part.strip().partition(b";")
+        if name.strip() in (b"gzip", b"x-gzip"):
+            q = params.strip()
+            return not (q.startswith(b"q=0") and q.strip(b"q=0.") == b"")
+    return False
+
+
+def active_connections_from(xr: Any) -> Callable[[str], int]:
+    """Open streams per user, from whatever the relay components expose.
+
+    TODO(relay/vod): set ``xr.active_connections = callable(username) -> int``
+    to override this; until then the ``user_streams``
+    (:class:`xrelay.slots.UserStreams`) of ``xr.relay`` and ``xr.vod`` are summed.
+    """
+
+    def count(username: str) -> int:
+        total, seen = 0, set()
+        for component in (xr.relay, xr.vod):
+            streams = getattr(component, "user_streams", None)
+            if streams is None and component is not None:
+                streams = getattr(getattr(component, "relay", None), "user_streams", None)
+            if streams is not None and id(streams) not in seen and hasattr(streams, "count"):
+                seen.add(id(streams))
+                total += int(streams.count(username))
+        return total
+
+    return count
+
+
+class XtreamApi:
+    """The component behind the API routes (``xr.api``)."""
+
+    def __init__(self, reactor: Any, xr: Any) -> None:
+        self.reactor = reactor
+        self.xr = xr
+        self.answers = ListAnswers()
+        self.playlists: PlaylistTemplates | None = None
+        self.epg = EpgIndex()
+        self.guide = GuideServer(self)
+        self.assets = AssetProxy(xr)
+        self._panel: tuple[Any, bytes] | None = None
+        self._reloading: defer.Deferred[None] | None = None
+        self._generation: Any = None
+        try:
+            self.tz = ZoneInfo(xr.config.server.timezone)
+            self.tz_name = xr.config.server.timezone
+        except Exception:
+            self.tz, self.tz_name = ZoneInfo("UTC"), "UTC"
+        xr.cache.listeners.append(self.catalog_reloaded)
+
+    # -- precomputing ---------------------------------------------------------
+
+    async def catalog_reloaded(self, cache: Any) -> None:
+        """The cache changed: prepare every answer again (in threads)."""
+        d = defer.Deferred.fromCoroutine(self._prepare(cache))
+        self._reloading = d
+        try:
+            await d
+        finally:
+            if self._reloading is d:
+                self._reloading = None
+
+    async def _prepare(self, cache: Any) -> None:
+        generation, bundle = cache.generation, cache.bundle
+        started = time.monotonic()
+        await self.answers.reload(bundle)
+        self._panel = None
+        try:
+            self.playlists = await threads.deferToThread(write_templates, bundle, generation / "api")
+        except OSError as e:
+            log.warn("cannot write the playlist templates: {error}", error=e.strerror)
+        self._generation = generation
+        past = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
+                    if s.get("tv_archive")] or [1]) * 86400
+        try:
+            self.epg = await threads.deferToThread(build_index, generation / "guide.xml", None, past)
+        except Exception as e:
+            log.warn("cannot index the guide: {error}", error=str(e))
+            self.epg = EpgIndex()
+        await self.guide.reloaded(generation, self.epg)
+        log.info("API ready in {seconds:.1f} s: {programmes} programmes indexed",
+                 seconds=time.monotonic() - started, programmes=len(self.epg))
+
+    async def _ready(self) -> None:
+        """Wait for the first precomputation if one is running."""
+        if not self.answers.ready and self._reloading is not None:
+            waiter: defer.Deferred[None] = defer.Deferred()
+            self._reloading.addBoth(lambda r: (waiter.called or waiter.callback(None), r)[1])
+            await waiter
+
+    # -- common pieces --------------------------------------------------------------
+
+    def authenticate(self, request: IRequest, args: dict[str, str]) -> Any:
+        result = self.xr.users.authenticate(args.get("username"), args.get("password"))
+        if not result.ok:
+            log.info("API login refused for {user!r}: {reason}",
+                     user=(args.get("username") or "")[:64], reason=result.reason)
+        return result.user
+
+    def refuse(self, request: IRequest) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return AUTH_FAILED
+
+    def base(self, request: IRequest) -> str:
+        return public_base(request, self.xr.config.server.public_url).rstrip("/")
+
+    def json(self, request: IRequest, body: bytes, gz: bool = False) -> bytes:
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if gz:
+            request.setHeader(b"content-encoding", b"gzip")
+            request.setHeader(b"vary", b"Accept-Encoding")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        return body
+
+    def active_connections(self, username: str) -> int:
+        hook = getattr(self.xr, "active_connections", None)
+        try:
+            return int(hook(username)) if callable(hook) else 0
+        except Exception:
+            log.failure("active_connections failed")
+            return 0
+
+    def account(self, request: IRequest, user: Any, args: dict[str, str]) -> dict[str, Any]:
+        """The user_info / server_info object."""
+        base = self.base(request)
+        parts = urlsplit(base)
+        scheme = parts.scheme or "http"
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            port = 80
+        account = self.xr.cache.account
+        exp = user.exp_date or account.get("exp_date") or FAR_FUTURE
+        created = account.get("created_at") or self.xr.cache.bundle.get("generated_at") or 0
+        now = time.time()
+        return {
+            "user_info": {
+                "username": args.get("username", ""),
+                "password": args.get("password", ""),
+                "message": "",
+                "auth": 1,
+                "status": "Active",
+                "exp_date": str(int(exp)),
+                "is_trial": "0",
+                "active_cons": str(self.active_connections(user.username)),
+                "created_at": str(int(created)),
+                "max_connections": str(int(user.max_connections or 0)),
+                "allowed_output_formats": ["m3u8", "ts"],
+            },
+            "server_info": {
+                "url": parts.hostname or "localhost",
+                "port": str(port),
+                "https_port": str(port if scheme == "https" else 443),
+                "server_protocol": scheme,
+                "rtmp_port": "1935",
+                "timezone": self.tz_name,
+                "timestamp_now": int(now),
+                "time_now": datetime.fromtimestamp(now, self.tz).strftime("%Y-%m-%d %H:%M:%S"),
+                "process": True,
+            },
+        }
+
+    # -- player_api.php / panel_api.php --------------------------------------------
+
+    def player_api(self, request: IRequest) -> Any:
+        return defer.Deferred.fromCoroutine(self._player_api(request, panel=False))
+
+    def panel_api(self, request: IRequest) -> Any:
+        return defer.Deferred.fromCoroutine(self._player_api(request, panel=True))
+
+    async def _player_api(self, request: IRequest, panel: bool) -> bytes:
+        args = request_args(request)
+        user = self.authenticate(request, args)
+        if user is None:
+            return self.refuse(request)
+        action = args.get("action", "").strip()
+        action = ACTION_ALIASES.get(action, action)
+        if action in LIST_KEYS:
+            await self._ready()
+            gz = accepts_gzip(request)
+            category = _category(args.get("category_id")) if action.endswith(("streams", "series")) else None
+            body = await self.answers.answer(LIST_KEYS[action], self.base(request).encode(),
+                                             category, _limit(args.get("limit")), gz)
+            return self.json(request, body, gz)
+        if action == "get_vod_info":
+            return self.json(request, await self._details(request, "vod", args.get("vod_id")))
+        if action == "get_series_info":
+            return self.json(request, await self._details(request, "series", args.get("series_id")))
+        if action in ("get_short_epg", "get_simple_data_table"):
+            return self.json(request, self._epg(args, simple=action == "get_simple_data_table"))
+        account = dumps(self.account(request, user, args))
+        if panel:
+            await self._ready()
+            extra = await self._panel_extra(self.base(request))
+            account = account[:-1] + b"," + extra + b"}"
+        return self.json(request, account)
+
+    async def _details(self, request: IRequest, kind: str, value: str | None) -> bytes:
+        ident = _ident(value)
+        cache = self.xr.cache
+        row = (cache.vod_by_id if kind == "vod" else cache.series_by_id).get(ident) if ident is not None else None
+        if row is None:
+            # unknown id: answered here, the provider is not asked
+            return b'{"info":{},"movie_data":{}}' if kind == "vod" else b'{"seasons":[],"info":{},"episodes":{}}'
+        detail = None
+        try:
+            detail = await cache.details(kind, ident)
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            log.warn("{kind} {ident} details unavailable, answering from the list: {error}",
+                     kind=kind, ident=ident, error=self.xr.scrubber.text(str(e)))
+        if detail is None:
+            detail = minimal_details(kind, row)
+        return dumps(detail).replace(BASE_MARKER.encode(), self.base(request).encode())
+
+    def _epg(self, args: dict[str, str], simple: bool) -> bytes:
+        ident = _ident(args.get("stream_id"))
+        row = self.xr.cache.live_by_id.get(ident) if ident is not None else None
+        if row is None or not row.get("epg_channel_id"):
+            return b'{"epg_listings":[]}'
+        days = (row.get("tv_archive_duration") or 0) if row.get("tv_archive") else 0
+        rows = self.epg.listings(row["epg_channel_id"], time.time(), self.tz, simple=simple,
+                                 limit=_limit(args.get("limit")), archive_days=int(days))
+        return dumps({"epg_listings": rows})
+
+    async def _panel_extra(self, base: str) -> bytes:
+        """``"categories":{...},"available_channels":{...}`` for panel_api.php."""
+        key = (self.answers.generation, base)
+        if self._panel is None or self._panel[0] != key:
+            bundle = self.xr.cache.bundle
+            body = await threads.deferToThread(panel_extra, bundle)
+            self._panel = (key, body.replace(BASE_MARKER.encode(), base.encode()))
+        return self._panel[1]
+
+    # -- get.php -------------------------------------------------------------------
+
+    def get_php(self, request: IRequest) -> Any:
+        return defer.Deferred.fromCoroutine(self._get_php(request))
+
+    async def _get_php(self, request: IRequest) -> Any:
+        args = request_args(request)
+        user = self.authenticate(request, args)
+        if user is None:
+            return self.refuse(request)
+        await self._ready()
+        templates = self.playlists
+        if templates is None:
+            request.setHeader(b"retry-after", b"30")
+            return _text_error(request, 503, "the catalog is not loaded yet")
+        kind = (args.get("type") or "m3u_plus").strip().lower()
+        style = "plain" if kind in ("m3u", "simple") else "plus"
+        output = (args.get("output") or "ts").strip().lower()
+        live_ext = "m3u8" if output in ("m3u8", "hls") else "ts"
+        kinds = ("live", "movie", "series")
+        if args.get("key"):
+            wanted = {k.strip().lower() for k in args["key"].split(",")}
+            wanted |= {"movie"} if "vod" in wanted else set()
+            kinds = tuple(k for k in kinds if k in wanted)
+        base = self.base(request)
+        user_q = quote(args.get("username", ""), safe="")
+        pass_q = quote(args.get("password", ""), safe="")
+        replacements = [(BASE_MARKER.encode(), base.encode()), (USER_MARKER.encode(), user_q.encode()),
+                        (PASS_MARKER.encode(), pass_q.encode()),
+                        (LIVE_EXT_MARKER.encode(), live_ext.encode())]
+        guide = f"{base}/xmltv.php?username={user_q}&password={pass_q}"
+        head = f'#EXTM3U url-tvg="{guide}" x-tvg-url="{guide}"\r\n'.encode()
+        parts = templates.parts(style, kinds)
+        length = len(head)
+        for part in parts:
+            length += part.size + sum(part.counts.get(k.decode(), 0) * (len(v) - len(k))
+                                      for k, v in replacements)
+        safe_name = "".join(c for c in args.get("username", "") if c.isalnum() or c in "-_.")[:64]
+        suffix = "_plus" if style == "plus" else ""
+        request.setHeader(b"content-type", b"audio/x-mpegurl; charset=utf-8")
+        request.setHeader(b"content-disposition",
+                          f'attachment; filename="tv_channels_{safe_name}{suffix}.m3u"'.encode())
+        request.setHeader(b"cache-control", b"must-revalidate")
+        request.setHeader(b"pragma", b"public")
+        request.setHeader(b"expires", b"0")
+        request.setHeader(b"content-length", str(length).encode())
+        if request.method == b"HEAD":
+            return b""
+        source = MarkerStream([p.path for p in parts], replacements, head=head)
+        await ThreadedBody(request, source, source.close).start()
+        return None
+
+    # -- xmltv.php, /asset/ ------------------------------------------------------------
+
+    def xmltv(self, request: IRequest) -> Any:
+        args = request_args(request)
+        if self.authenticate(request, args) is None:
+            return self.refuse(request)
+        return self.guide.serve(request, self.base(request))
+
+    def asset(self, request: IRequest) -> Any:
+        return self.assets.render(request)
+
+
+def _text_error(request: IRequest, code: int, message: str) -> bytes:
+    from .web import text_error
+
+    return text_error(request, code, message)
+
+
+def minimal_details(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A well-typed details answer built from the list row alone."""
+    if kind == "vod":
+        detail = catalog.normalise_vod_info({}, row)
+        info = detail["info"]
+        info["name"] = row.get("name", "")
+        info["movie_image"] = info["cover_big"] = row.get("stream_icon") or ""
+        if isinstance(row.get("rating"), (int, float)):
+            info["rating"] = row["rating"]
+        return detail
+    return catalog.normalise_series_info({}, row)
+
+
+def panel_extra(bundle: dict[str, Any]) -> bytes:
+    """The categories and available_channels of panel_api.php (blocking)."""
+    channels: dict[str, Any] = {}
+    for kind, key, groups_key in (("live", "live_streams", "live_categories"),
+                                  ("movie", "vod_streams", "vod_categories")):
+        names = {c["category_id"]: c["category_name"] for c in bundle.get(groups_key, [])}
+        for s in bundle.get(key, []):
+            channels[str(s["stream_id"])] = {
+                "num": s.get("num"), "name": s.get("name", ""),
+                "stream_type": s.get("stream_type", kind), "type_name": "Live Streams" if kind == "live" else "Movies",
+                "stream_id": s["stream_id"], "stream_icon": s.get("stream_icon") or "",
+                "epg_channel_id": s.get("epg_channel_id"), "added": s.get("added", "0"),
+                "category_name": names.get(s.get("category_id"), ""), "category_id": s.get("category_id"),
+                "series_no": None, "live": "1" if kind == "live" else "0",
+                "container_extension": s.get("container_extension") if kind == "movie" else None,
+                "custom_sid": "", "tv_archive": s.get("tv_archive", 0), "direct_source": "",
+                "tv_archive_duration": s.get("tv_archive_duration", 0),
+            }
+    categories = {"live": bundle.get("live_categories", []), "movie": bundle.get("vod_categories", []),
+                  "series": bundle.get("series_categories", [])}
+    body = dumps({"categories": categories, "available_channels": channels})
+    return body[1:-1]
+
+
+def wire(reactor: Any, xr: Any) -> None:
+    """Install the API on *xr* (called by :mod:`xrelay.tap`)."""
+    if not callable(getattr(xr, "active_connections", None)):
+        xr.active_connections = active_connections_from(xr)
+    xr.api = XtreamApi(reactor, xr)
+    return None

@@ -1,0 +1,197 @@
+"""Streaming big response bodies (playlists, the guide) with back-pressure.
+
+:class:`ThreadedBody` is a push producer registered on the request: it asks
+a blocking *source* (a callable run in the thread pool) for the next chunk,
+writes it, and asks for the next one only while the client keeps up.  So a
+100 MB playlist is never held in memory, the reactor thread never reads a
+file or compresses, and a slow client costs one chunk of memory.
+
+:class:`MarkerStream` is the usual source: a file read in chunks, cached
+placeholders (``@XRELAY_BASE@``...) replaced on the fly, optionally
+gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, BinaryIO, Callable
+
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+__all__ = ["ThreadedBody", "MarkerReplacer", "MarkerStream", "CHUNK"]
+
+log = Logger()
+
+#: Bytes read from disk per step.
+CHUNK = 256 * 1024
+
+
+class MarkerReplacer:
+    """Replaces placeholders in a byte stream, even across chunk boundaries.
+
+    Every placeholder starts with ``@``; a chunk's tail that could be the
+    start of one is held back until the next chunk.
+    """
+
+    def __init__(self, replacements: list[tuple[bytes, bytes]]) -> None:
+        self.replacements = [(k, v) for k, v in replacements if k != v]
+        self.hold = max((len(k) for k, _ in self.replacements), default=1) - 1
+        self.carry = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.carry + chunk if self.carry else chunk
+        if not self.replacements:
+            self.carry = b""
+            return data
+        cut = len(data)
+        if self.hold:
+            at = data.rfind(b"@", max(0, len(data) - self.hold))
+            if at >= 0:
+                cut = at
+        self.carry = data[cut:]
+        return self._replace(data[:cut] if cut < len(data) else data)
+
+    def flush(self) -> bytes:
+        data, self.carry = self.carry, b""
+        return self._replace(data)
+
+    def _replace(self, data: bytes) -> bytes:
+        for key, value in self.replacements:
+            if key in data:
+                data = data.replace(key, value)
+        return data
+
+
+class MarkerStream:
+    """A blocking chunk source over a sequence of files (run in a thread)."""
+
+    def __init__(self, paths: list[str], replacements: list[tuple[bytes, bytes]],
+                 gzip: bool = False, level: int = 1, head: bytes = b"") -> None:
+        self.paths = list(paths)
+        self.replacer = MarkerReplacer(replacements)
+        self.compressor = zlib.compressobj(level, zlib.DEFLATED, 31) if gzip else None
+        self.head = head
+        self.file: BinaryIO | None = None
+        self.finished = False
+
+    def __call__(self) -> bytes | None:
+        """The next chunk of the body, or None at the end."""
+        while not self.finished:
+            out = b""
+            if self.head:
+                out, self.head = self.replacer.feed(self.head), b""
+            else:
+                if self.file is None:
+                    if not self.paths:
+                        out = self.replacer.flush()
+                        if self.compressor is not None:
+                            out = self.compressor.compress(out) + self.compressor.flush()
+                        self.finished = True
+                        return out or None
+                    self.file = open(self.paths.pop(0), "rb")
+                raw = self.file.read(CHUNK)
+                if not raw:
+                    self.file.close()
+                    self.file = None
+                    continue
+                out = self.replacer.feed(raw)
+            if self.compressor is not None:
+                out = self.compressor.compress(out)
+            if out:
+                return out
+        return None
+
+    def close(self) -> None:
+        self.finished = True
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+@implementer(IPushProducer)
+class ThreadedBody:
+    """Writes what *source* produces (in the thread pool) to *request*."""
+
+    def __init__(self, request: IRequest, source: Callable[[], bytes | None],
+                 close: Callable[[], Any] | None = None) -> None:
+        self.request = request
+        self.source = source
+        self.close_source = close
+        self.paused = False
+        self.stopped = False
+        self.reading = False
+        self.sent = 0
+        self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.stopProducing())
+
+    def start(self) -> defer.Deferred[None]:
+        """Begin streaming; the Deferred fires when the body is complete (or
+        the client left): return it from a Klein route, which then finishes
+        the request.  Cancelling it stops the stream."""
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self._next()
+        return self.done
+
+    def _next(self) -> None:
+        if self.reading or self.paused or self.stopped:
+            return
+        self.reading = True
+        d = threads.deferToThread(self.source)
+        d.addCallbacks(self._got, self._failed)
+
+    def _got(self, chunk: bytes | None) -> None:
+        self.reading = False
+        if self.stopped:
+            self._close()
+            return
+        if chunk is None:
+            self._finish()
+            return
+        self.sent += len(chunk)
+        self.request.write(chunk)
+        self._next()
+
+    def _failed(self, failure: Any) -> None:
+        self.reading = False
+        log.warn("cannot stream a response body: {error}", error=str(failure.value))
+        self.stopProducing()
+        channel = getattr(self.request, "channel", None)
+        transport = getattr(channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _finish(self) -> None:
+        self.stopped = True
+        self._close()
+        try:
+            self.request.unregisterProducer()
+        except RuntimeError:
+            pass  # the client left
+        if not self.done.called:
+            self.done.callback(None)  # the route's caller (Klein) finishes the request
+
+    def _close(self) -> None:
+        if self.close_source is not None and not self.reading:
+            close, self.close_source = self.close_source, None
+            threads.deferToThread(close).addErrback(lambda _: None)
+
+    # -- IPushProducer ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._next()
+
+    def stopProducing(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self._close()
+        if not self.done.called:
+            self.done.callback(None)

@@ -1,0 +1,116 @@
+"""get.php playlists, rendered once per catalog and streamed per request.
+
+When the catalog reloads, one template file per (style, kind) is written in
+a thread to ``GENERATION/api/`` (``plus-live.m3u``, ``plain-movie.m3u``...)
+with placeholders for the base URL, the user's URL-encoded credentials and
+the live extension.  A request streams the wanted files through
+:class:`~xrelay.api_body.MarkerStream`, which fills the placeholders in;
+the Content-Length is known in advance from the placeholder counts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .playlist import _clean
+from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
+
+__all__ = ["PlaylistTemplates", "write_templates", "LIVE_EXT_MARKER", "KINDS"]
+
+LIVE_EXT_MARKER = "@XRELAY_LIVEEXT@"
+MARKERS = (BASE_MARKER, USER_MARKER, PASS_MARKER, LIVE_EXT_MARKER)
+KINDS = ("live", "movie", "series")
+STYLES = ("plus", "plain")
+
+
+@dataclass
+class TemplateFile:
+    path: str
+    size: int
+    #: marker -> occurrences
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PlaylistTemplates:
+    files: dict[tuple[str, str], TemplateFile] = field(default_factory=dict)
+
+    def parts(self, style: str, kinds: tuple[str, ...]) -> list[TemplateFile]:
+        return [self.files[(style, kind)] for kind in KINDS if kind in kinds and (style, kind) in self.files]
+
+
+def _lines(bundle: dict[str, Any], style: str, kind: str) -> Iterator[str]:
+    plus = style == "plus"
+    creds = f"{USER_MARKER}/{PASS_MARKER}"
+    base = BASE_MARKER
+    if kind == "live":
+        groups = {c["category_id"]: c["category_name"] for c in bundle.get("live_categories", [])}
+        for s in bundle.get("live_streams", []):
+            url = f"{base}/live/{creds}/{s['stream_id']}.{LIVE_EXT_MARKER}"
+            name = _clean(s.get("name"))
+            if not plus:
+                yield f"#EXTINF:-1,{name}\r\n{url}\r\n"
+                continue
+            extra = ""
+            if s.get("tv_archive"):
+                days = s.get("tv_archive_duration") or 0
+                extra = f' timeshift="{days}" catchup="xc" catchup-days="{days}"'
+            yield (f'#EXTINF:-1{extra} tvg-id="{_clean(s.get("epg_channel_id"))}" '
+                   f'tvg-name="{name}" tvg-logo="{_clean(s.get("stream_icon"))}" '
+                   f'tvg-chno="{s.get("num", "")}" '
+                   f'group-title="{_clean(groups.get(s.get("category_id"), ""))}",{name}\r\n{url}\r\n')
+    elif kind == "movie":
+        groups = {c["category_id"]: c["category_name"] for c in bundle.get("vod_categories", [])}
+        for s in bundle.get("vod_streams", []):
+            url = f"{base}/movie/{creds}/{s['stream_id']}.{s.get('container_extension') or 'mp4'}"
+            yield _vod_line(plus, s.get("name"), s.get("stream_icon"),
+                            groups.get(s.get("category_id"), ""), url)
+    elif kind == "series":
+        for e in bundle.get("episodes", []):
+            url = f"{base}/series/{creds}/{e['id']}.{e.get('ext') or 'mp4'}"
+            yield _vod_line(plus, e.get("name"), e.get("logo"), e.get("group", ""), url)
+
+
+def _vod_line(plus: bool, name: Any, logo: Any, group: Any, url: str) -> str:
+    name = _clean(name)
+    if plus:
+        return (f'#EXTINF:-1 tvg-name="{name}" tvg-logo="{_clean(logo)}" '
+                f'group-title="{_clean(group)}",{name}\r\n{url}\r\n')
+    return f"#EXTINF:-1,{name}\r\n{url}\r\n"
+
+
+def write_templates(bundle: dict[str, Any], directory: Path) -> PlaylistTemplates:
+    """Write every template file (blocking: run in a thread)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = PlaylistTemplates()
+    for style in STYLES:
+        for kind in KINDS:
+            path = directory / f"{style}-{kind}.m3u"
+            tmp = path.with_name(path.name + ".tmp")
+            counts = dict.fromkeys(MARKERS, 0)
+            size = 0
+            with open(tmp, "wb") as f:
+                batch: list[str] = []
+                for line in _lines(bundle, style, kind):
+                    batch.append(line)
+                    if len(batch) >= 2000:
+                        size += _flush(f, batch, counts)
+                size += _flush(f, batch, counts)
+            os.replace(tmp, path)
+            out.files[(style, kind)] = TemplateFile(str(path), size, counts)
+    return out
+
+
+def _flush(f: Any, batch: list[str], counts: dict[str, int]) -> int:
+    if not batch:
+        return 0
+    text = "".join(batch)
+    batch.clear()
+    for marker in MARKERS:
+        counts[marker] += text.count(marker)
+    data = text.encode("utf-8")
+    f.write(data)
+    return len(data)

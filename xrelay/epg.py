@@ -1,0 +1,241 @@
+"""The EPG index behind get_short_epg and get_simple_data_table.
+
+Built from the cached ``guide.xml`` in a thread each time the catalog
+reloads, with a streaming (expat) parse: only programmes inside a time
+window around the build time are kept, packed into flat arrays and one
+byte blob (title, description, language per programme), so a 100 MB guide
+costs a few tens of MB and no per-programme Python objects.
+
+The same pass counts the ``@XRELAY_BASE@`` markers in the guide, which
+``xmltv.php`` needs for its Content-Length.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import time
+from array import array
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from xml.parsers import expat
+from zoneinfo import ZoneInfo
+
+from .scrub import BASE_MARKER
+
+__all__ = ["EpgIndex", "build_index", "parse_xmltv_time"]
+
+#: Kept: programmes that end less than this long before the build...
+DEFAULT_PAST = 2 * 86400
+#: ...and start less than this long after it.
+DEFAULT_FUTURE = 3 * 86400
+#: Never keep more past than this, whatever the channels' archive depth.
+MAX_PAST = 14 * 86400
+_MARKER = BASE_MARKER.encode()
+_SEP = "\x00"
+
+
+def parse_xmltv_time(value: str) -> int | None:
+    """``20250101070000 +0100`` (offset optional) -> UTC epoch seconds."""
+    value = value.strip()
+    digits = value[:14]
+    if len(digits) < 12 or not digits.isdigit():
+        return None
+    try:
+        epoch = calendar.timegm((int(digits[0:4]), int(digits[4:6]), int(digits[6:8]),
+                                 int(digits[8:10]), int(digits[10:12]),
+                                 int(digits[12:14] or 0), 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    rest = value[14:].strip()
+    if len(rest) == 5 and rest[0] in "+-" and rest[1:].isdigit():
+        offset = int(rest[1:3]) * 3600 + int(rest[3:5]) * 60
+        epoch -= offset if rest[0] == "+" else -offset
+    return epoch
+
+
+@dataclass
+class EpgIndex:
+    """Programmes per XMLTV channel id, sorted by start."""
+
+    starts: array = field(default_factory=lambda: array("q"))
+    stops: array = field(default_factory=lambda: array("q"))
+    #: per programme: offset of its text (title NUL desc NUL lang) in ``texts``
+    text_at: array = field(default_factory=lambda: array("q", [0]))
+    texts: bytes = b""
+    #: channel id -> (first, end) programme positions
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: base markers in the guide file and its size (for Content-Length)
+    markers: int = 0
+    size: int = 0
+    built_at: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def programmes(self, channel_id: str | None) -> range:
+        if not channel_id:
+            return range(0)
+        first, end = self.channels.get(channel_id, (0, 0))
+        return range(first, end)
+
+    def text(self, i: int) -> tuple[str, str, str]:
+        raw = self.texts[self.text_at[i]:self.text_at[i + 1]].decode("utf-8", "replace")
+        title, desc, lang = (raw.split(_SEP) + ["", "", ""])[:3]
+        return title, desc, lang
+
+    def listings(self, channel_id: str | None, now: float, tz: ZoneInfo, *, simple: bool,
+                 limit: int | None, archive_days: int) -> list[dict[str, Any]]:
+        """Rows of get_short_epg (current and next *limit*, default 4) or
+        get_simple_data_table (everything kept, with now_playing/has_archive)."""
+        positions = self.programmes(channel_id)
+        if not simple:
+            picked = [i for i in positions if self.stops[i] > now]
+            positions = picked[: (limit if limit and limit > 0 else 4)]  # type: ignore[assignment]
+        elif limit and limit > 0:
+            positions = list(positions)[:limit]  # type: ignore[assignment]
+        archive_from = now - archive_days * 86400
+        rows = []
+        for i in positions:
+            start, stop = self.starts[i], self.stops[i]
+            title, desc, lang = self.text(i)
+            row: dict[str, Any] = {
+                "id": str(i + 1),
+                "epg_id": "1",
+                "title": _b64(title),
+                "lang": lang,
+                "start": _local(start, tz),
+                "end": _local(stop, tz),
+                "description": _b64(desc),
+                "channel_id": channel_id,
+                "start_timestamp": str(start),
+                "stop_timestamp": str(stop),
+            }
+            if simple:
+                row["now_playing"] = 1 if start <= now < stop else 0
+                row["has_archive"] = 1 if archive_days > 0 and archive_from <= stop <= now else 0
+            rows.append(row)
+        return rows
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _local(epoch: int, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class _Parser:
+    """Collects programmes inside [low, high) from a streaming parse, into
+    flat arrays in file order (no object per programme)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+        self.channel_ids: dict[str, int] = {}
+        self.chan = array("i")
+        self.starts = array("q")
+        self.stops = array("q")
+        self.text_at = array("q", [0])
+        self.texts = bytearray()
+        self.current: tuple[int, int, int] | None = None
+        self.field: str | None = None
+        self.parts: dict[str, list[str]] = {"title": [], "desc": []}
+        self.lang = ""
+        self.depth = 0
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        self.depth += 1
+        if name == "programme" and self.depth == 2:
+            start = parse_xmltv_time(attrs.get("start", ""))
+            stop = parse_xmltv_time(attrs.get("stop", "")) if attrs.get("stop") else None
+            channel = attrs.get("channel", "")
+            if start is None or not channel:
+                return
+            if stop is None or stop <= start:
+                stop = start + 1800
+            if stop >= self.low and start < self.high:
+                number = self.channel_ids.setdefault(channel, len(self.channel_ids))
+                self.current = (number, start, stop)
+                self.parts = {"title": [], "desc": []}
+                self.lang = ""
+        elif self.current is not None and self.depth == 3 and name in ("title", "desc"):
+            if not self.parts[name]:
+                self.field = name
+                if name == "title":
+                    self.lang = attrs.get("lang", "")[:8]
+
+    def end(self, name: str) -> None:
+        self.depth -= 1
+        if self.field is not None and self.depth == 2:
+            self.field = None
+        elif name == "programme" and self.depth == 1 and self.current is not None:
+            number, start, stop = self.current
+            title = "".join(self.parts["title"]).replace(_SEP, " ").strip()
+            desc = "".join(self.parts["desc"]).replace(_SEP, " ").strip()
+            self.chan.append(number)
+            self.starts.append(start)
+            self.stops.append(stop)
+            self.texts += f"{title}{_SEP}{desc}{_SEP}{self.lang}".encode()
+            self.text_at.append(len(self.texts))
+            self.current = None
+
+    def chars(self, data: str) -> None:
+        if self.field is not None:
+            self.parts[self.field].append(data)
+
+
+def build_index(path: Path | str, now: float | None = None, past: float = DEFAULT_PAST,
+                future: float = DEFAULT_FUTURE) -> EpgIndex:
+    """Parse *path* (blocking; run it in a thread).  Raises OSError or
+    expat.ExpatError for a missing or broken file."""
+    now = time.time() if now is None else now
+    past = min(max(past, 0), MAX_PAST)
+    p = _Parser(now - past, now + future)
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = p.start
+    parser.EndElementHandler = p.end
+    parser.CharacterDataHandler = p.chars
+    markers = size = 0
+    carry = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            both = carry + chunk
+            markers += both.count(_MARKER) - carry.count(_MARKER)
+            carry = both[-(len(_MARKER) - 1):]
+            parser.Parse(chunk, False)
+        parser.Parse(b"", True)
+    index = EpgIndex(markers=markers, size=size, built_at=now)
+    n = len(p.starts)
+    low = int(now - past) - 86400
+    shift = 1 << 36
+    keys = [p.chan[i] * shift + (p.starts[i] - low) for i in range(n)]
+    order = sorted(range(n), key=keys.__getitem__) if keys != sorted(keys) else range(n)
+    del keys
+    names = {number: channel for channel, number in p.channel_ids.items()}
+    texts = bytearray()
+    previous = (-1, None)
+    for i in order:
+        number, start = p.chan[i], p.starts[i]
+        if (number, start) == previous:
+            continue  # duplicate start time on one channel: keep the first
+        if number != previous[0]:
+            if previous[0] >= 0:
+                index.channels[names[previous[0]]] = (first, len(index.starts))
+            first = len(index.starts)
+        previous = (number, start)
+        index.starts.append(start)
+        index.stops.append(p.stops[i])
+        texts += p.texts[p.text_at[i]:p.text_at[i + 1]]
+        index.text_at.append(len(texts))
+    if previous[0] >= 0:
+        index.channels[names[previous[0]]] = (first, len(index.starts))
+    index.texts = bytes(texts)
+    return index
