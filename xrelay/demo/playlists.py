@@ -100,13 +100,15 @@ def xmltv_chunks(catalog: DemoCatalog, ctx: Context, now: float, tz: ZoneInfo,
                 "</channel>\n"
             )
         yield "".join(parts).encode()
+    window = catalog.epg_window(now)  # every channel shares the programme times
+    times = {t: xmltv_time(t, tz) for t in [*window, window[-1] + window.step]}
     for n in range(0, len(channels), batch):
         parts = []
         for epg, _i in channels[n : n + batch]:
             for prog in catalog.programmes(epg, now):
                 parts.append(
-                    f'  <programme start="{xmltv_time(prog.start, tz)}" '
-                    f'stop="{xmltv_time(prog.stop, tz)}" channel={quoteattr(epg)}>'
+                    f'  <programme start="{times[prog.start]}" '
+                    f'stop="{times[prog.stop]}" channel={quoteattr(epg)}>'
                     f'<title lang="en">{escape(prog.title)}</title>'
                     f'<desc lang="en">{escape(prog.description)}</desc></programme>\n'
                 )
