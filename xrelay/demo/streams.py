@@ -304,3 +304,6 @@ class _SilentWriter(BodyWriter):
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addBoth(self._request_gone)
         self.request.write(b"")
+
+    def resumeProducing(self) -> None:
+        self.paused = False  # and still nothing to say
