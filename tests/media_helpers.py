@@ -1,0 +1,120 @@
+"""Helpers for the movie, catch-up and HLS tests: a raw HTTP client that
+shows every header byte (and can stop reading), bounded polling, leak checks."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+
+class RawResponse(Protocol):
+    """Sends one HTTP/1.1 request (Connection: close) and keeps every byte."""
+
+    def __init__(self, request: bytes, *, read: bool = True) -> None:
+        self.request = request
+        self.read = read
+        self.data = bytearray()
+        self.closed: Deferred[RawResponse] = Deferred()
+        self.head_seen: Deferred[RawResponse] = Deferred()
+        self.lost = False
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+        if not self.read:
+            self.transport.pauseProducing()  # a client that stops reading
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if not self.head_seen.called and b"\r\n\r\n" in self.data:
+            self.head_seen.callback(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+        if not self.head_seen.called:
+            self.head_seen.callback(self)
+        self.closed.callback(self)
+
+    # -- parsed view ------------------------------------------------------
+
+    @property
+    def head(self) -> bytes:
+        return bytes(self.data).split(b"\r\n\r\n", 1)[0]
+
+    @property
+    def status(self) -> int:
+        return int(self.head.split(b" ", 2)[1])
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        out = {}
+        for line in self.head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            out[name.strip().lower()] = value.strip()
+        return out
+
+    @property
+    def body(self) -> bytes:
+        raw = bytes(self.data).split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in self.data else b""
+        if self.headers.get(b"transfer-encoding") == b"chunked":
+            return _dechunk(raw)
+        return raw
+
+    def stop(self) -> None:
+        if not self.lost:
+            self.transport.abortConnection()
+
+
+def _dechunk(raw: bytes) -> bytes:
+    out, pos = bytearray(), 0
+    while True:
+        end = raw.find(b"\r\n", pos)
+        if end < 0:
+            return bytes(out)
+        size = int(raw[pos:end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += raw[end + 2 : end + 2 + size]
+        pos = end + 2 + size + 2
+
+
+async def raw_request(port: int, path: str, *, method: str = "GET",
+                      headers: dict[str, str] | None = None, read: bool = True,
+                      wait: str = "closed") -> RawResponse:
+    """Open a connection to xrelay, send one request; wait for ``closed``
+    (the whole answer), ``head`` (the status line and headers) or nothing."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    proto = RawResponse(("\r\n".join(lines) + "\r\n\r\n").encode(), read=read)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), proto)
+    if wait == "closed":
+        await proto.closed
+    elif wait == "head":
+        await proto.head_seen
+    return proto
+
+
+async def poll(condition: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
+    """Wait until ``condition()`` holds (only where no event exists to wait on)."""
+    waited = 0.0
+    while not condition():
+        if waited >= timeout:
+            raise AssertionError("condition not reached within %.1f s" % timeout)
+        await task.deferLater(reactor, step, lambda: None)
+        waited += step
+
+
+def assert_no_secrets(relay: Any, *answers: RawResponse) -> None:
+    """No provider host, user name or password in any byte of these answers."""
+    username, password, hostport = relay.upstream_secrets
+    for answer in answers:
+        data = bytes(answer.data)
+        assert not relay.xr.scrubber.leaks(data[:200_000]), relay.xr.scrubber.leaks(data[:200_000])
+        head = answer.head
+        for secret in (password, hostport, username):
+            assert secret.encode() not in head
+        assert b"location" not in answer.headers
+        assert b"set-cookie" not in answer.headers

@@ -1,0 +1,242 @@
+"""Movies and episodes through xrelay, over real sockets against the demo provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from tests.harness import start_relay
+from tests.media_helpers import assert_no_secrets, poll, raw_request
+from xrelay.demo.provider import DemoSettings
+
+LAST_MODIFIED = b"Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+def first_movie(relay: Any, index: int = 0) -> tuple[int, str]:
+    mid = sorted(relay.xr.cache.vod_by_id)[index]
+    return mid, relay.xr.cache.vod_by_id[mid]["container_extension"]
+
+
+def first_episode(relay: Any) -> int:
+    return sorted(relay.xr.cache.episode_ids)[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_range_answers_are_byte_for_byte(tmp_path: Any) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        mid, ext = first_movie(relay)
+        whole = relay.provider.vod_bytes(mid)
+        size = len(whole)
+        path = f"/movie/alice/alicepw/{mid}.{ext}"
+        answers = []
+
+        full = await raw_request(relay.port, path)
+        answers.append(full)
+        assert full.status == 200
+        assert full.headers[b"content-length"] == b"%d" % size
+        assert full.headers[b"accept-ranges"] == b"bytes"
+        assert full.headers[b"last-modified"] == LAST_MODIFIED
+        assert full.headers[b"content-type"] in (b"video/mp4", b"video/x-matroska", b"video/mp2t")
+        assert full.body == whole
+
+        cases = {
+            "bytes=0-1023": (0, 1023),
+            "bytes=1000000-1999999": (1000000, 1999999),
+            "bytes=-5000": (size - 5000, size - 1),
+            f"bytes={size - 10}-": (size - 10, size - 1),
+            f"bytes=100-{size + 500}": (100, size - 1),
+        }
+        for spec, (a, b) in cases.items():
+            answer = await raw_request(relay.port, path, headers={"Range": spec})
+            answers.append(answer)
+            assert answer.status == 206, spec
+            assert answer.headers[b"content-range"] == b"bytes %d-%d/%d" % (a, b, size), spec
+            assert answer.headers[b"content-length"] == b"%d" % (b - a + 1), spec
+            assert answer.headers[b"last-modified"] == LAST_MODIFIED
+            assert answer.body == whole[a : b + 1], spec
+
+        past = await raw_request(relay.port, path, headers={"Range": f"bytes={size}-"})
+        answers.append(past)
+        assert past.status == 416
+        assert past.headers[b"content-range"] == b"bytes */%d" % size
+        assert past.body == b""
+
+        same = await raw_request(relay.port, path, headers={"Range": "bytes=10-19",
+                                                            "If-Range": LAST_MODIFIED.decode()})
+        changed = await raw_request(relay.port, path, headers={"Range": "bytes=10-19",
+                                                               "If-Range": "Mon, 01 Jan 2024 00:00:00 GMT"})
+        answers += [same, changed]
+        assert same.status == 206 and same.body == whole[10:20]
+        assert changed.status == 200 and changed.body == whole
+
+        head = await raw_request(relay.port, path, method="HEAD", headers={"Range": "bytes=0-99"})
+        answers.append(head)
+        assert head.status == 206 and head.headers[b"content-length"] == b"100"
+        assert head.body == b""
+
+        # The demo provider answers every stream URL with a 302 to another
+        # path: its Location (and Server, ETag host...) never reach the client.
+        assert relay.provider.stats.requests["redirect"] > 0
+        assert_no_secrets(relay, *answers)
+        await poll(lambda: not relay.xr.vod.files.playbacks)
+        assert relay.xr.vod.files.slots.used == 0
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_series_episode_plays_with_range(tmp_path: Any) -> None:
+    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    try:
+        ep = first_episode(relay)
+        whole = relay.provider.vod_bytes(ep)
+        answer = await raw_request(relay.port, f"/series/bob/bobpw/{ep}.mp4",
+                                   headers={"Range": "bytes=500-1499"})
+        assert answer.status == 206
+        assert answer.body == whole[500:1500]
+        assert relay.provider.stats.requests["series"] == 1
+        assert_no_secrets(relay, answer)
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals_never_contact_the_provider(tmp_path: Any) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        mid, ext = first_movie(relay)
+        stats = relay.provider.stats
+        before = (stats.requests["movie"], stats.requests["series"])
+        cases = [
+            (f"/movie/alice/wrong/{mid}.{ext}", 401),
+            (f"/movie/nobody/x/{mid}.{ext}", 401),
+            (f"/movie/carol/carolpw/{mid}.{ext}", 403),
+            (f"/movie/dave/davepw/{mid}.{ext}", 403),
+            ("/movie/alice/alicepw/999999.mp4", 404),
+            ("/movie/alice/alicepw/1.ts", 404),  # a live channel id, not a movie
+            ("/series/alice/alicepw/999999.mp4", 404),
+            (f"/series/alice/alicepw/{mid}.mp4", 404),  # a movie id, not an episode
+            ("/movie/alice/alicepw/abc.mp4", 404),
+        ]
+        for path, code in cases:
+            answer = await raw_request(relay.port, path)
+            assert answer.status == code, path
+            assert_no_secrets(relay, answer)
+        assert (stats.requests["movie"], stats.requests["series"]) == before
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_episode_known_only_from_cached_series_details(tmp_path: Any) -> None:
+    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    try:
+        cache = relay.xr.cache
+        series_id = sorted(cache.series_by_id)[0]
+        detail = await cache.details("series", series_id)
+        ep = int(next(iter(detail["episodes"].values()))[0]["id"])
+        cache.episode_ids.discard(ep)  # as if the provider's playlist missed it
+        answer = await raw_request(relay.port, f"/series/alice/alicepw/{ep}.mp4",
+                                   headers={"Range": "bytes=0-99"})
+        assert answer.status == 206 and len(answer.body) == 100
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_seek_during_playback_hands_the_slot_over(tmp_path: Any) -> None:
+    """A 1-connection account: the seek's request arrives while the first is
+    still streaming; the provider must never see two connections."""
+    settings = DemoSettings(max_connections=1, vod_bitrate_bps=4_000_000, redirect_streams=False)
+    relay = await start_relay(tmp_path, settings=settings)
+    try:
+        mid, ext = first_movie(relay)
+        whole = relay.provider.vod_bytes(mid)
+        path = f"/movie/alice/alicepw/{mid}.{ext}"
+        stats = relay.provider.stats
+        first = await raw_request(relay.port, path, wait="head")
+        assert first.status == 200
+        await poll(lambda: len(first.data) > 50_000)
+        assert not first.lost
+
+        seek = await raw_request(relay.port, path, headers={"Range": "bytes=2000000-2099999"})
+        assert seek.status == 206
+        assert seek.body == whole[2000000:2100000]
+        await first.closed  # the old request was closed by xrelay
+        assert stats.kicked == 0, "the provider saw more connections than allowed"
+        assert relay.xr.vod.files.slots.handovers == 1
+        assert stats.opened_total("vod") == 2
+
+        # Another user cannot take the only slot while alice plays.
+        playing = await raw_request(relay.port, path, wait="head")
+        assert playing.status == 200
+        before = stats.requests["movie"]
+        other, _ = first_movie(relay, 1)
+        refused = await raw_request(relay.port, f"/movie/bob/bobpw/{other}.mp4")
+        assert refused.status == 503 and b"busy" in refused.body
+        assert stats.requests["movie"] == before
+        playing.stop()
+        await poll(lambda: relay.xr.vod.files.slots.used == 0)
+        await stats.wait_for(lambda: stats.open_count() == 0)
+        assert stats.kicked == 0
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_limit_closes_the_users_oldest_stream(tmp_path: Any) -> None:
+    settings = DemoSettings(max_connections=3, vod_bitrate_bps=4_000_000, redirect_streams=False)
+    relay = await start_relay(tmp_path, settings=settings)
+    try:
+        a, ext_a = first_movie(relay, 0)
+        b, ext_b = first_movie(relay, 1)
+        first = await raw_request(relay.port, f"/movie/bob/bobpw/{a}.{ext_a}", wait="head")
+        assert first.status == 200
+        second = await raw_request(relay.port, f"/movie/bob/bobpw/{b}.{ext_b}", wait="head")
+        assert second.status == 200
+        await first.closed  # bob may hold one stream: the oldest goes
+        assert not second.lost
+        streams = relay.xr.vod.files.user_streams
+        assert streams.count("bob") == 1
+        second.stop()
+        await poll(lambda: streams.count("bob") == 0 and relay.xr.vod.files.slots.used == 0)
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_client_slows_only_its_own_upstream(tmp_path: Any) -> None:
+    size = 48 * 1024 * 1024
+    settings = DemoSettings(vod_size=size, redirect_streams=False)
+    relay = await start_relay(tmp_path, settings=settings)
+    try:
+        mid, ext = first_movie(relay)
+        path = f"/movie/alice/alicepw/{mid}.{ext}"
+        files = relay.xr.vod.files
+        stalled = await raw_request(relay.port, path, read=False, wait=None)
+
+        def stalled_proxy() -> Any:
+            for pb in files.playbacks:
+                if pb.proxy is not None:
+                    return pb.proxy
+            return None
+
+        await poll(lambda: stalled_proxy() is not None and stalled_proxy().paused)
+        proxy = stalled_proxy()
+        held = proxy.bytes
+        # Another client reads the same movie to the end meanwhile.
+        fast = await raw_request(relay.port, path, headers={"Range": f"bytes=0-{size // 2 - 1}"})
+        assert fast.status == 206 and len(fast.body) == size // 2
+        assert proxy.paused and not proxy.detached
+        # The stalled client's upstream was paused: bounded by socket buffers.
+        assert proxy.bytes < size // 4, proxy.bytes
+        assert proxy.bytes - held < 1024 * 1024
+        stalled.stop()
+        await poll(lambda: not files.playbacks)
+        stats = relay.provider.stats
+        await stats.wait_for(lambda: stats.open_count() == 0)
+    finally:
+        await relay.stop()
