@@ -256,3 +256,28 @@ async def test_cli_runs_a_provider() -> None:
     finally:
         process.signalProcess("TERM")
         await proto.ended
+
+
+@pytest_twisted.ensureDeferred
+async def test_quirky_provider_serves_every_endpoint() -> None:
+    p = await start_provider(reactor, live=40, vod=20, series=3, quirky=True)
+    try:
+        info = await api(p)
+        assert info["user_info"]["exp_date"] is None
+        assert isinstance(info["server_info"]["port"], int)
+        live = await api(p, "get_live_streams")
+        assert {r["stream_type"] for r in live} >= {"created_live", "radio_streams"}
+        assert any(r["direct_source"].startswith(f"{p.url}/live/{USER}/{PASS}/") for r in live)
+        assert any(r["epg_channel_id"] is None for r in live)
+        assert isinstance((await api(p, "get_series_info", series_id="1"))["episodes"], list)
+        for action in ("get_vod_streams", "get_series", "get_vod_categories"):
+            assert await api(p, action)
+        response = await treq.get(f"{p.url}/get.php", params={"username": USER, "password": PASS})
+        text = (await response.content()).decode()
+        assert 'tvg-ID="' in text and text.count("\r\n#EXTINF") == 40 + 20 + 3 * 2 * 4
+        response = await treq.get(f"{p.url}/xmltv.php", params={"username": USER, "password": PASS})
+        root = ElementTree.fromstring(await response.content())
+        ids = {r["epg_channel_id"] for r in live} - {None}
+        assert {c.get("id") for c in root.iter("channel")} == ids
+    finally:
+        await p.stop()

@@ -58,6 +58,8 @@ class DemoSettings:
 
     username: str = "provider-user"
     password: str = "provider-pass"
+    #: The account limit, enforced on stream bodies; change it at runtime
+    #: through ``provider.stats.max_connections``.  0 = unlimited.
     max_connections: int = 2
     live: int = 20
     vod: int = 30
@@ -245,7 +247,7 @@ class DemoProvider:
             return json.dumps(api.AUTH_FAILED).encode()
         ctx, host, port, scheme = self.context(request)
         req = api.ApiRequest(ctx, host, port, scheme, self.reactor.seconds(),
-                             self.stats.open_count(), self.settings.max_connections,
+                             self.stats.open_count(), self.stats.max_connections,
                              self.tz, self.settings.timezone)
         keep = 5 if fault == "shrink" else 1
         cacheable = action in api.LIST_ACTIONS or action in api.CATEGORY_ACTIONS \
