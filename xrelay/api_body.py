@@ -132,9 +132,16 @@ class ThreadedBody:
         the client left): return it from a Klein route, which then finishes
         the request.  Cancelling it stops the stream."""
         self.request.registerProducer(self, True)
-        self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self.request.notifyFinish().addErrback(self._client_left)
         self._next()
         return self.done
+
+    def _client_left(self, reason: Any) -> None:
+        # Klein saw the connection go before this runs, so it will not try
+        # to finish the request when ``done`` fires.
+        self.stopProducing()
+        if not self.done.called:
+            self.done.callback(None)
 
     def _next(self) -> None:
         if self.reading or self.paused or self.stopped:
@@ -192,6 +199,8 @@ class ThreadedBody:
         if self.stopped:
             return
         self.stopped = True
+        try:
+            self.request.unregisterProducer()
+        except (RuntimeError, AttributeError):
+            pass
         self._close()
-        if not self.done.called:
-            self.done.callback(None)
