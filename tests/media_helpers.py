@@ -112,9 +112,7 @@ def assert_no_secrets(relay: Any, *answers: RawResponse) -> None:
     username, password, hostport = relay.upstream_secrets
     for answer in answers:
         data = bytes(answer.data)
-        assert not relay.xr.scrubber.leaks(data[:200_000]), relay.xr.scrubber.leaks(data[:200_000])
-        head = answer.head
         for secret in (password, hostport, username):
-            assert secret.encode() not in head
+            assert secret.encode() not in data, (secret, data[:300])
         assert b"location" not in answer.headers
         assert b"set-cookie" not in answer.headers

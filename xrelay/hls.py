@@ -97,8 +97,8 @@ def rewrite_playlist(text: str, base_url: str, make_uri: Callable[[str, str], st
     """Every URI of an M3U8 playlist replaced by ``make_uri(absolute_url, kind)``.
 
     ``base_url`` is the playlist's own (final) URL; ``kind`` is ``playlist``,
-    ``segment`` or ``key``.  A tag line that still names a secret after
-    rewriting (``leaks``) is dropped.
+    ``segment`` or ``key``.  A tag line naming a secret (``leaks``) outside
+    its URI attributes is dropped.
     """
     out: list[str] = []
     after_stream_inf = False
@@ -107,16 +107,16 @@ def rewrite_playlist(text: str, base_url: str, make_uri: Callable[[str, str], st
         if not line:
             continue
         if line.startswith("#"):
+            if leaks is not None and leaks(_URI_ATTR.sub('URI=""', line)):
+                log.warn("dropped an HLS tag naming the provider: {tag}",
+                         tag=line.split(":", 1)[0])
+                continue
             if 'URI="' in line:
                 kind = _tag_kind(line)
                 line = _URI_ATTR.sub(
                     lambda m: f'URI="{make_uri(urljoin(base_url, m.group(1)), kind)}"', line)
             if line.upper().startswith("#EXT-X-STREAM-INF"):
                 after_stream_inf = True
-            if leaks is not None and leaks(line):
-                log.warn("dropped an HLS tag naming the provider: {tag}",
-                         tag=line.split(":", 1)[0])
-                continue
             out.append(line)
             continue
         url = urljoin(base_url, line)
@@ -296,7 +296,7 @@ class HlsChannel:
 
     @property
     def linger(self) -> float:
-        return max(self.server.xr.config.relay.linger, 2.5 * self.target)
+        return max(self.server.xr.config.relay.linger, self.server.linger_targets * self.target)
 
     def live_sessions(self) -> list[Session]:
         now = self.server.clock.seconds()
@@ -449,6 +449,9 @@ class HlsServer:
         self.tokens = TokenMap(self.clock)
         self.segments = SegmentCache(self.clock, cache_bytes, cache_ttl)
         self.channels: dict[Hashable, HlsChannel] = {}
+        #: A channel lingers at least this many target durations after its
+        #: last request (players refresh their playlist every target duration).
+        self.linger_targets = 2.5
 
     # -- entry points (xrelay.web) -------------------------------------------
 
