@@ -369,7 +369,7 @@ class XtreamApi:
         for part in parts:
             length += part.size + sum(part.counts.get(k.decode(), 0) * (len(v) - len(k))
                                       for k, v in replacements)
-        safe_name = "".join(c for c in args.get("username", "") if c.isalnum() or c in "-_.")[:64]
+        safe_name = "".join(c for c in args.get("username", "") if (c.isascii() and c.isalnum()) or c in "-_.")[:64]
         suffix = "_plus" if style == "plus" else ""
         request.setHeader(b"content-type", b"audio/x-mpegurl; charset=utf-8")
         request.setHeader(b"content-disposition",

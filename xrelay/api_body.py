@@ -48,10 +48,13 @@ class MarkerReplacer:
             self.carry = b""
             return data
         cut = len(data)
-        if self.hold:
-            at = data.rfind(b"@", max(0, len(data) - self.hold))
-            if at >= 0:
-                cut = at
+        at = data.find(b"@", max(0, len(data) - self.hold))
+        while at >= 0:
+            tail = data[at:]
+            if any(len(tail) < len(k) and k.startswith(tail) for k, _ in self.replacements):
+                cut = at  # the start of a placeholder cut in two
+                break
+            at = data.find(b"@", at + 1)
         self.carry = data[cut:]
         return self._replace(data[:cut] if cut < len(data) else data)
 

@@ -1,0 +1,193 @@
+"""get.php, xmltv.php and /asset/ over real HTTP against the running daemon."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+import pytest_twisted
+from twisted.internet import defer
+
+from apiclient import fetch, query
+from harness import USERS, start_relay
+from xrelay.config import UserConfig
+from xrelay.demo.provider import DemoSettings
+from xrelay.playlist import parse_m3u
+
+ODD_USER = UserConfig(username="ed ü", password="p@ss w/rd&x=1%", max_connections=1)
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def relay(tmp_path_factory):
+    r = await start_relay(tmp_path_factory.mktemp("playlists"),
+                          settings=DemoSettings(live=30, vod=20, series=4, quirky=True),
+                          users=USERS + (ODD_USER,))
+    yield r
+    await r.stop()
+
+
+def entries(body: bytes):
+    return list(parse_m3u(body.decode("utf-8").splitlines()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_m3u_plus_lists_everything_with_xrelay_urls(relay):
+    bundle = relay.xr.cache.bundle
+    a = await fetch(f"{relay.url}/get.php?{query(type='m3u_plus', output='ts')}")
+    assert a.code == 200
+    assert a.length == len(a.body)
+    assert a.header("content-type").startswith("audio/x-mpegurl")
+    assert a.header("content-disposition") == 'attachment; filename="tv_channels_alice_plus.m3u"'
+    assert (a.header("cache-control"), a.header("pragma"), a.header("expires")) == ("must-revalidate", "public", "0")
+    first = a.body.split(b"\r\n", 1)[0].decode()
+    guide = f"{relay.url}/xmltv.php?username=alice&password=alicepw"
+    assert first == f'#EXTM3U url-tvg="{guide}" x-tvg-url="{guide}"'
+    got = entries(a.body)
+    live, vod, eps = bundle["live_streams"], bundle["vod_streams"], bundle["episodes"]
+    assert len(got) == len(live) + len(vod) + len(eps) and eps
+    for entry, row in zip(got, live):
+        assert entry.url == f"{relay.url}/live/alice/alicepw/{row['stream_id']}.ts"
+        assert entry.attrs["tvg-id"] == (row["epg_channel_id"] or "")
+        assert entry.attrs["tvg-name"] == row["name"].replace('"', "'")
+        assert entry.attrs["tvg-logo"] == row["stream_icon"].replace("@XRELAY_BASE@", relay.url)
+        assert "group-title" in entry.attrs
+        if row["tv_archive"]:
+            days = str(row["tv_archive_duration"])
+            assert (entry.attrs["timeshift"], entry.attrs["catchup"], entry.attrs["catchup-days"]) == (days, "xc", days)
+        else:
+            assert "timeshift" not in entry.attrs
+    for entry, row in zip(got[len(live):], vod):
+        assert entry.url == f"{relay.url}/movie/alice/alicepw/{row['stream_id']}.{row['container_extension']}"
+        assert "tvg-id" not in entry.attrs
+    for entry, row in zip(got[len(live) + len(vod):], eps):
+        assert entry.url == f"{relay.url}/series/alice/alicepw/{row['id']}.{row['ext']}"
+    assert b"@XRELAY" not in a.body
+    assert all(line.endswith(b"\r") or not line for line in a.body.split(b"\n")[:-1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_types_outputs_and_post(relay):
+    live = relay.xr.cache.bundle["live_streams"]
+    total = len(entries((await fetch(f"{relay.url}/get.php?{query()}")).body))
+    for output, ext in (("ts", "ts"), ("mpegts", "ts"), ("m3u8", "m3u8"), ("hls", "m3u8"), ("", "ts"), ("rtmp", "ts")):
+        for kind in ("m3u", "m3u_plus"):
+            a = await fetch(f"{relay.url}/get.php?{query(type=kind, output=output)}")
+            assert a.code == 200 and a.length == len(a.body)
+            got = entries(a.body)
+            assert len(got) == total
+            assert got[0].url == f"{relay.url}/live/alice/alicepw/{live[0]['stream_id']}.{ext}"
+            if kind == "m3u":
+                assert all(e.attrs == {} for e in got)
+                assert a.header("content-disposition").endswith('tv_channels_alice.m3u"')
+    # IPTV Smarters: POST with an empty body
+    a = await fetch(f"{relay.url}/get.php?{query(type='m3u_plus', output='ts')}", method="POST", body=b"")
+    assert a.code == 200 and len(entries(a.body)) == total
+    a = await fetch(f"{relay.url}/get.php", method="POST", body=query(type="m3u").encode(),
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert a.code == 200 and len(entries(a.body)) == total
+    # XUI key= filter
+    a = await fetch(f"{relay.url}/get.php?{query(key='live')}")
+    assert len(entries(a.body)) == len(live)
+    head = await fetch(f"{relay.url}/get.php?{query()}", method="HEAD")
+    assert head.code == 200 and head.body == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_credentials_are_url_encoded(relay):
+    a = await fetch(f"{relay.url}/get.php?{query(ODD_USER.username, ODD_USER.password)}")
+    assert a.code == 200 and a.length == len(a.body)
+    user, pw = quote(ODD_USER.username, safe=""), quote(ODD_USER.password, safe="")
+    got = entries(a.body)
+    assert got and all(f"/{user}/{pw}/" in e.url for e in got)
+    assert f"username={user}&password={pw}" in a.body.split(b"\r\n", 1)[0].decode()
+    assert a.header("content-disposition") == 'attachment; filename="tv_channels_ed_plus.m3u"'
+    # the account object echoes them exactly as sent
+    info = (await fetch(f"{relay.url}/player_api.php?{query(ODD_USER.username, ODD_USER.password)}")).json()
+    assert (info["user_info"]["username"], info["user_info"]["password"]) == (ODD_USER.username, ODD_USER.password)
+
+
+@pytest_twisted.ensureDeferred
+async def test_xmltv_plain_and_gzip(relay):
+    a = await fetch(f"{relay.url}/xmltv.php?{query()}")
+    assert a.code == 200
+    assert a.header("content-type") == "application/xml; charset=utf-8"
+    assert a.length == len(a.body)
+    assert b"@XRELAY" not in a.body
+    root = ElementTree.fromstring(a.body)
+    assert root.tag == "tv"
+    channels = {c.get("id") for c in root.iter("channel")}
+    assert {r["epg_channel_id"] for r in relay.xr.cache.bundle["live_streams"] if r["epg_channel_id"]} <= channels
+    icons = [i.get("src") for i in root.iter("icon")]
+    assert icons and all(src.startswith(f"{relay.url}/asset/") for src in icons)
+    assert len(list(root.iter("programme"))) == relay.xr.cache.bundle["counts"]["programmes"]
+    # gzip: compressed on the fly first, then from the cached .gz
+    for _ in range(2):
+        z = await fetch(f"{relay.url}/xmltv.php?{query()}", headers={"accept-encoding": "gzip"})
+        assert z.header("content-encoding") == "gzip"
+        assert gzip.decompress(z.body) == a.body
+        await _wait_for_gz(relay)
+    assert z.length == len(z.body)
+    # another base URL gets its own URLs
+    other = await fetch(f"{relay.url}/xmltv.php?{query()}", headers={"host": "tv.lan:9000"})
+    assert b"http://tv.lan:9000/asset/" in other.body and relay.url.encode() not in other.body
+    assert other.length == len(other.body)
+
+
+async def _wait_for_gz(relay):
+    guide = relay.xr.api.guide
+    while guide.gz_building:  # bounded: one file of a few hundred KB
+        d = defer.Deferred()
+        relay.xr.reactor.callLater(0.01, d.callback, None)
+        await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_asset_proxy(relay):
+    live = next(r for r in relay.xr.cache.bundle["live_streams"] if r["stream_icon"])
+    url = live["stream_icon"].replace("@XRELAY_BASE@", relay.url)
+    assert url.startswith(f"{relay.url}/asset/")
+    a = await fetch(url)
+    assert a.code == 200
+    assert a.header("content-type") == "image/png"
+    assert a.body.startswith(b"\x89PNG")
+    assert a.header("set-cookie") is None and a.header("location") is None
+    for secret in relay.upstream_secrets:
+        assert secret not in a.all_headers()
+    missing = await fetch(f"{relay.url}/asset/no/such/thing.png")
+    assert missing.code == 404 and len(missing.body) < 100
+    # provider answers that are not images do not pass through
+    not_image = await fetch(f"{relay.url}/asset/player_api.php")
+    assert not_image.code in (404, 502)
+    for secret in relay.upstream_secrets:
+        assert secret.encode() not in not_image.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_answer_leaks_provider_secrets(relay):
+    bundle = relay.xr.cache.bundle
+    live = bundle["live_streams"][0]["stream_id"]
+    urls = [f"/player_api.php?{query(action=a)}" for a in (
+        "", "get_live_categories", "get_vod_categories", "get_series_categories",
+        "get_live_streams", "get_vod_streams", "get_series", "nonsense")]
+    urls += [f"/player_api.php?{query(action='get_vod_info', vod_id=r['stream_id'])}" for r in bundle["vod_streams"]]
+    urls += [f"/player_api.php?{query(action='get_series_info', series_id=r['series_id'])}" for r in bundle["series"]]
+    urls += [f"/player_api.php?{query(action=a, stream_id=live)}" for a in ("get_short_epg", "get_simple_data_table")]
+    urls += [f"/panel_api.php?{query()}", f"/get.php?{query()}", f"/get.php?{query(type='m3u', output='m3u8')}",
+             f"/xmltv.php?{query()}", f"/player_api.php?{query(password='bad')}", "/nothing",
+             f"/asset/{bundle['live_streams'][0]['stream_icon'].split('/asset/', 1)[1]}", "/asset/nope.png"]
+    scanned = 0
+    for url in urls:
+        for headers in ({}, {"accept-encoding": "gzip"}):
+            a = await fetch(relay.url + url, headers=headers)
+            body = a.body
+            if a.header("content-encoding") == "gzip":
+                body = gzip.decompress(body)
+            text = body.decode("utf-8", "replace") + "\n" + a.all_headers()
+            for secret in relay.upstream_secrets:
+                assert secret not in text, (url, secret)
+            # (scrubber.leaks() would flag 127.0.0.1: xrelay shares the provider's host here)
+            assert not re.search(r'"direct_source":"[^"]', text), url
+            scanned += 1
+    assert scanned == 2 * len(urls)
