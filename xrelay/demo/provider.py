@@ -2,10 +2,8 @@
 
 ``DemoProvider(reactor, DemoSettings(...))`` serves, for its one account:
 
-* ``/player_api.php`` (GET or POST; ``panel_api.php`` too): the account info
-  and every action; wrong credentials answer 200 ``{"user_info":{"auth":0}}``.
-* ``/get.php`` (m3u / m3u_plus, output ts or m3u8; 404 on bad credentials)
-  and ``/xmltv.php`` (streamed; 401 on bad credentials).
+* ``/player_api.php`` (GET or POST; ``panel_api.php`` too), ``/get.php`` and
+  ``/xmltv.php``: see :mod:`xrelay.demo.panel`.
 * live TS at ``/live/U/P/ID.ts``, ``/live/U/P/ID`` and ``/U/P/ID``: endless,
   paced, packet-aligned (see :mod:`xrelay.demo.streams`); HLS at
   ``/live/U/P/ID.m3u8`` (see :mod:`xrelay.demo.hls`); movies and episodes
@@ -24,9 +22,8 @@ oldest.  ``provider.faults`` injects failures (:mod:`xrelay.demo.faults`).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
@@ -37,19 +34,16 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
 
-from . import api
 from .catalog import Context, DemoCatalog
 from .faults import DemoFaults
-from .playlists import m3u_chunks, xmltv_chunk_count, xmltv_chunks
+from .panel import PanelHandlers
 from .sample import icon_png
 from .stats import DemoStats
-from .streaming import BodyWriter
 from .streams import StreamHandlers
 
 log = Logger()
-_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -86,12 +80,6 @@ class DemoSettings:
                            self.epg_hours, self.seed, self.quirky)
 
 
-def _chunked(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
-    for n in range(0, len(data), _CHUNK):
-        yield bytes(view[n : n + _CHUNK])
-
-
 class _TrackedChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -125,8 +113,7 @@ class DemoProvider:
         self.stats = DemoStats(max_connections=self.settings.max_connections)
         self.faults = DemoFaults()
         self.streams = StreamHandlers(self)
-        self._json_cache: dict[tuple[Any, ...], bytes] = {}
-        self._m3u_cache: dict[tuple[Any, ...], bytes] = {}
+        self.panel = PanelHandlers(self)
         self._port: IListeningPort | None = None
         self._site: _DemoSite | None = None
         self._root = _Root(self)
@@ -213,129 +200,6 @@ class DemoProvider:
                       self.settings.password)
         return ctx, host, port, scheme
 
-    def send_chunks(self, request: Request, chunks: Iterator[bytes],
-                    limit: int | None = None) -> BodyWriter:
-        writer = BodyWriter(self.reactor, request, chunks=chunks, limit=limit)
-        writer.start()
-        return writer
-
-    def hang(self, request: Request) -> object:
-        """Never answer (the client or ``stop()`` ends it)."""
-        return NOT_DONE_YET
-
-    # ----- player_api.php -------------------------------------------------
-    def player_api(self, request: Request, args: dict[str, str]) -> object:
-        action = api.ACTION_ALIASES.get(args.get("action", ""), args.get("action", ""))
-        self.stats.request("player_api")
-        self.stats.request(f"player_api:{action or 'account'}")
-        request.setHeader(b"content-type", b"application/json")
-        if not self.check(args.get("username"), args.get("password")):
-            self.stats.request("unauthorized")
-            return json.dumps(api.AUTH_FAILED).encode()
-        fault = self.faults.api_fault(action)
-        if fault == "hang":
-            return self.hang(request)
-        if fault == "http500":
-            request.setResponseCode(500)
-            request.setHeader(b"content-type", b"text/html")
-            return b"<html><body><h1>500 Internal Server Error</h1></body></html>"
-        if fault == "html":
-            request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            return b"<!DOCTYPE html><html><head><title>Suspended</title></head>" \
-                   b"<body>This account is suspended.</body></html>"
-        if fault == "auth0":
-            return json.dumps(api.AUTH_FAILED).encode()
-        ctx, host, port, scheme = self.context(request)
-        req = api.ApiRequest(ctx, host, port, scheme, self.reactor.seconds(),
-                             self.stats.open_count(), self.stats.max_connections,
-                             self.tz, self.settings.timezone)
-        keep = 5 if fault == "shrink" else 1
-        cacheable = action in api.LIST_ACTIONS or action in api.CATEGORY_ACTIONS \
-            or action in ("get_vod_info", "get_series_info")
-        key = (action, args.get("category_id"), args.get("vod_id"), args.get("series_id"),
-               ctx.base, keep)
-        body = self._json_cache.get(key) if cacheable else None
-        if body is None:
-            value = api.answer(self.catalog, req, action, args, keep)
-            body = json.dumps(value, separators=(",", ":")).encode()
-            if cacheable:
-                if len(self._json_cache) > 64:
-                    self._json_cache.clear()
-                self._json_cache[key] = body
-        if fault == "bad_json":
-            body = body[: max(1, len(body) // 2)]
-        request.setHeader(b"content-length", b"%d" % len(body))
-        if len(body) <= _CHUNK:
-            return body
-        self.send_chunks(request, _chunked(body))
-        return NOT_DONE_YET
-
-    # ----- get.php --------------------------------------------------------
-    def get_php(self, request: Request, args: dict[str, str]) -> object:
-        self.stats.request("get.php")
-        if self.faults.get_php == "reset":
-            request.channel.transport.abortConnection()
-            return NOT_DONE_YET
-        if not self.check(args.get("username"), args.get("password")) \
-                or self.faults.get_php == "refuse":
-            if not self.check(args.get("username"), args.get("password")):
-                self.stats.request("unauthorized")
-            request.setResponseCode(404)
-            return b""
-        kind = args.get("type") or "m3u_plus"
-        output = args.get("output") or "ts"
-        if kind not in ("m3u", "m3u_plus"):
-            request.setResponseCode(404)
-            return b""
-        ctx, *_ = self.context(request)
-        key = (kind, output, ctx.base)
-        body = self._m3u_cache.get(key)
-        if body is None:
-            body = b"".join(m3u_chunks(self.catalog, ctx, output, kind == "m3u_plus"))
-            self._m3u_cache = {key: body}
-        suffix = "_plus" if kind == "m3u_plus" else ""
-        request.setHeader(b"content-type", b"application/octet-stream")
-        request.setHeader(
-            b"content-disposition",
-            f'attachment; filename="tv_channels_{self.settings.username}{suffix}.m3u"'.encode(),
-        )
-        request.setHeader(b"cache-control", b"must-revalidate")
-        request.setHeader(b"content-length", b"%d" % len(body))
-        self.send_chunks(request, _chunked(body))
-        return NOT_DONE_YET
-
-    # ----- xmltv.php ------------------------------------------------------
-    def xmltv(self, request: Request, args: dict[str, str]) -> object:
-        self.stats.request("xmltv")
-        if not self.check(args.get("username"), args.get("password")):
-            self.stats.request("unauthorized")
-            request.setResponseCode(401)
-            return b""
-        fault = self.faults.xmltv
-        if fault == "http500":
-            request.setResponseCode(500)
-            return b"<html><body>500</body></html>"
-        ctx, *_ = self.context(request)
-        request.setHeader(b"content-type", b"application/xml; charset=utf-8")
-        request.setHeader(b"content-disposition", b'attachment; filename="epg.xml"')
-        chunks = xmltv_chunks(self.catalog, ctx, self.reactor.seconds(), self.tz)
-        if fault in ("truncated", "hang_midway"):
-            half = max(1, xmltv_chunk_count(self.catalog) // 2)
-            transport = request.channel.transport
-
-            def at_end() -> None:
-                if fault == "truncated":  # flush what was sent, then drop
-                    request.unregisterProducer()
-                    transport.loseConnection()
-                else:
-                    self.stats.request("xmltv_hung")
-
-            BodyWriter(self.reactor, request, chunks=_take(chunks, half), at_end=at_end).start()
-            return NOT_DONE_YET
-        self.send_chunks(request, chunks)
-        return NOT_DONE_YET
-
-
 class DemoProviderService(Service):
     """The provider as a twistd service: listens on start, stops on stop.
 
@@ -360,15 +224,6 @@ class DemoProviderService(Service):
         return self.provider.stop()
 
 
-def _take(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
-    """The first ``n`` chunks, the last one cut in the middle of an element."""
-    for k in range(n):
-        chunk = next(chunks, None)
-        if chunk is None:
-            return
-        yield chunk if k < n - 1 else chunk[: max(1, len(chunk) // 2)]
-
-
 def _args(request: Request) -> dict[str, str]:
     out = {}
     for k, v in (request.args or {}).items():
@@ -389,15 +244,15 @@ class _Root(Resource):
     def render(self, request: Request) -> object:
         segments = [unquote(s) for s in request.path.decode("latin-1").split("/")[1:]]
         args = _args(request)
-        p, s = self.p, self.p.streams
+        p, s, panel = self.p, self.p.streams, self.p.panel
         head = segments[0] if segments else ""
         n = len(segments)
         if head in ("player_api.php", "panel_api.php") and n == 1:
-            return p.player_api(request, args)
+            return panel.player_api(request, args)
         if head == "get.php" and n == 1:
-            return p.get_php(request, args)
+            return panel.get_php(request, args)
         if head == "xmltv.php" and n == 1:
-            return p.xmltv(request, args)
+            return panel.xmltv(request, args)
         if head == "images":
             p.stats.request("image")
             request.setHeader(b"content-type", b"image/png")
