@@ -102,10 +102,11 @@ class PanelHandlers:
         if self.p.faults.get_php == "reset":
             request.channel.transport.abortConnection()
             return NOT_DONE_YET
-        if not self.p.check(args.get("username"), args.get("password")) \
-                or self.p.faults.get_php == "refuse":
-            if not self.p.check(args.get("username"), args.get("password")):
-                self.p.stats.request("unauthorized")
+        if not self.p.check(args.get("username"), args.get("password")):
+            self.p.stats.request("unauthorized")
+            request.setResponseCode(404)
+            return b""
+        if self.p.faults.get_php == "refuse":
             request.setResponseCode(404)
             return b""
         kind = args.get("type") or "m3u_plus"
