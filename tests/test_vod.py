@@ -240,3 +240,28 @@ async def test_slow_client_slows_only_its_own_upstream(tmp_path: Any) -> None:
         await stats.wait_for(lambda: stats.open_count() == 0)
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_movies_share_the_live_relays_slots(tmp_path: Any) -> None:
+    """Live channels and movies draw on one pool: the same client switching
+    from a live channel to a movie hands the channel's slot over."""
+    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=1, redirect_streams=False))
+    try:
+        files = relay.xr.vod.files
+        if getattr(relay.xr.relay, "slots", None) is None:
+            pytest.skip("the live relay is not wired in this build")
+        assert files.slots is relay.xr.relay.slots
+        assert files.user_streams is relay.xr.relay.user_streams
+        live = await raw_request(relay.port, "/live/bob/bobpw/3.ts", wait="head")
+        assert live.status == 200
+        mid, ext = first_movie(relay)
+        movie = await raw_request(relay.port, f"/movie/bob/bobpw/{mid}.{ext}",
+                                  headers={"Range": "bytes=0-999"})
+        assert movie.status == 206 and len(movie.body) == 1000
+        await live.closed
+        stats = relay.provider.stats
+        assert stats.kicked == 0
+        await poll(lambda: files.slots.used == 0)
+    finally:
+        await relay.stop()
