@@ -343,6 +343,14 @@ class VodServer:
             return self._play(request, account, kind, stream_id, ext)
         return Deferred.fromCoroutine(self._episode_from_details(request, account, stream_id, ext))
 
+    def snapshot(self) -> dict[str, Any]:
+        """For /status: the proxied files and HLS channels (no provider URL)."""
+        hls = self.xr.hls
+        return {
+            "files": self.files.snapshot(),
+            "hls": hls.snapshot() if hls is not None and hasattr(hls, "snapshot") else None,
+        }
+
     def _play(self, request: IRequest, account: Any, kind: str, stream_id: int, ext: str) -> Any:
         url = self.xr.client.stream_url(kind, stream_id, ext)
         what = f"{'movie' if kind == 'movie' else 'episode'} {stream_id}"
