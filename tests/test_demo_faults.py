@@ -63,6 +63,9 @@ async def test_api_faults(provider: DemoProvider) -> None:
     assert json.loads((await api_body(provider))[1]) == {"user_info": {"auth": 0}}
     provider.faults.api = "http500"
     assert (await api_body(provider))[0] == 500
+    provider.faults.api = "expired"
+    expired = json.loads((await api_body(provider, "get_live_streams"))[1])
+    assert expired["user_info"]["status"] == "Expired" and expired["user_info"]["auth"] == 1
     provider.faults.api = "shrink"
     assert len(json.loads((await api_body(provider, "get_live_streams"))[1])) == 8
     provider.faults.clear()

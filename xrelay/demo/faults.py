@@ -5,7 +5,9 @@ Set the fields of ``provider.faults`` (a ``DemoFaults``); ``None`` is healthy.
 ``api`` (player_api.php; only for ``api_action`` when that is set):
     ``"html"`` an HTML page with status 200; ``"bad_json"`` JSON cut in the
     middle; ``"auth0"`` ``{"user_info":{"auth":0}}``; ``"http500"`` a 500;
-    ``"hang"`` never answer; ``"shrink"`` lists keep one item in five.
+    ``"hang"`` never answer; ``"shrink"`` lists keep one item in five;
+    ``"expired"`` every call answers the account info with ``status``
+    ``"Expired"`` instead of the list asked for (XC 2.x).
 ``xmltv``:
     ``"truncated"`` send about half of the guide, then drop the connection;
     ``"hang_midway"`` send about half, then nothing more; ``"http500"``.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-API_FAULTS = frozenset({"html", "bad_json", "auth0", "http500", "hang", "shrink"})
+API_FAULTS = frozenset({"html", "bad_json", "auth0", "http500", "hang", "shrink", "expired"})
 XMLTV_FAULTS = frozenset({"truncated", "hang_midway", "http500"})
 GET_PHP_FAULTS = frozenset({"refuse", "reset"})
 LIVE_FAULTS = frozenset({"silent", "refuse"})

@@ -76,6 +76,10 @@ class PanelHandlers:
         req = api.ApiRequest(ctx, host, port, scheme, self.p.reactor.seconds(),
                              self.p.stats.open_count(), self.p.stats.max_connections,
                              self.p.tz, self.p.settings.timezone)
+        if fault == "expired":  # XC 2.x: every action gets the account info
+            info = api.account_info(self.p.catalog, req)
+            info["user_info"]["status"] = "Expired"
+            return json.dumps(info).encode()
         keep = 5 if fault == "shrink" else 1
         cacheable = action in api.LIST_ACTIONS or action in api.CATEGORY_ACTIONS \
             or action in ("get_vod_info", "get_series_info")

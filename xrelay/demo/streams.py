@@ -111,6 +111,8 @@ class StreamHandlers:
         p = self.p
         request.setHeader(b"content-type", b"video/mp2t")
         request.setHeader(b"cache-control", b"no-store, no-cache, must-revalidate")
+        if request.method == b"HEAD":
+            return b""
         fault = p.faults.live
         clip = sample_clip()
         rate = p.settings.bitrate_bps or clip.bitrate_bps
@@ -237,7 +239,7 @@ class StreamHandlers:
                 not catalog.has_archive(stream_id - 1) or minutes <= 0 or \
                 self._parse_start(start) is None:
             return self._status(request, 404, "not_found")
-        return self._serve_file(request, "timeshift", stream_id, ext or "ts", self._catchup)
+        return self._serve_file(request, "timeshift", stream_id, "ts", self._catchup)
 
     def timeshift_path(self, request: Request, parts: list[str]) -> object:
         """``/timeshift/U/P/DURATION/START/ID.ts``."""
