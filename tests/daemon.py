@@ -184,6 +184,24 @@ class Daemon:
         clean shutdown (systemd counts both as success)."""
         return self.exit_code == 0 or (self.exit_code is None and self.exit_signal == signal.SIGTERM)
 
+    async def live_ids(self, timeout: float = 15.0) -> list[int]:
+        """The live stream ids, once the API serves the catalog (bounded poll:
+        the daemon announces the ingest, not the end of the API's precompute)."""
+        import treq
+        from twisted.internet.task import deferLater
+
+        waited = 0.0
+        while True:
+            response = await treq.get(self.url + "/player_api.php?username=alice&password=alicepw"
+                                                 "&action=get_live_streams")
+            rows = await response.json() if response.code == 200 else await response.content()
+            if isinstance(rows, list) and rows:
+                return [int(r["stream_id"]) for r in rows]
+            if waited > timeout:
+                raise AssertionError(f"the API served no live streams within {timeout} s")
+            await deferLater(reactor, 0.05, lambda: None)
+            waited += 0.05
+
     def mark(self) -> int:
         """The output length now, for ``wait_line(after=...)``."""
         return len(self.output)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.web.client import ResponseDone
 
 from daemon import Daemon, start_provider
@@ -42,10 +41,7 @@ def cache_snapshot(data_dir: Path) -> dict[str, str]:
 
 
 async def first_live_id(daemon: Daemon) -> int:
-    response = await treq.get(daemon.url + "/player_api.php?username=alice&password=alicepw"
-                                           "&action=get_live_streams")
-    rows = await response.json()
-    return int(rows[0]["stream_id"])
+    return (await daemon.live_ids())[0]
 
 
 @pytest_twisted.ensureDeferred

@@ -50,7 +50,7 @@ def event_as_json_line(event: dict[str, Any], scrub: Callable[[str], str] | None
         level = LogLevel.error
     out: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1000):03d}Z",
-        "level": level.name if isinstance(level, LogLevel) else "info",
+        "level": getattr(level, "name", None) or "info",
         "system": event.get("log_namespace") or event.get("log_system") or "-",
     }
     try:

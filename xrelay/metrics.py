@@ -9,7 +9,9 @@ Two sources, neither needing a call from the other modules:
   gives the :class:`~twisted.web.server.Site` a request class that counts
   requests by endpoint and status, their latency (time to the first byte of
   the response, so that an endless stream is not a 3-hour "latency"),
-  refusals (401, 403, 404, 503...) and bytes sent.  Endpoints are named by
+  refusals (401, 403, 404, 503...) and bytes sent; it also writes the access
+  log line of a request whose client left before it finished (a stream),
+  which Twisted alone would not log.  Endpoints are named by
   route (``live``, ``player_api``...), never by URL, so no user or password
   ever becomes a label.
 
@@ -149,6 +151,15 @@ class MeasuredRequest(server.Request):
 
     def _measured_end(self, result: Any) -> None:
         self.stats.ended(self)
+        if not self.finished:
+            # The client left first (a player closing a stream): Twisted logs
+            # only finished requests, so write that request's access line here.
+            site = getattr(self, "site", None)
+            if site is not None:
+                try:
+                    site.log(self)
+                except Exception:
+                    pass
 
 
 class RelayCollector:
