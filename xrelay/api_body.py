@@ -38,7 +38,8 @@ class MarkerReplacer:
     """
 
     def __init__(self, replacements: list[tuple[bytes, bytes]]) -> None:
-        self.replacements = [(k, v) for k, v in replacements if k != v]
+        # "@" in a value (a public_url with user info...) is written encoded
+        self.replacements = [(k, v.replace(b"@", b"%40")) for k, v in replacements if k != v]
         self.hold = max((len(k) for k, _ in self.replacements), default=1) - 1
         self.carry = b""
 
@@ -47,16 +48,19 @@ class MarkerReplacer:
         if not self.replacements:
             self.carry = b""
             return data
+        # Complete placeholders first (the values never contain "@"), then
+        # hold back a tail that may be the start of one cut in two.
+        data = self._replace(data)
         cut = len(data)
         at = data.find(b"@", max(0, len(data) - self.hold))
         while at >= 0:
             tail = data[at:]
             if any(len(tail) < len(k) and k.startswith(tail) for k, _ in self.replacements):
-                cut = at  # the start of a placeholder cut in two
+                cut = at
                 break
             at = data.find(b"@", at + 1)
         self.carry = data[cut:]
-        return self._replace(data[:cut] if cut < len(data) else data)
+        return data[:cut] if cut < len(data) else data
 
     def flush(self) -> bytes:
         data, self.carry = self.carry, b""

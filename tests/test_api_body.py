@@ -1,0 +1,94 @@
+"""Placeholder replacement across chunks, file streaming sources and the
+precomputed list templates (xrelay.api_body, xrelay.api_answers)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import pytest_twisted
+
+from xrelay.api_answers import ListAnswers, ListTemplate
+from xrelay.api_body import MarkerReplacer, MarkerStream
+
+REPL = [(b"@XRELAY_BASE@", b"http://h:1"), (b"@XRELAY_USER@", b"u"), (b"@XRELAY_LIVEEXT@", b"ts")]
+
+
+def expected(data: bytes) -> bytes:
+    for k, v in REPL:
+        data = data.replace(k, v)
+    return data
+
+
+def test_marker_replacer_every_split_point():
+    data = b"a@b@@XRELAY_BASE@/x.@XRELAY_LIVEEXT@\r\n@XRELAY_USER@@XRELAY_USER@ @ end@"
+    for cut in range(len(data) + 1):
+        r = MarkerReplacer(REPL)
+        assert r.feed(data[:cut]) + r.feed(data[cut:]) + r.flush() == expected(data), cut
+
+
+def test_marker_replacer_random_chunks():
+    rng = random.Random(7)
+    data = b"".join(rng.choice([b"@XRELAY_BASE@", b"@", b"xy", b"@XRELAY_", b"\r\n", b"@XRELAY_USER@"])
+                    for _ in range(2000))
+    for _ in range(50):
+        r = MarkerReplacer(REPL)
+        out, pos = [], 0
+        while pos < len(data):
+            step = rng.randint(1, 40)
+            out.append(r.feed(data[pos:pos + step]))
+            pos += step
+        out.append(r.flush())
+        assert b"".join(out) == expected(data)
+
+
+def test_marker_stream_over_files_with_gzip(tmp_path):
+    one, two = tmp_path / "1", tmp_path / "2"
+    one.write_bytes(b"@XRELAY_BASE@/a\n" * 50000)
+    two.write_bytes(b"tail @XRELAY_USER@")
+    for gz in (False, True):
+        source = MarkerStream([str(one), str(two)], REPL, gzip=gz, head=b"#head @XRELAY_BASE@\n")
+        chunks = []
+        while (chunk := source()) is not None:
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if gz:
+            body = gzip.decompress(body)
+        assert body == expected(b"#head @XRELAY_BASE@\n" + one.read_bytes() + two.read_bytes())
+        assert len(chunks) > 1
+        source.close()
+
+
+ROWS = [{"stream_id": i, "name": f"n{i}", "stream_icon": f"@XRELAY_BASE@/asset/{i}.png" if i % 3 else "",
+         "category_id": str(i % 4 + 1), "category_ids": [i % 4 + 1] + ([9] if i % 5 == 0 else [])}
+        for i in range(1, 40)]
+
+
+def test_list_template_render():
+    t = ListTemplate.build(ROWS)
+    base = b"http://tv:8080"
+    full = json.loads(t.render(base))
+    want = json.loads(json.dumps(ROWS).replace("@XRELAY_BASE@", base.decode()))
+    assert full == want
+    assert json.loads(t.render(base, limit=5)) == want[:5]
+    assert json.loads(t.render(base, category=2)) == [r for r in want if 2 in r["category_ids"]]
+    assert json.loads(t.render(base, category=9, limit=2)) == [r for r in want if 9 in r["category_ids"]][:2]
+    assert t.render(base, category=77) == b"[]"
+    assert ListTemplate.build([]).render(base) == b"[]"
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_answers_cache_and_gzip():
+    answers = ListAnswers(budget=10_000_000)
+    await answers.reload({"live_streams": ROWS})
+    base = b"http://a:1"
+    first = await answers.answer("live_streams", base)
+    assert await answers.answer("live_streams", base) is first  # served from the cache
+    zipped = await answers.answer("live_streams", base, gz=True)
+    assert gzip.decompress(zipped) == first
+    other = await answers.answer("live_streams", b"http://b:2")
+    assert b"http://b:2/asset/" in other and base not in other
+    assert await answers.answer("vod_streams", base) == b"[]"
+    await answers.reload({"live_streams": ROWS[:3]})
+    assert len(json.loads(await answers.answer("live_streams", base))) == 3
