@@ -124,8 +124,8 @@ async def test_ingest_now_runs_an_ingest(tmp_path: Path) -> None:
         _, page, _ = await get(relay, "/admin", auth=AUTH)
         code, body = await post(relay, "/admin/ingest", page_token(page))
         assert code == 202
-        await wait_until(lambda: relay.xr.ingester.last is not None
-                         and relay.xr.ingester.last.trigger == "admin")
+        overview = relay.xr.admin.overview
+        await wait_until(lambda: (overview.last_ingest() or {}).get("trigger") == "admin")
         _, live, _ = await get(relay, "/admin/live", auth=AUTH)
         assert b'<td data-label="Trigger">admin</td>' in live
     finally:
