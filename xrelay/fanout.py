@@ -193,9 +193,11 @@ class Viewer:
         address: str = "",
         abort: Callable[[], Any] | None = None,
         finish: Callable[[], Any] | None = None,
+        write: Callable[[bytes], Any] | None = None,
     ) -> None:
         self.fanout = fanout
         self.consumer = consumer
+        self._write = write or consumer.write
         self.user = user
         self.address = address
         self.started = fanout.clock.seconds()
@@ -260,7 +262,7 @@ class Viewer:
         """
         ring = self.fanout.ring
         chunks = ring.chunks
-        write = self.consumer.write
+        write = self._write
         while not self.paused and not self.detached:
             seq = self.seq
             chunk = chunks.get(seq)
@@ -431,9 +433,14 @@ class Fanout:
         address: str = "",
         abort: Callable[[], Any] | None = None,
         finish: Callable[[], Any] | None = None,
+        write: Callable[[bytes], Any] | None = None,
     ) -> Viewer:
-        """Register a new viewer on ``consumer`` and send it its burst."""
-        viewer = Viewer(self, consumer, user=user, address=address, abort=abort, finish=finish)
+        """Register a new viewer on ``consumer`` and send it its burst.
+
+        ``write`` replaces ``consumer.write`` for the stream data (see
+        :mod:`xrelay.sockwrite`); the consumer still paces the viewer."""
+        viewer = Viewer(self, consumer, user=user, address=address, abort=abort, finish=finish,
+                        write=write)
         start = self.ring.join_offset()
         viewer.seq, viewer.pos = self.ring.locate(start)
         viewer.start_offset = start

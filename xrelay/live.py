@@ -33,6 +33,7 @@ from twisted.web.server import NOT_DONE_YET
 from .config import RelayConfig
 from .deferutil import Shared
 from .fanout import Fanout, Viewer
+from .sockwrite import direct_writer
 from .slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
 from .upstream import Upstream, UpstreamError
 from .web import text_error
@@ -250,8 +251,9 @@ class _StreamResource(Resource):
         def finish() -> None:
             _end_request(request)
 
+        request.write(b"")  # the headers; the body may then bypass the buffer
         viewer = channel.fanout.attach(request, user=self.user.username, address=self.address,
-                                       finish=finish)
+                                       finish=finish, write=direct_writer(request))
         holder.append(viewer)
         channel.attached()
         viewer.on_detach(lambda v: (lease.release(), self.relay.viewer_left(v)))

@@ -35,6 +35,11 @@ log = Logger()
 
 #: Seconds to wait for the provider's response headers.
 CONNECT_TIMEOUT = 10.0
+#: Bytes read from the provider socket per reactor iteration. Twisted reads
+#: 64 KiB per iteration by default; with thousands of viewers an iteration
+#: takes long enough that 64 KiB per iteration falls below the stream's
+#: bitrate, so the upstream connection reads more at a time.
+UPSTREAM_READ_SIZE = 1024 * 1024
 
 
 class State(enum.Enum):
@@ -57,6 +62,12 @@ class _Body(Protocol):
         self.owner = owner
         self.closed: Deferred[None] = Deferred()
         self.active = True
+
+    def connectionMade(self) -> None:
+        # deliverBody's transport proxies the TCP connection; widen its reads.
+        tcp = getattr(self.transport, "_producer", None)
+        if tcp is not None and isinstance(getattr(tcp, "bufferSize", None), int):
+            tcp.bufferSize = max(tcp.bufferSize, UPSTREAM_READ_SIZE)
 
     def dataReceived(self, data: bytes) -> None:
         if self.active:
