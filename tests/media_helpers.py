@@ -116,3 +116,36 @@ def assert_no_secrets(relay: Any, *answers: RawResponse) -> None:
             assert secret.encode() not in data, (secret, data[:300])
         assert b"location" not in answer.headers
         assert b"set-cookie" not in answer.headers
+
+
+class LogCapture:
+    """Every log line emitted while active (``with LogCapture() as logs:``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from twisted.logger import formatEvent
+
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        self.lines.append(text)
+
+    def __enter__(self) -> "LogCapture":
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.removeObserver(self)
+
+    def assert_no_secrets(self, relay: Any) -> None:
+        username, password, hostport = relay.upstream_secrets
+        for line in self.lines:
+            for secret in (password, hostport, f"/{username}/", f"={username}"):
+                assert secret not in line, line

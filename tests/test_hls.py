@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from tests.harness import start_relay
-from tests.media_helpers import assert_no_secrets, poll, raw_request
+from tests.media_helpers import LogCapture, assert_no_secrets, poll, raw_request
 from xrelay.config import RelayConfig
 from xrelay.demo import hls as demo_hls
 from xrelay.demo.provider import DemoSettings
@@ -161,6 +161,7 @@ async def fetch_all_segments(relay: Any, playlist: bytes) -> list[Any]:
 @pytest_twisted.ensureDeferred
 async def test_every_uri_style_is_rewritten_and_served(tmp_path: Any) -> None:
     relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=5))
+    logs = LogCapture().__enter__()
     try:
         provider = relay.provider
         answers = []
@@ -195,7 +196,9 @@ async def test_every_uri_style_is_rewritten_and_served(tmp_path: Any) -> None:
                     answers.append(got)
                     assert got.status == 200 and got.body == key
         assert_no_secrets(relay, *answers)
+        logs.assert_no_secrets(relay)
     finally:
+        logs.__exit__()
         await relay.stop()
 
 

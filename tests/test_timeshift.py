@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 
 from tests.harness import start_relay
-from tests.media_helpers import assert_no_secrets, raw_request
+from tests.media_helpers import LogCapture, assert_no_secrets, raw_request
 from xrelay.config import ServerConfig
 from xrelay.demo.provider import DemoSettings
 from xrelay.demo.sample import sample_clip
@@ -67,6 +67,7 @@ def _archive_channel(relay: Any) -> int:
 @pytest_twisted.ensureDeferred
 async def test_both_forms_convert_start_into_the_providers_timezone(tmp_path: Any) -> None:
     relay = await _start(tmp_path)
+    logs = LogCapture().__enter__()
     try:
         sid = _archive_channel(relay)
         moment = _recent(90)
@@ -102,7 +103,9 @@ async def test_both_forms_convert_start_into_the_providers_timezone(tmp_path: An
         assert all(r.start_utc == int(moment.timestamp()) for r in received)
         assert expected != berlin  # the conversion did something
         assert_no_secrets(relay, *answers)
+        logs.assert_no_secrets(relay)
     finally:
+        logs.__exit__()
         await relay.stop()
 
 

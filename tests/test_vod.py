@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 
 from tests.harness import start_relay
-from tests.media_helpers import assert_no_secrets, poll, raw_request
+from tests.media_helpers import LogCapture, assert_no_secrets, poll, raw_request
 from xrelay.demo.provider import DemoSettings
 
 LAST_MODIFIED = b"Tue, 14 Nov 2023 22:13:20 GMT"
@@ -150,8 +150,9 @@ async def test_episode_known_only_from_cached_series_details(tmp_path: Any) -> N
 async def test_seek_during_playback_hands_the_slot_over(tmp_path: Any) -> None:
     """A 1-connection account: the seek's request arrives while the first is
     still streaming; the provider must never see two connections."""
-    settings = DemoSettings(max_connections=1, vod_bitrate_bps=4_000_000, redirect_streams=False)
+    settings = DemoSettings(max_connections=1, vod_bitrate_bps=4_000_000)
     relay = await start_relay(tmp_path, settings=settings)
+    logs = LogCapture().__enter__()
     try:
         mid, ext = first_movie(relay)
         whole = relay.provider.vod_bytes(mid)
@@ -182,7 +183,10 @@ async def test_seek_during_playback_hands_the_slot_over(tmp_path: Any) -> None:
         await poll(lambda: relay.xr.vod.files.slots.used == 0)
         await stats.wait_for(lambda: stats.open_count() == 0)
         assert stats.kicked == 0
+        assert_no_secrets(relay, first, seek, playing, refused)
+        logs.assert_no_secrets(relay)
     finally:
+        logs.__exit__()
         await relay.stop()
 
 

@@ -408,9 +408,10 @@ class HlsChannel:
         found = self._playlists.get(url)
         if found is not None and (not found[1].done or now - found[0] < PLAYLIST_TTL):
             return found[1].wait()
+        for old in [u for u, (at, s) in self._playlists.items() if s.done and now - at > 10]:
+            del self._playlists[old]  # variant URLs with expiring tokens come and go
         shared = Shared(Deferred.fromCoroutine(self._fetch_playlist(url)))
-        if not shared.done or not isinstance(shared.result, BaseException):
-            self._playlists[url] = (now, shared)
+        self._playlists[url] = (now, shared)
         return shared.wait()
 
     async def _fetch_playlist(self, url: str) -> tuple[str, str]:
