@@ -135,3 +135,22 @@ format = "json"
     inner = list(root)[0]
     assert [s.name for s in inner][-1] == "web"
     assert not root.running  # nothing was started: no port, no timer
+
+
+def test_systemd_unit() -> None:
+    unit = (Path(__file__).parent.parent / "etc" / "xrelay.service").read_text()
+    settings: dict[str, list[str]] = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    assert settings["ExecStart"] == [
+        "/opt/xrelay/venv/bin/twistd --nodaemon --pidfile= xrelay --config /etc/xrelay/xrelay.toml"]
+    assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert settings["User"] == ["xrelay"] and settings["StateDirectory"] == ["xrelay"]
+    assert settings["EnvironmentFile"] == ["-/etc/xrelay/xrelay.env"]
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateTmp", "yes"),
+                       ("Restart", "on-failure")):
+        assert settings[key] == [value], key
+    assert int(settings["LimitNOFILE"][0]) >= 65536
+    assert 10 <= int(settings["TimeoutStopSec"][0]) <= 90
