@@ -216,7 +216,7 @@ class StreamProxy(Protocol):
 
     def upstream_closed(self) -> Deferred[None]:
         """A fresh Deferred firing once the provider connection is gone."""
-        if self._upstream_closed.called or (self.transport is None and self.detached):
+        if self._upstream_closed.called:
             return succeed(None)
         out: Deferred[None] = Deferred()
 
