@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 from dataclasses import replace
 from typing import Any
 
@@ -309,18 +312,52 @@ async def test_same_client_zap_from_hls_to_a_movie_hands_the_slot_over(tmp_path:
         await relay.stop()
 
 
-@pytest.mark.parametrize("ext", ["m3u8"])
 @pytest_twisted.ensureDeferred
-async def test_hls_catch_up_refuses_an_answer_that_is_not_a_playlist(tmp_path: Any, ext: str) -> None:
+async def test_hls_catch_up_playlist_is_rewritten(tmp_path: Any) -> None:
+    """A catch-up .m3u8 (a VOD playlist of parts whose paths carry the
+    provider's credentials) is rewritten like live HLS."""
+    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    try:
+        sid = next(s for s, r in sorted(relay.xr.cache.live_by_id.items()) if r["tv_archive"])
+        seen: list[tuple[str, str]] = []
+
+        def fake_timeshift(request: Any, parts: list[str]) -> bytes:
+            user, password, duration, start, name = parts
+            seen.append((start, name))
+            if name.endswith(".m3u8"):
+                request.setHeader(b"content-type", b"application/x-mpegurl")
+                return ("#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:60\n"
+                        f"#EXTINF:60,\n/timeshift/{user}/{password}/{duration}/{start}/{sid}_0_100.ts\n"
+                        "#EXTINF:60,\npart_1.ts\n#EXT-X-ENDLIST\n").encode()
+            request.setHeader(b"content-type", b"video/mp2t")
+            return f"segment {name}".encode()
+
+        relay.provider.streams.timeshift_path = fake_timeshift
+        start = time.strftime("%Y-%m-%d:%H-%M", time.gmtime(time.time() - 3600))
+        answer = await raw_request(relay.port, f"/timeshift/alice/alicepw/30/{start}/{sid}.m3u8")
+        assert answer.status == 200, answer.body
+        assert b"#EXT-X-ENDLIST" in answer.body
+        parts = [await raw_request(relay.port, path_of(u)) for u in uris(answer.body)]
+        assert [p.body for p in parts] == [f"segment {sid}_0_100.ts".encode(), b"segment part_1.ts"]
+        # xrelay advertises UTC; the demo provider lives in Europe/London.
+        provider_start = datetime.strptime(start, "%Y-%m-%d:%H-%M").replace(
+            tzinfo=timezone.utc).astimezone(ZoneInfo("Europe/London")).strftime("%Y-%m-%d:%H-%M")
+        assert seen == [(provider_start, f"{sid}.m3u8"), (provider_start, f"{sid}_0_100.ts"),
+                        (provider_start, "part_1.ts")]
+        assert_no_secrets(relay, answer, *parts)
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hls_catch_up_refuses_an_answer_that_is_not_a_playlist(tmp_path: Any) -> None:
     """The demo answers catch-up .m3u8 with a TS body: xrelay refuses to pass
     a non-playlist through (502) rather than leak anything."""
     relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
     try:
         sid = next(s for s, r in sorted(relay.xr.cache.live_by_id.items()) if r["tv_archive"])
-        import time
-
         start = time.strftime("%Y-%m-%d:%H-%M", time.gmtime(time.time() - 3600))
-        answer = await raw_request(relay.port, f"/timeshift/alice/alicepw/30/{start}/{sid}.{ext}")
+        answer = await raw_request(relay.port, f"/timeshift/alice/alicepw/30/{start}/{sid}.m3u8")
         assert answer.status == 502
         assert relay.provider.stats.timeshift[-1].stream_id == sid
         assert_no_secrets(relay, answer)
