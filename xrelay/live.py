@@ -255,6 +255,8 @@ class _StreamResource(Resource):
         viewer = channel.fanout.attach(request, user=self.user.username, address=self.address,
                                        finish=finish, write=direct_writer(request))
         holder.append(viewer)
+        log.info("{viewer} joined channel {channel}", viewer=f"{self.user.username}@{self.address}",
+                 channel=channel.stream_id, event="viewer_joined")
         channel.attached()
         viewer.on_detach(lambda v: (lease.release(), self.relay.viewer_left(v)))
         request.notifyFinish().addBoth(lambda _: viewer.detach("client left"))
@@ -283,6 +285,8 @@ class LiveRelay:
         self.channels: dict[int, Channel] = {}
         self.evictions = 0
         self.reconnects = 0
+        #: Bytes received by the upstreams of channels already closed (metrics).
+        self.upstream_bytes_closed = 0
         self.refresh_capacity()
 
     # -- provider side -----------------------------------------------------
@@ -351,12 +355,18 @@ class LiveRelay:
     def viewer_left(self, viewer: Viewer) -> None:
         if viewer.evicted:
             self.evictions += 1
+        else:
+            log.info("{viewer} left channel {channel} after {seconds:.0f} s, {sent} bytes",
+                     viewer=f"{viewer.user}@{viewer.address}", channel=viewer.fanout.name,
+                     seconds=self.clock.seconds() - viewer.started, sent=viewer.bytes_sent,
+                     event="viewer_left")
 
     def _forget(self, channel: Channel) -> None:
         if self.channels.get(channel.stream_id) is channel:
             del self.channels[channel.stream_id]
         if channel.upstream is not None:
             self.reconnects += channel.upstream.reconnects
+            self.upstream_bytes_closed += channel.upstream.bytes_in
 
     def close_all(self, reason: str = "xrelay is stopping") -> Deferred[Any]:
         return DeferredList([c.close(reason) for c in list(self.channels.values())])
