@@ -14,6 +14,9 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 
 from xrelay.demo import hls
@@ -298,3 +301,33 @@ async def test_hls_bad_token_is_refused(provider: DemoProvider) -> None:
     response = await treq.get(f"{provider.url}/hls/{'0' * 32}/1/index.m3u8")
     await response.content()
     assert response.code == 403
+
+
+class _StalledClient(Protocol):
+    """Sends one GET, then never reads again."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(f"GET {self.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        self.transport.pauseProducing()  # stop reading: the socket buffers fill up
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_live_reader_pauses_then_is_dropped() -> None:
+    p = await start_provider(reactor, bitrate_bps=40_000_000, live_max_lag=1.0,
+                             redirect_streams=False)
+    try:
+        client = _StalledClient(f"{LIVE}/1.ts")
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", p.port), client)
+        await p.stats.wait_for(lambda: p.stats.dropped_slow == 1)
+        assert p.stats.open_count() == 0 and p.stats.kicked == 0
+        client.transport.resumeProducing()  # read again: the connection is gone
+        await client.lost
+    finally:
+        await p.stop()
