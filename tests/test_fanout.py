@@ -376,3 +376,18 @@ def test_ring_hard_byte_cap():
     assert ring.size <= MIN_KEEP_BYTES
     assert ring.locate(ring.head) == (ring.first_seq, 0)
     assert ring.locate(ring.tail) == (ring.next_seq, 0)
+
+
+def test_publishing_to_many_viewers_is_spread_over_reactor_turns():
+    fanout, clock, _ = make_fanout(drain_batch=2)
+    consumers = [Consumer() for _ in range(5)]
+    viewers = [fanout.attach(c) for c in consumers]
+    viewers[3].detach()  # leaves while it waits its turn: skipped
+    fanout.feed(packets(4) + SYNC)
+    assert sum(1 for c in consumers if c.value()) == 2
+    clock.advance(0)
+    assert sum(1 for c in consumers if c.value()) == 4
+    clock.advance(0)
+    assert [bool(c.value()) for c in consumers] == [True, True, True, False, True]
+    assert all(c.value() == packets(4) for i, c in enumerate(consumers) if i != 3)
+    assert clock.getDelayedCalls() == []

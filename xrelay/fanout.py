@@ -38,6 +38,10 @@ DEFAULT_MAX_BEHIND = 10.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_CHUNK_BYTES = 128 * 1024
 DEFAULT_CHUNK_DELAY = 0.1
+#: Viewers written per reactor turn when a chunk is published; the rest wait
+#: for the next turn, so that accepting and serving new viewers is never
+#: stuck behind a pass over thousands of sockets.
+DEFAULT_DRAIN_BATCH = 128
 #: The ring always keeps at least this much, whatever the bitrate estimate.
 MIN_KEEP_BYTES = 512 * 1024
 #: Arrivals shorter than this are too short to estimate a bitrate from.
@@ -357,6 +361,7 @@ class Fanout:
         max_bytes: int = DEFAULT_MAX_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
+        drain_batch: int = DEFAULT_DRAIN_BATCH,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -366,6 +371,10 @@ class Fanout:
         self.chunk_delay = chunk_delay
         self.viewers: set[Viewer] = set()
         self._paused: set[Viewer] = set()
+        self.drain_batch = drain_batch
+        self._queue: deque[Viewer] = deque()
+        self._queued: set[Viewer] = set()
+        self._drain_call: IDelayedCall | None = None
         self._pending: list[bytes] = []
         self._pending_len = 0
         self._seal_call: IDelayedCall | None = None
@@ -420,8 +429,23 @@ class Fanout:
         if ring.first_seq != first and self._paused:
             for viewer in [v for v in self._paused if v.seq < ring.first_seq]:
                 viewer.evict()
-        for viewer in [v for v in self.viewers if not v.paused]:
+        queued = self._queued
+        for viewer in self.viewers:
+            if not viewer.paused and viewer not in queued:
+                queued.add(viewer)
+                self._queue.append(viewer)
+        self._drain_some()
+
+    def _drain_some(self) -> None:
+        """Write the new data to the next batch of waiting viewers."""
+        self._drain_call = None
+        queue, queued = self._queue, self._queued
+        for _ in range(min(self.drain_batch, len(queue))):
+            viewer = queue.popleft()
+            queued.discard(viewer)
             viewer.drain()
+        if queue and self._drain_call is None:
+            self._drain_call = self.clock.callLater(0, self._drain_some)
 
     # viewer side
 
@@ -476,6 +500,7 @@ class Fanout:
     def _remove(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
         self._paused.discard(viewer)
+        self._queued.discard(viewer)  # a stale queue entry is skipped by drain()
         if not self.viewers:
             self._set_upstream_paused(False)
             if self.on_empty is not None:
@@ -514,10 +539,12 @@ class Fanout:
             self._stall_call = self.clock.callLater(delay, self._evict_stalled)
 
     def _cancel_timers(self) -> None:
-        for call in (self._seal_call, self._stall_call):
+        for call in (self._seal_call, self._stall_call, self._drain_call):
             if call is not None and call.active():
                 call.cancel()
-        self._seal_call = self._stall_call = None
+        self._seal_call = self._stall_call = self._drain_call = None
+        self._queue.clear()
+        self._queued.clear()
 
     def iter_viewers(self) -> Iterator[Viewer]:
         return iter(sorted(self.viewers, key=lambda v: v.started))
