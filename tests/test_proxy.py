@@ -226,5 +226,8 @@ def test_pass_headers_copies_only_the_seek_headers_and_drops_leaks() -> None:
 
 def test_discard_body_closes_the_connection() -> None:
     response = FakeResponse()
-    discard_body(response)
+    closed = discard_body(response)
     assert response.transport.producerState == "stopped"
+    assert not closed.called
+    response.protocol.connectionLost(Failure(ConnectionLost()))
+    assert closed.called

@@ -92,6 +92,9 @@ def finish_request(request: IRequest) -> None:
 
 
 class _Discard(Protocol):
+    def __init__(self) -> None:
+        self.closed: Deferred[None] = Deferred()
+
     def dataReceived(self, data: bytes) -> None:
         pass
 
@@ -101,13 +104,20 @@ class _Discard(Protocol):
         if self.transport is not None:
             self.transport.stopProducing()
 
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self.closed.called:
+            self.closed.callback(None)
 
-def discard_body(response: IResponse) -> None:
-    """Drop a response body we do not want, closing its connection."""
+
+def discard_body(response: IResponse) -> Deferred[None]:
+    """Drop a response body we do not want, closing its connection; fires
+    once that connection is done with."""
+    body = _Discard()
     try:
-        response.deliverBody(_Discard())
+        response.deliverBody(body)
     except Exception:  # already delivered / the connection is gone
-        pass
+        return succeed(None)
+    return body.closed
 
 
 @implementer(IPushProducer)

@@ -149,16 +149,14 @@ class _ProxyResource(Resource):
     def render_GET(self, request: IRequest) -> Any:
         pb, response = self.playback, self.response
         if pb.closed:
-            discard_body(response)
-            pb.release()
+            discard_body(response).addBoth(lambda _: pb.release())
             return text_error(request, 503, f"the stream was closed: {pb.close_reason}")
         relay = pb.relay
         request.setResponseCode(response.code)
         pass_headers(response, request, relay.xr.scrubber.leaks)
         request.setHeader(b"cache-control", b"no-store")
         if request.method == b"HEAD":
-            discard_body(response)
-            pb.release()
+            discard_body(response).addBoth(lambda _: pb.release())
             return b""
         proxy = StreamProxy(relay.clock, request, name=pb.what,
                             silence_timeout=relay.silence_timeout)
@@ -293,8 +291,7 @@ class FileRelay:
         code = response.code
         if code in (200, 206):
             return _ProxyResource(pb, response)
-        discard_body(response)
-        pb.release()
+        discard_body(response).addBoth(lambda _: pb.release())
         if code == 416:
             request.setResponseCode(416)
             pass_headers(response, request, self.xr.scrubber.leaks,
