@@ -15,8 +15,9 @@ Set the fields of ``provider.faults`` (a ``DemoFaults``); ``None`` is healthy.
     ``"refuse"`` answer 404; ``"reset"`` drop the connection unanswered.
 ``live`` (live TS bodies, direct or after the redirect):
     ``"drop_after_bytes:N"`` cut each connection after N bytes;
-    ``"silent"`` new connections get the headers, then nothing, and open
-    ones stop sending (without falling behind) until the fault is cleared;
+    ``"silent"`` connections opened meanwhile get the headers, then nothing
+    ever (zombies); connections already open send nothing (and fall no
+    further behind) until the fault is cleared;
     ``"refuse"`` answer 404.  ``provider.drop_streams()`` cuts the open ones.
 ``vod``:
     ``"drop_after_bytes:N"`` cut each movie/episode body after N bytes.

@@ -120,13 +120,14 @@ class StreamHandlers:
         start = int(p.reactor.seconds() * rate / 8) // 188 * 188
 
         def make(closed: Callable[[str], None]) -> BodyWriter:
+            if fault == "silent":  # a zombie connection: headers, then nothing ever
+                return _SilentWriter(p.reactor, request, closed)
             return BodyWriter(
                 p.reactor, request, source=lambda off, n: clip.cyclic(start + off, n),
-                rate_bps=None if fault == "silent" else rate, align=TS_CHUNK,
-                tick=p.settings.live_tick, max_lag=p.settings.live_max_lag,
-                limit=DemoFaults.drop_after(fault), on_close=closed,
-                hold=lambda: p.faults.live == "silent",
-            ) if fault != "silent" else _SilentWriter(p.reactor, request, closed)
+                rate_bps=rate, align=TS_CHUNK, tick=p.settings.live_tick,
+                max_lag=p.settings.live_max_lag, limit=DemoFaults.drop_after(fault),
+                hold=lambda: p.faults.live == "silent", on_close=closed,
+            )
 
         return self._open(request, "live", stream_id, make)
 
