@@ -174,3 +174,17 @@ def test_hold_sends_nothing_and_owes_nothing() -> None:
         reactor.advance(0.02)
     assert len(request.body) == pytest.approx(2 * one_second, rel=0.05)
     assert request.body == clip.cyclic(0, len(request.body))  # resumes where it stopped
+
+
+def test_resume_during_a_tick_keeps_one_timer() -> None:
+    def resume_inside_write(req: FakeRequest) -> None:
+        req.producer.pauseProducing()
+        req.producer.resumeProducing()
+
+    reactor, request = MemoryReactorClock(), FakeRequest(resume_inside_write)
+    writer = paced(reactor, request)
+    for _ in range(10):
+        reactor.advance(0.02)
+    assert len(reactor.getDelayedCalls()) == 1
+    writer.stopProducing()
+    assert not reactor.getDelayedCalls()

@@ -140,8 +140,6 @@ class BodyWriter:
         if self.source is None:
             self._pump()
         else:
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
             self._schedule(0)
 
     def stopProducing(self) -> None:
@@ -178,6 +176,9 @@ class BodyWriter:
             self._pumping = False
 
     def _schedule(self, delay: float) -> None:
+        """(Re)arm the one pacing timer."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         self._timer = self.reactor.callLater(delay, self._paced_tick)
 
     def _paced_tick(self) -> None:
