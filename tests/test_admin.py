@@ -174,3 +174,23 @@ def test_names_are_escaped() -> None:
     assert "<script>" not in html and "<b>" not in html and "<img>" not in html and "<i>" not in html
     assert "&lt;script&gt;" in html
     assert "1 min 15 s" in html and "3.9 Mbit/s" in html and "Ingest running" in html
+
+
+@pytest_twisted.ensureDeferred
+async def test_movies_are_listed_and_can_be_disconnected(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        movie = relay.xr.cache.bundle["vod_streams"][0]
+        ext = movie.get("container_extension") or "mp4"
+        response, reader = await open_stream(f"{relay.url}/movie/bob/bobpw/{movie['stream_id']}.{ext}")
+        assert response.code == 200
+        await reader.wait_bytes(64 * 1024)
+        _, page, _ = await get(relay, "/admin", auth=AUTH)
+        assert b'<tr class="file">' in page and b'<td data-label="User">bob</td>' in page
+        files = relay.xr.admin.overview.state()["media"]["files"]
+        assert files[0]["user"] == "bob"
+        code, body = await post(relay, "/admin/disconnect", page_token(page), {"id": files[0]["id"]})
+        assert code == 200, body
+        await reader.ended
+    finally:
+        await relay.stop()

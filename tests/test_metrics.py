@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import ADMIN, start_relay
 from streamclient import open_stream, wait_until
+from xrelay.config import RelayConfig
 from xrelay.metrics import endpoint_of
 
 AUTH = (ADMIN.username, ADMIN.password)
@@ -72,7 +73,7 @@ async def test_metrics_need_the_admin_login(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_live_figures(tmp_path: Path) -> None:
-    relay = await start_relay(tmp_path)
+    relay = await start_relay(tmp_path, relay=RelayConfig(linger=0))
     try:
         stream_id = relay.xr.cache.bundle["live_streams"][0]["stream_id"]
         _, before = await scrape(relay)
@@ -98,7 +99,8 @@ async def test_live_figures(tmp_path: Path) -> None:
         assert value(now, "xrelay_channel_viewers", stream_id=str(stream_id)) == 1
         assert value(now, "xrelay_upstream_slots_used") == 1
         assert value(now, "xrelay_upstream_slots_allowed") >= 1
-        assert value(now, "xrelay_upstream_bytes_open_channels") > 0
+        bytes_in = value(now, "xrelay_upstream_bytes_total")
+        assert bytes_in > 0
         assert value(now, "xrelay_http_requests_total", endpoint="live", code="401") == 1
         assert value(now, "xrelay_http_refused_total", endpoint="live", reason="unauthorized") == 1
         assert value(now, "xrelay_http_requests_total", endpoint="player_api", code=str(api.code)) == 1
@@ -113,13 +115,15 @@ async def test_live_figures(tmp_path: Path) -> None:
                      "xrelay_upstream_handovers_total"):
             assert value(now, name) == 0
         assert value(now, "xrelay_refused_total", reason="provider_slots") == 0
-        assert not relay.xr.scrubber.leaks(text)
+        for secret in relay.upstream_secrets:
+            assert secret not in text
         assert "alicepw" not in text and "wrongpw" not in text
 
         reader.close()
-        await wait_until(lambda: relay.xr.relay.snapshot()["viewers"] == 0)
+        await wait_until(lambda: not relay.xr.relay.channels)  # closed, no linger
         _, after = await scrape(relay)
         assert value(after, "xrelay_viewers") == 0
+        assert value(after, "xrelay_upstream_bytes_total") >= bytes_in
         # bytes of a finished stream stay counted (a counter never goes down)
         assert value(after, "xrelay_http_response_bytes_total", endpoint="live") >= sent
     finally:
@@ -143,5 +147,23 @@ async def test_refused_for_lack_of_provider_slots(tmp_path: Path) -> None:
         assert value(now, "xrelay_refused_total", reason="provider_slots") == 1
         assert value(now, "xrelay_http_refused_total", endpoint="live", reason="unavailable") == 1
         first.close()
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_movies_being_watched(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        movie = relay.xr.cache.bundle["vod_streams"][0]
+        ext = movie.get("container_extension") or "mp4"
+        response, reader = await open_stream(f"{relay.url}/movie/alice/alicepw/{movie['stream_id']}.{ext}")
+        assert response.code == 200
+        await reader.wait_bytes(64 * 1024)
+        _, now = await scrape(relay)
+        assert value(now, "xrelay_file_streams") == 1
+        assert value(now, "xrelay_file_stream_bytes_open") > 0
+        assert value(now, "xrelay_upstream_slots_used") == 1
+        reader.close()
     finally:
         await relay.stop()

@@ -139,6 +139,7 @@ class AdminPage:
             _card("Up for", _duration(state["uptime"])),
             "</section>",
             self._channels(relay.get("channels", [])),
+            self._media(state.get("media") or {}),
             self._ingests(ingest),
         ]
         return "\n".join(parts)
@@ -177,6 +178,34 @@ class AdminPage:
                         f'<td class="actions">{button}</td></tr>')
                 out.append("</tbody></table>")
             out.append("</article>")
+        out.append("</section>")
+        return "".join(out)
+
+    def _media(self, media: dict[str, Any]) -> str:
+        files = media.get("files") or []
+        hls = (media.get("hls") or {}).get("channels") or []
+        if not files and not hls:
+            return ""
+        out = ['<section id="media"><h2>Movies, episodes, catch-up and HLS</h2>']
+        if files:
+            out.append('<table class="files"><thead><tr><th>What</th><th>User</th><th>Address</th>'
+                       '<th>Watching</th><th>Rate</th><th>Sent</th><th></th></tr></thead><tbody>')
+            for f in files:
+                button = (f'<button type="button" class="danger" data-action="disconnect" '
+                          f'data-id="{_e(f["id"])}">Disconnect</button>') if f.get("id") else ""
+                out.append(
+                    f'<tr class="file"><td data-label="What">{_e(f.get("what", ""))}</td>'
+                    f'<td data-label="User">{_e(f.get("user", ""))}</td>'
+                    f'<td data-label="Address">{_e(f.get("address", ""))}</td>'
+                    f'<td data-label="Watching">{_duration(f.get("seconds") or 0)}</td>'
+                    f'<td data-label="Rate">{_rate(f.get("rate_bps"))}</td>'
+                    f'<td data-label="Sent">{_bytes(f.get("bytes", 0))}</td>'
+                    f'<td class="actions">{button}</td></tr>')
+            out.append("</tbody></table>")
+        for c in hls:
+            clients = ", ".join(f'{_e(x.get("user", ""))}@{_e(x.get("address", ""))}'
+                                for x in c.get("clients") or [])
+            out.append(f'<p class="meta">HLS {_e(c.get("what", ""))}: {clients or "no client"}</p>')
         out.append("</section>")
         return "".join(out)
 

@@ -180,6 +180,7 @@ class RelayCollector:
         yield GaugeMetricFamily("xrelay_start_time_seconds", "When this xrelay started (Unix time)",
                                 value=ov.started)
         yield from self._relay(ov.relay())
+        yield from self._media(ov.media())
         yield from self._ingest()
         if self.web is not None:
             sent = CounterMetricFamily("xrelay_http_response_bytes", "Bytes sent to clients, by endpoint",
@@ -223,12 +224,30 @@ class RelayCollector:
         refused.add_metric(["user_limit"], snap.get("closed_for_user_limit", 0))
         yield refused
         bytes_in = sum(c.get("upstream", {}).get("bytes", 0) for c in channels)
-        yield GaugeMetricFamily("xrelay_upstream_bytes_open_channels",
-                                "Bytes received from the provider by the channels open now", value=bytes_in)
+        closed = getattr(self.overview.xr.relay, "upstream_bytes_closed", 0)
+        yield CounterMetricFamily("xrelay_upstream_bytes", "Bytes received from the provider for live channels",
+                                  value=closed + bytes_in)
         sent = sum(v.get("bytes", 0) for c in channels for v in c.get("viewers", []))
         yield GaugeMetricFamily("xrelay_viewer_bytes_open", "Bytes sent to the viewers connected now", value=sent)
         yield CounterMetricFamily("xrelay_admin_disconnects", "Viewers disconnected from the admin page",
                                   value=self.overview.disconnected)
+
+    def _media(self, snap: dict[str, Any]) -> Iterable[Metric]:
+        files = snap.get("files") or []
+        yield GaugeMetricFamily("xrelay_file_streams", "Movies, episodes and catch-up being proxied now",
+                                value=len(files))
+        yield GaugeMetricFamily("xrelay_file_stream_bytes_open", "Bytes sent by the file streams open now",
+                                value=sum(f.get("bytes", 0) for f in files))
+        hls = snap.get("hls") or {}
+        channels = hls.get("channels") or []
+        yield GaugeMetricFamily("xrelay_hls_channels", "HLS channels open now", value=len(channels))
+        yield GaugeMetricFamily("xrelay_hls_clients", "HLS clients seen recently",
+                                value=sum(len(c.get("clients") or []) for c in channels))
+        cache = hls.get("segment_cache") or {}
+        yield CounterMetricFamily("xrelay_hls_segment_fetches", "HLS segments fetched from the provider",
+                                  value=cache.get("fetches", 0))
+        yield CounterMetricFamily("xrelay_hls_segment_hits", "HLS segments served from xrelay's cache",
+                                  value=cache.get("hits", 0))
 
     def _ingest(self) -> Iterable[Metric]:
         ov = self.overview

@@ -119,6 +119,26 @@ class Overview:
                     vrow["rate_bps"] = round(8 * vrow.get("bytes", 0) / seconds) if seconds > 0 else None
         return snap
 
+    def media(self) -> dict[str, Any]:
+        """Movies, episodes and catch-up being proxied, and HLS channels
+        (``xr.vod.snapshot()``), each proxied file with an ``id``."""
+        vod = self.xr.vod
+        if vod is None or not hasattr(vod, "snapshot"):
+            return {"files": [], "hls": None}
+        snap = vod.snapshot()
+        rows = snap.get("files") or []
+        playbacks = self._playbacks()
+        if len(playbacks) == len(rows):
+            for playback, row in zip(playbacks, rows):
+                row["id"] = self.viewer_id(playback)
+                seconds = row.get("seconds") or 0
+                row["rate_bps"] = round(8 * row.get("bytes", 0) / seconds) if seconds > 0 else None
+        return snap
+
+    def _playbacks(self) -> list[Any]:
+        files = getattr(self.xr.vod, "files", None)
+        return sorted(getattr(files, "playbacks", ()), key=lambda p: p.started)
+
     def viewer_id(self, viewer: Any) -> str:
         ident = self._ids.get(viewer)
         if ident is None:
@@ -132,7 +152,7 @@ class Overview:
 
     def disconnect(self, viewer_id: str, reason: str = "disconnected by the admin") -> bool:
         """Close one viewer's stream cleanly.  False if no such viewer."""
-        for viewer in self.iter_viewers():
+        for viewer in list(self.iter_viewers()) + (self._playbacks() if self.xr.vod is not None else []):
             if self._ids.get(viewer) == viewer_id:
                 log.info("admin disconnects {viewer} ({viewer_id})", viewer=f"{viewer.user}@{viewer.address}",
                          viewer_id=viewer_id, event="viewer_disconnected")
@@ -144,7 +164,8 @@ class Overview:
     def close_streams_of(self, usernames: set[str], reason: str) -> int:
         """Close every live stream of these users; how many were closed."""
         closed = 0
-        for viewer in list(self.iter_viewers()):
+        playbacks = self._playbacks() if self.xr.vod is not None else []
+        for viewer in list(self.iter_viewers()) + playbacks:
             if viewer.user in usernames:
                 viewer.close(reason)
                 closed += 1
@@ -160,6 +181,7 @@ class Overview:
             "started": self.started,
             "uptime": now - self.started,
             "relay": self.relay(),
+            "media": self.media(),
             "ingest": {
                 "running": self.ingest_running,
                 "last": last,
