@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 from dataclasses import replace
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -20,7 +19,8 @@ from tests.media_helpers import LogCapture, assert_no_secrets, poll, raw_request
 from xrelay.config import RelayConfig
 from xrelay.demo import hls as demo_hls
 from xrelay.demo.provider import DemoSettings
-from xrelay.hls import SegmentCache, TokenMap, rewrite_playlist
+from xrelay.hls_cache import SegmentCache, TokenMap
+from xrelay.hls_playlist import rewrite_playlist
 from xrelay.provider import ProviderError
 
 # -- rewriting (unit) -------------------------------------------------------------

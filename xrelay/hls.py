@@ -2,7 +2,7 @@
 
 ``/live/USER/PASS/ID.m3u8`` fetches the provider's playlist (redirects
 followed, the final URL kept: later fetches go there first, and relative
-URIs resolve against it) and rewrites every URI in it (media segments,
+URIs resolve against it) and rewrites every URI in it (:mod:`xrelay.hls_playlist`: media segments,
 ``#EXT-X-KEY``/``#EXT-X-MAP``/``#EXT-X-MEDIA`` URIs and variant playlists;
 absolute, relative or host-relative) to
 ``BASE/hls/USER/USERTOKEN/TOKEN.EXT`` on xrelay, where
@@ -11,12 +11,12 @@ absolute, relative or host-relative) to
   per-process key: segment requests are authorised without the password in
   the URL, and stop working when the user is disabled or its password
   changes;
-* ``TOKEN`` is an opaque HMAC of the provider URL; :class:`TokenMap` maps it
+* ``TOKEN`` is an opaque HMAC of the provider URL; :class:`~xrelay.hls_cache.TokenMap` maps it
   back server-side and forgets it a while after the last playlist naming it.
   No provider host, path or credential ever appears in a playlist.
 
 Segments and keys are fetched once from the provider and kept a short while
-in :class:`SegmentCache`, shared by every client of the channel (concurrent
+in :class:`~xrelay.hls_cache.SegmentCache`, shared by every client of the channel (concurrent
 requests for one segment wait on one fetch); the cache is bounded in bytes.
 Playlists are fetched at most once a second per URL for all clients.
 
@@ -28,14 +28,10 @@ streams; both are released ``linger`` seconds after the last request
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import os
-import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from typing import Any, Hashable
+from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -43,6 +39,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest, IResponse
 
 from .deferutil import Shared
+from .hls_cache import SegmentCache, TokenEntry, TokenMap
+from .hls_playlist import rewrite_playlist, target_duration
 from .provider import ProviderError, _collect
 from .proxy import discard_body
 from .slots import Lease, SlotsExhausted, Yield
@@ -66,198 +64,8 @@ FETCH_TIMEOUT = 20.0
 
 _KINDS = {"playlist": "m3u8", "segment": "ts", "key": "key"}
 _SEGMENT_EXTS = {"ts", "aac", "mp4", "m4s", "m4a", "mp3", "vtt", "webvtt", "ac3", "ec3", "cmfv", "cmfa"}
-_URI_ATTR = re.compile(r'URI="([^"]*)"')
-_TARGET = re.compile(r"#EXT-X-TARGETDURATION:\s*(\d+(?:\.\d+)?)")
 _CONTENT_TYPES = {"ts": b"video/mp2t", "aac": b"audio/aac", "mp4": b"video/mp4", "m4s": b"video/iso.segment",
                   "key": b"application/octet-stream", "vtt": b"text/vtt", "webvtt": b"text/vtt"}
-
-
-# -- rewriting ------------------------------------------------------------------
-
-
-def _tag_kind(line: str) -> str:
-    """What the URI attribute of a tag points at."""
-    tag = line.split(":", 1)[0].upper()
-    if tag in ("#EXT-X-KEY", "#EXT-X-SESSION-KEY"):
-        return "key"
-    if tag in ("#EXT-X-MEDIA", "#EXT-X-I-FRAME-STREAM-INF", "#EXT-X-RENDITION-REPORT"):
-        return "playlist"
-    return "segment"  # #EXT-X-MAP, #EXT-X-PART, #EXT-X-PRELOAD-HINT...
-
-
-def _uri_kind(url: str, after_stream_inf: bool) -> str:
-    path = urlsplit(url).path.lower()
-    if after_stream_inf or path.endswith((".m3u8", ".m3u")):
-        return "playlist"
-    return "segment"
-
-
-def rewrite_playlist(text: str, base_url: str, make_uri: Callable[[str, str], str],
-                     leaks: Callable[[str], list[str]] | None = None) -> str:
-    """Every URI of an M3U8 playlist replaced by ``make_uri(absolute_url, kind)``.
-
-    ``base_url`` is the playlist's own (final) URL; ``kind`` is ``playlist``,
-    ``segment`` or ``key``.  A tag line naming a secret (``leaks``) outside
-    its URI attributes is dropped.
-    """
-    out: list[str] = []
-    after_stream_inf = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("#"):
-            if leaks is not None and leaks(_URI_ATTR.sub('URI=""', line)):
-                log.warn("dropped an HLS tag naming the provider: {tag}",
-                         tag=line.split(":", 1)[0])
-                continue
-            if 'URI="' in line:
-                kind = _tag_kind(line)
-                line = _URI_ATTR.sub(
-                    lambda m: f'URI="{make_uri(urljoin(base_url, m.group(1)), kind)}"', line)
-            if line.upper().startswith("#EXT-X-STREAM-INF"):
-                after_stream_inf = True
-            out.append(line)
-            continue
-        url = urljoin(base_url, line)
-        out.append(make_uri(url, _uri_kind(url, after_stream_inf)))
-        after_stream_inf = False
-    return "\n".join(out) + "\n"
-
-
-def target_duration(text: str, default: float = 6.0) -> float:
-    m = _TARGET.search(text)
-    return float(m.group(1)) if m else default
-
-
-# -- tokens -----------------------------------------------------------------------
-
-
-@dataclass
-class TokenEntry:
-    url: str
-    kind: str
-    channel: HlsChannel
-    expires: float
-
-
-class TokenMap:
-    """Opaque tokens for provider URLs, valid ``lifetime`` seconds after the
-    last playlist that named them."""
-
-    def __init__(self, clock: Any, key: bytes | None = None, lifetime: float = 120.0,
-                 max_entries: int = 50_000) -> None:
-        self.clock = clock
-        self.key = key or os.urandom(32)
-        self.lifetime = lifetime
-        self.max_entries = max_entries
-        self.entries: OrderedDict[str, TokenEntry] = OrderedDict()
-
-    def _mac(self, *parts: str) -> str:
-        data = "\0".join(parts).encode("utf-8", "surrogateescape")
-        return hmac.new(self.key, data, hashlib.sha256).hexdigest()[:32]
-
-    def token(self, url: str, kind: str, channel: HlsChannel) -> str:
-        token = self._mac("url", url)
-        expires = self.clock.seconds() + self.lifetime
-        entry = self.entries.pop(token, None)
-        if entry is None or entry.channel is not channel:
-            entry = TokenEntry(url, kind, channel, expires)
-        entry.expires = expires
-        self.entries[token] = entry  # most recently named last
-        self._prune()
-        return token
-
-    def get(self, token: str) -> TokenEntry | None:
-        entry = self.entries.get(token)
-        if entry is None:
-            return None
-        if entry.expires < self.clock.seconds():
-            del self.entries[token]
-            return None
-        return entry
-
-    def _prune(self) -> None:
-        now = self.clock.seconds()
-        while self.entries:
-            token, entry = next(iter(self.entries.items()))
-            if entry.expires >= now and len(self.entries) <= self.max_entries:
-                break
-            del self.entries[token]
-
-    def user_token(self, username: str, password: str) -> str:
-        return self._mac("user", username, password)[:24]
-
-
-# -- the segment cache ----------------------------------------------------------------
-
-
-@dataclass
-class Cached:
-    data: bytes
-    content_type: bytes
-    expires: float
-
-
-class SegmentCache:
-    """Recently fetched segments and keys, shared by every client.
-
-    At most ``max_bytes`` of data are kept (oldest evicted first), each for
-    ``ttl`` seconds; concurrent requests for one URL share one fetch.
-    """
-
-    def __init__(self, clock: Any, max_bytes: int = 64 * 1024 * 1024, ttl: float = 30.0) -> None:
-        self.clock = clock
-        self.max_bytes = max_bytes
-        self.ttl = ttl
-        self.size = 0
-        self.entries: OrderedDict[str, Cached] = OrderedDict()
-        self.inflight: dict[str, Shared[Cached]] = {}
-        self.fetches = 0
-        self.hits = 0
-
-    def get(self, url: str, fetch: Callable[[], Deferred[tuple[bytes, bytes]]]) -> Deferred[Cached]:
-        now = self.clock.seconds()
-        cached = self.entries.get(url)
-        if cached is not None and cached.expires >= now:
-            self.hits += 1
-            return succeed(cached)
-        shared = self.inflight.get(url)
-        if shared is None:
-            self.fetches += 1
-            d = fetch()
-            d.addCallback(lambda result: self._store(url, *result))
-            d.addBoth(lambda result: (self.inflight.pop(url, None), result)[1])
-            shared = Shared(d)
-            if not shared.done:
-                self.inflight[url] = shared
-        else:
-            self.hits += 1
-        return shared.wait()
-
-    def _store(self, url: str, data: bytes, content_type: bytes) -> Cached:
-        entry = Cached(data, content_type, self.clock.seconds() + self.ttl)
-        if len(data) > self.max_bytes:
-            return entry  # served, not kept
-        old = self.entries.pop(url, None)
-        if old is not None:
-            self.size -= len(old.data)
-        self.entries[url] = entry
-        self.size += len(data)
-        self._evict()
-        return entry
-
-    def _evict(self) -> None:
-        now = self.clock.seconds()
-        for url in [u for u, e in self.entries.items() if e.expires < now]:
-            self.size -= len(self.entries.pop(url).data)
-        while self.size > self.max_bytes and self.entries:
-            _, entry = self.entries.popitem(last=False)
-            self.size -= len(entry.data)
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.size = 0
 
 
 # -- channels -------------------------------------------------------------------------
