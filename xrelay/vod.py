@@ -47,6 +47,10 @@ UNLIMITED_SLOTS = 10_000
 #: Seconds to wait for the provider's response headers.
 HEADERS_TIMEOUT = 30.0
 
+#: Content-Type by container extension, when the provider sends none.
+CONTENT_TYPES = {"mp4": b"video/mp4", "m4v": b"video/mp4", "mkv": b"video/x-matroska",
+                 "ts": b"video/mp2t", "avi": b"video/x-msvideo", "mov": b"video/quicktime",
+                 "flv": b"video/x-flv", "webm": b"video/webm"}
 _DENIED = {"disabled": "this account is disabled", "expired": "this account has expired"}
 #: Client request headers passed to the provider (seeking).
 _FORWARDED = (b"range", b"if-range")
@@ -77,6 +81,8 @@ class Playback:
     address: str
     what: str
     started: float = 0.0
+    #: Content-Type to send when the provider names none.
+    content_type: bytes = b"application/octet-stream"
     slot: Lease | None = None
     user_lease: Lease | None = None
     pending: Deferred[IResponse] | None = None
@@ -154,6 +160,8 @@ class _ProxyResource(Resource):
         relay = pb.relay
         request.setResponseCode(response.code)
         pass_headers(response, request, relay.xr.scrubber.leaks)
+        if not request.responseHeaders.hasHeader(b"content-type"):
+            request.setHeader(b"content-type", pb.content_type)
         request.setHeader(b"cache-control", b"no-store")
         if request.method == b"HEAD":
             discard_body(response).addBoth(lambda _: pb.release())
@@ -239,10 +247,12 @@ class FileRelay:
 
     # -- playing ------------------------------------------------------------------
 
-    def play(self, request: IRequest, user: Any, item: Hashable, url: str, what: str) -> Deferred[Any]:
+    def play(self, request: IRequest, user: Any, item: Hashable, url: str, what: str,
+             ext: str = "ts") -> Deferred[Any]:
         """Proxy ``url`` (a provider URL: never shown) to this client."""
         pb = Playback(self, item, user.username, client_address(request), what,
-                      started=self.clock.seconds())
+                      started=self.clock.seconds(),
+                      content_type=CONTENT_TYPES.get(ext, b"application/octet-stream"))
         return Deferred.fromCoroutine(self._play(request, user, pb, url))
 
     async def _play(self, request: IRequest, user: Any, pb: Playback, url: str) -> Any:
@@ -351,7 +361,7 @@ class VodServer:
     def _play(self, request: IRequest, account: Any, kind: str, stream_id: int, ext: str) -> Any:
         url = self.xr.client.stream_url(kind, stream_id, ext)
         what = f"{'movie' if kind == 'movie' else 'episode'} {stream_id}"
-        return self.files.play(request, account, (kind, stream_id), url, what)
+        return self.files.play(request, account, (kind, stream_id), url, what, ext.lower())
 
     async def _episode_from_details(self, request: IRequest, account: Any, stream_id: int,
                                     ext: str) -> Any:
