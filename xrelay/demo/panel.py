@@ -2,7 +2,8 @@
 
 Wrong credentials: player_api answers 200 ``{"user_info":{"auth":0}}`` (XC
 2.x), get.php 404, xmltv.php 401.  List answers are serialised once and
-cached as bytes (per list, category filter and Host); big bodies go out in
+cached as bytes (per list, category filter and Host), in a thread for big
+catalogs so the reactor keeps pacing streams; big bodies go out in
 64 KiB chunks through a ``BodyWriter`` so a slow reader applies
 back-pressure.  The guide is generated while it is sent.  Faults from
 ``provider.faults`` apply here (see :mod:`xrelay.demo.faults`).
@@ -11,8 +12,12 @@ back-pressure.  The guide is generated while it is sent.  Faults from
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from . import api
@@ -22,7 +27,10 @@ from .streaming import BodyWriter
 if TYPE_CHECKING:
     from .provider import DemoProvider
 
+log = Logger()
 _CHUNK = 64 * 1024
+#: Lists longer than this are built and serialised in a thread.
+BIG_LIST = 2000
 
 
 def _chunked(data: bytes) -> Iterator[bytes]:
@@ -85,20 +93,61 @@ class PanelHandlers:
             or action in ("get_vod_info", "get_series_info")
         key = (action, args.get("category_id"), args.get("vod_id"), args.get("series_id"),
                ctx.base, keep)
-        body = self._json_cache.get(key) if cacheable else None
-        if body is None:
+
+        def build() -> bytes:
             value = api.answer(self.p.catalog, req, action, args, keep)
-            body = json.dumps(value, separators=(",", ":")).encode()
-            if cacheable:
-                if len(self._json_cache) > 64:
-                    self._json_cache.clear()
-                self._json_cache[key] = body
+            return json.dumps(value, separators=(",", ":")).encode()
+
+        kind = api.LIST_ACTIONS.get(action)
+        big = kind is not None and self._size(kind) > BIG_LIST
+        body = self._body(self._json_cache if cacheable else None, key, build, big)
         if fault == "bad_json":
-            body = body[: max(1, len(body) // 2)]
-        request.setHeader(b"content-length", b"%d" % len(body))
-        if len(body) <= _CHUNK:
+            body.addCallback(lambda data: data[: max(1, len(data) // 2)])
+        return self._answer(request, body)
+
+    def _size(self, kind: str) -> int:
+        c = self.p.catalog
+        return {"live": c.live, "vod": c.vod, "series": c.series}[kind]
+
+    def _body(self, cache: dict[tuple[Any, ...], bytes] | None, key: tuple[Any, ...],
+              build: Callable[[], bytes], big: bool) -> Deferred[bytes]:
+        """The cached body, or ``build()`` (in a thread when ``big``)."""
+        if cache is not None and key in cache:
+            return succeed(cache[key])
+        pool = getattr(self.p.reactor, "getThreadPool", None)
+        d = deferToThreadPool(self.p.reactor, pool(), build) if big and pool else \
+            maybeDeferred(build)
+
+        def store(body: bytes) -> bytes:
+            if cache is not None:
+                if len(cache) > 64:
+                    cache.clear()
+                cache[key] = body
             return body
-        return self.send_chunks(request, _chunked(body))
+
+        return d.addCallback(store)
+
+    def _answer(self, request: Request, body: Deferred[bytes]) -> object:
+        """Send the body once it is ready, with Content-Length, in chunks."""
+
+        def send(data: bytes) -> None:
+            if request.channel is None:  # the client left meanwhile
+                return
+            request.setHeader(b"content-length", b"%d" % len(data))
+            if len(data) <= _CHUNK:
+                request.write(data)
+                request.finish()
+            else:
+                self.send_chunks(request, _chunked(data))
+
+        def failed(failure: Failure) -> None:
+            log.failure("demo provider: building an answer failed", failure)
+            if request.channel is not None:
+                request.setResponseCode(500)
+                request.finish()
+
+        body.addCallback(send).addErrback(failed)
+        return NOT_DONE_YET
 
     # ----- get.php --------------------------------------------------------
     def get_php(self, request: Request, args: dict[str, str]) -> object:
@@ -120,10 +169,14 @@ class PanelHandlers:
             return b""
         ctx, *_ = self.p.context(request)
         key = (kind, output, ctx.base)
-        body = self._m3u_cache.get(key)
-        if body is None:
-            body = b"".join(m3u_chunks(self.p.catalog, ctx, output, kind == "m3u_plus"))
-            self._m3u_cache = {key: body}
+        c = self.p.catalog
+        big = c.live + c.vod + c.series * c.seasons * c.episodes > BIG_LIST
+
+        def build() -> bytes:
+            return b"".join(m3u_chunks(c, ctx, output, kind == "m3u_plus"))
+
+        if key not in self._m3u_cache:
+            self._m3u_cache.clear()  # keep one playlist
         suffix = "_plus" if kind == "m3u_plus" else ""
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(
@@ -131,8 +184,7 @@ class PanelHandlers:
             f'attachment; filename="tv_channels_{self.p.settings.username}{suffix}.m3u"'.encode(),
         )
         request.setHeader(b"cache-control", b"must-revalidate")
-        request.setHeader(b"content-length", b"%d" % len(body))
-        return self.send_chunks(request, _chunked(body))
+        return self._answer(request, self._body(self._m3u_cache, key, build, big))
 
     # ----- xmltv.php ------------------------------------------------------
     def xmltv(self, request: Request, args: dict[str, str]) -> object:
