@@ -34,4 +34,7 @@ ffmpeg -hide_banner -loglevel error -y \
     -f mpegts -mpegts_flags +resend_headers+initial_discontinuity -pes_payload_size 0 \
     -mpegts_service_id 1 -metadata service_provider=xrelay -metadata service_name="xrelay demo" \
     "$out"
-ls -l "$out"
+# Fail loudly if the result does not decode cleanly.
+ffmpeg -hide_banner -loglevel error -xerror -i "$out" -f null -
+ffprobe -hide_banner -loglevel error -show_entries stream=codec_name,profile,width,height \
+    -show_entries format=duration,size,bit_rate -of compact=p=0 "$out"
