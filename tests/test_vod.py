@@ -269,3 +269,25 @@ async def test_movies_share_the_live_relays_slots(tmp_path: Any) -> None:
         await poll(lambda: files.slots.used == 0)
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_provider_drop_mid_movie_cuts_the_client_and_frees_the_slot(tmp_path: Any) -> None:
+    """The provider stops after 300 kB (it drops the connection, or, when its
+    socket was full, goes silent): the player sees a short body, the slot is
+    freed."""
+    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    try:
+        relay.xr.vod.files.silence_timeout = 1.0
+        relay.provider.faults.vod = "drop_after_bytes:300000"
+        mid, ext = first_movie(relay)
+        size = len(relay.provider.vod_bytes(mid))
+        answer = await raw_request(relay.port, f"/movie/alice/alicepw/{mid}.{ext}")
+        assert answer.status == 200
+        assert answer.headers[b"content-length"] == b"%d" % size
+        assert 0 < len(answer.body) <= 300000  # the player sees a short body
+        files = relay.xr.vod.files
+        await poll(lambda: not files.playbacks and files.slots.used == 0)
+        assert files.user_streams.count("alice") == 0
+    finally:
+        await relay.stop()

@@ -192,12 +192,12 @@ class FileRelay:
         self.playbacks: set[Playback] = set()
         #: The item a slot is being asked for (read by Playback.yields_to).
         self.asking: Hashable = None
+        #: Seconds without data from the provider (while the client reads)
+        #: before a proxied file is closed.
+        self.silence_timeout = max(xr.config.relay.silence_timeout, 15.0)
         self._slots: ProviderSlots | None = None
         self._streams: UserStreams | None = None
 
-    @property
-    def silence_timeout(self) -> float:
-        return max(self.xr.config.relay.silence_timeout, 15.0)
 
     # -- the shared limits ------------------------------------------------------
 
