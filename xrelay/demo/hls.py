@@ -66,7 +66,8 @@ def media_playlist(base: str, prefix: str, stream_id: int, now: float,
                    variant: str | None = None) -> str:
     """The live window.  ``base`` is ``http://host:port``."""
     kind = style(stream_id)
-    first = max(0, media_sequence(now) - WINDOW + 1)
+    last = media_sequence(now)
+    first = max(0, last - WINDOW + 1)
     lines = [
         "#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{SEGMENT_SECONDS}",
         f"#EXT-X-MEDIA-SEQUENCE:{first}",
@@ -74,7 +75,7 @@ def media_playlist(base: str, prefix: str, stream_id: int, now: float,
     if kind == "key":
         lines.append(f'#EXT-X-KEY:METHOD=AES-128,URI="{base}{prefix}/key.bin"')
     directory = f"{prefix}/{variant}" if variant else prefix
-    for n in range(first, first + WINDOW):
+    for n in range(first, last + 1):
         name = f"seg_{n}.ts"
         if kind == "absolute":
             uri = f"{base}{directory}/{name}"
