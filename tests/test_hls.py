@@ -363,3 +363,28 @@ async def test_hls_catch_up_refuses_an_answer_that_is_not_a_playlist(tmp_path: A
         assert_no_secrets(relay, answer)
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_limit_closes_an_hls_session(tmp_path: Any) -> None:
+    """bob may hold one stream: opening a movie ends his HLS session (its next
+    requests get 403, like panels' hls_end) and frees the channel's slot."""
+    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=3, redirect_streams=False),
+                              relay=replace(RelayConfig(), linger=0.3))
+    try:
+        relay.xr.hls.linger_targets = 0.0
+        files = relay.xr.vod.files
+        entry = await raw_request(relay.port, "/live/bob/bobpw/1.m3u8")
+        assert entry.status == 200 and files.user_streams.count("bob") == 1
+        mid = sorted(relay.xr.cache.vod_by_id)[0]
+        movie = await raw_request(relay.port, f"/movie/bob/bobpw/{mid}.mp4",
+                                  headers={"Range": "bytes=0-99"})
+        assert movie.status == 206
+        segment = await raw_request(relay.port, path_of(uris(entry.body)[0]))
+        again = await raw_request(relay.port, "/live/bob/bobpw/1.m3u8")
+        assert (segment.status, again.status) == (403, 403)
+        assert b"more streams than allowed" in again.body
+        # The revoked client's requests do not keep the channel's slot.
+        await poll(lambda: not relay.xr.hls.channels and files.slots.used == 0)
+    finally:
+        await relay.stop()

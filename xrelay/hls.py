@@ -146,10 +146,15 @@ class HlsChannel:
         return lease
 
     def touch(self, user: Any, address: str) -> Session:
+        """Note a request of this client; its session (a revoked one stays
+        revoked while the client keeps asking, without keeping the channel)."""
         now = self.server.clock.seconds()
-        self.last_seen = now
         key = (user.username, address)
         session = self.sessions.get(key)
+        if session is not None and session.revoked:
+            session.last_seen = now
+            return session
+        self.last_seen = now
         if session is None or (not session.revoked and now - session.last_seen > self.linger):
             if session is not None and session.lease is not None:
                 session.lease.release()
