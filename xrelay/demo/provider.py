@@ -132,7 +132,9 @@ class DemoProvider:
 
         def listening(port: IListeningPort) -> IListeningPort:
             self._port = port
-            log.info("demo provider listening on {url}", url=self.url)
+            # No address here: in ``--demo`` mode this lands in xrelay's log,
+            # which must never show the provider's host (CLI users get it on stdout).
+            log.info("demo provider listening")
             return port
 
         return d.addCallback(listening)
