@@ -19,6 +19,7 @@ from tests.media_helpers import LogCapture, assert_no_secrets, poll, raw_request
 from xrelay.config import RelayConfig
 from xrelay.demo import hls as demo_hls
 from xrelay.demo.provider import DemoSettings
+from xrelay.hls import byte_range
 from xrelay.hls_cache import SegmentCache, TokenMap
 from xrelay.hls_playlist import rewrite_playlist
 from xrelay.provider import ProviderError
@@ -136,6 +137,17 @@ def test_tokens_are_opaque_stable_and_expire() -> None:
     clock.advance(31)
     assert tokens.get(t) is None
     assert tokens.user_token("alice", "pw1") != tokens.user_token("alice", "pw2")
+
+
+def test_byte_range_of_cached_segments() -> None:
+    assert byte_range(None, 10) is None
+    assert byte_range(b"bytes=0-3", 10) == (0, 3)
+    assert byte_range(b"bytes=-3", 10) == (7, 9)
+    assert byte_range(b"bytes=5-", 10) == (5, 9)
+    assert byte_range(b"bytes=5-100", 10) == (5, 9)
+    assert byte_range(b"bytes=10-", 10) is False and byte_range(b"bytes=-0", 10) is False
+    for ignored in (b"bytes=0-1,3-4", b"items=1-2", b"bytes=5-2", b"bytes=-"):
+        assert byte_range(ignored, 10) is None
 
 
 # -- over real sockets ---------------------------------------------------------------
@@ -386,5 +398,26 @@ async def test_user_limit_closes_an_hls_session(tmp_path: Any) -> None:
         assert b"more streams than allowed" in again.body
         # The revoked client's requests do not keep the channel's slot.
         await poll(lambda: not relay.xr.hls.channels and files.slots.used == 0)
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_segments_answer_byte_ranges(tmp_path: Any) -> None:
+    """Players of EXT-X-BYTERANGE playlists ask parts of one segment URL."""
+    relay = await start_relay(tmp_path)
+    try:
+        entry = await raw_request(relay.port, "/live/alice/alicepw/1.m3u8")
+        first = media_sequence(entry.body)
+        url = path_of(uris(entry.body)[0])
+        whole = demo_hls.segment_bytes(first)
+        part = await raw_request(relay.port, url, headers={"Range": "bytes=188-375"})
+        tail = await raw_request(relay.port, url, headers={"Range": "bytes=-188"})
+        past = await raw_request(relay.port, url, headers={"Range": f"bytes={len(whole)}-"})
+        assert part.status == 206 and part.body == whole[188:376]
+        assert part.headers[b"content-range"] == b"bytes 188-375/%d" % len(whole)
+        assert tail.status == 206 and tail.body == whole[-188:]
+        assert past.status == 416
+        assert sum(relay.provider.stats.segment_fetches.values()) == 1  # one fetch for all three
     finally:
         await relay.stop()

@@ -29,6 +29,7 @@ streams; both are released ``linger`` seconds after the last request
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 from urllib.parse import quote, unquote, urlsplit
@@ -343,10 +344,7 @@ class HlsServer:
             log.info("{what}: segment fetch failed: {error}", what=channel.what, error=str(e))
             code = 404 if "HTTP 40" in str(e) else 502
             return text_error(request, code, "segment not available: reload the playlist")
-        request.setHeader(b"content-type", cached.content_type)
-        request.setHeader(b"content-length", b"%d" % len(cached.data))
-        request.setHeader(b"cache-control", b"max-age=30")
-        return cached.data
+        return _send_bytes(request, cached.data, cached.content_type)
 
     async def _send_playlist(self, request: IRequest, account: Any, channel: HlsChannel,
                              url: str) -> Any:
@@ -423,6 +421,45 @@ class HlsServer:
             "segment_cache": {"bytes": self.segments.size, "items": len(self.segments.entries),
                               "fetches": self.segments.fetches, "hits": self.segments.hits},
         }
+
+
+def byte_range(header: bytes | None, size: int) -> tuple[int, int] | None | bool:
+    """The inclusive (first, last) of a single ``bytes=`` range; None to send
+    everything (no header, or one we do not handle); False if unsatisfiable."""
+    if not header:
+        return None
+    m = re.fullmatch(rb"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or not (m.group(1) or m.group(2)):
+        return None
+    if not m.group(1):  # the last N bytes
+        n = int(m.group(2))
+        return (max(0, size - n), size - 1) if n > 0 and size else False
+    first = int(m.group(1))
+    if first >= size:
+        return False
+    last = int(m.group(2)) if m.group(2) else size - 1
+    if last < first:
+        return None
+    return first, min(last, size - 1)
+
+
+def _send_bytes(request: IRequest, data: bytes, content_type: bytes) -> bytes:
+    """A cached segment or key, honouring a single Range (EXT-X-BYTERANGE)."""
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"max-age=30")
+    request.setHeader(b"accept-ranges", b"bytes")
+    wanted = byte_range(request.getHeader(b"range"), len(data))
+    if wanted is False:
+        request.setResponseCode(416)
+        request.setHeader(b"content-range", b"bytes */%d" % len(data))
+        return b""
+    if wanted is not None:
+        first, last = wanted
+        request.setResponseCode(206)
+        request.setHeader(b"content-range", b"bytes %d-%d/%d" % (first, last, len(data)))
+        data = data[first : last + 1]
+    request.setHeader(b"content-length", b"%d" % len(data))
+    return data
 
 
 def _final_url(response: IResponse, fallback: str) -> str:
