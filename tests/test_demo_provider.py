@@ -18,6 +18,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThread
 
 from xrelay.demo.provider import DemoProvider
 from xrelay.demo.testing import LoggedFailures, start_provider
@@ -279,5 +280,26 @@ async def test_quirky_provider_serves_every_endpoint() -> None:
         root = ElementTree.fromstring(await response.content())
         ids = {r["epg_channel_id"] for r in live} - {None}
         assert {c.get("id") for c in root.iter("channel")} == ids
+    finally:
+        await p.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pyxtream_loads_the_demo_catalog(tmp_path: Path) -> None:
+    """A real client library (blocking, so in a thread) accepts the field types."""
+    pyxtream = pytest.importorskip("pyxtream")
+    p = await start_provider(reactor, live=12, vod=8, series=2)
+
+    def load() -> tuple[int, int, int, int]:
+        client = pyxtream.XTream("demo", USER, PASS, p.url, cache_path=str(tmp_path),
+                                 reload_time_sec=1)
+        client.load_iptv()
+        series = client.series[0]
+        client.get_series_info_by_id(series)
+        episodes = sum(len(season.episodes) for season in series.seasons.values())
+        return len(client.channels), len(client.movies), len(client.series), episodes
+
+    try:
+        assert await deferToThread(load) == (12, 8, 2, 2 * 4)
     finally:
         await p.stop()
