@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -9,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_twisted
+import treq
 
 from tests.harness import start_relay
 from tests.media_helpers import LogCapture, assert_no_secrets, raw_request
@@ -150,15 +152,21 @@ async def test_archive_flags_served_match_what_the_relay_accepts(tmp_path: Any) 
     relay = await _start(tmp_path, live=10)
     try:
         rows = relay.xr.cache.live_by_id
+        if relay.xr.api is not None:  # what players really read: the API's answer
+            response = await treq.get(f"{relay.url}/player_api.php?username=bob&password=bobpw"
+                                      "&action=get_live_streams")
+            served = json.loads(await response.content())
+            rows = {int(r["stream_id"]): r for r in served}
+            assert set(rows) == set(relay.xr.cache.live_by_id)
         assert any(r["tv_archive"] for r in rows.values())
         assert any(not r["tv_archive"] for r in rows.values())
         for sid, row in sorted(rows.items()):
-            days = row["tv_archive_duration"]
+            days = int(row["tv_archive_duration"] or 0)
             inside = _recent(max(days * 1440 - 60, 30)).astimezone(BERLIN).strftime("%Y-%m-%d:%H-%M")
             outside = _recent(days * 1440 + 180).astimezone(BERLIN).strftime("%Y-%m-%d:%H-%M")
             first = await raw_request(relay.port, f"/timeshift/bob/bobpw/30/{inside}/{sid}.ts",
                                       headers={"Range": "bytes=0-187"})
-            if row["tv_archive"]:
+            if int(row["tv_archive"]):
                 assert days > 0
                 assert first.status == 206, sid
                 second = await raw_request(relay.port, f"/timeshift/bob/bobpw/30/{outside}/{sid}.ts")
