@@ -28,6 +28,7 @@ class SampleClip:
     """The clip's bytes plus what the provider needs to know about them."""
 
     data: bytes
+    #: Seconds of playback in one pass (from the timestamps; PCRs if none).
     duration: float
     #: Byte offsets where a playable unit starts: the PAT that precedes each
     #: video keyframe (or the keyframe packet itself when no PAT precedes it).
@@ -228,6 +229,8 @@ def analyse(data: bytes) -> SampleClip:
     # Scale the PCR span to the whole file so the looped clip keeps its rate.
     duration = span * len(data) / max(last_pcr_off - first_pcr_off, TS_PACKET)
     period, payload = _loop_period(data)
+    if period:  # pace by the timestamps so the loop plays in real time
+        duration = period / 90_000
     return SampleClip(data, duration, tuple(keyframes or [0]), period, payload)
 
 
