@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import LoggedFailures, open_stream, start_provider
+from xrelay.demo.testing import LoggedFailures, open_stream, start_provider, within
 
 USER, PASS = "provider-user", "provider-pass"
 CREDS = {"username": USER, "password": PASS}
@@ -94,7 +94,7 @@ async def test_xmltv_truncated_drops_the_connection(provider: DemoProvider) -> N
     provider.faults.xmltv = "truncated"
     response, reader = await open_stream(f"{provider.url}/xmltv.php", params=CREDS)
     assert response.code == 200
-    await reader.done
+    await within(reader.done)
     assert reader.received > 0 and b"</tv>" not in reader.data
     assert reader.reason is not None and "ResponseDone" not in repr(reader.reason.value)
 
@@ -103,11 +103,11 @@ async def test_xmltv_truncated_drops_the_connection(provider: DemoProvider) -> N
 async def test_xmltv_hang_midway(provider: DemoProvider) -> None:
     provider.faults.xmltv = "hang_midway"
     response, reader = await open_stream(f"{provider.url}/xmltv.php", params=CREDS)
-    await provider.stats.wait_for(lambda: provider.stats.requests["xmltv_hung"] == 1)
+    await within(provider.stats.wait_for(lambda: provider.stats.requests["xmltv_hung"] == 1))
     await poll(lambda: reader.received > 0)
     assert not reader.done.called and b"</tv>" not in reader.data
     reader.stop()
-    await reader.done
+    await within(reader.done)
 
 
 @pytest_twisted.ensureDeferred
@@ -127,10 +127,10 @@ async def test_live_drop_after_bytes(provider: DemoProvider) -> None:
     provider.faults.live = "drop_after_bytes:5000"
     for attempt in (1, 2):
         response, reader = await open_stream(f"{provider.url}/live/{USER}/{PASS}/1.ts")
-        await reader.done
+        await within(reader.done)
         assert reader.received == 5000
         assert provider.stats.opened[("live", 1)] == attempt
-    await provider.stats.wait_for(lambda: provider.stats.open_count() == 0)
+    await within(provider.stats.wait_for(lambda: provider.stats.open_count() == 0))
 
 
 @pytest_twisted.ensureDeferred
@@ -140,11 +140,11 @@ async def test_live_silent_sends_headers_only(provider: DemoProvider) -> None:
     assert response.code == 200
     provider.faults.live = None
     _, healthy = await open_stream(f"{provider.url}/live/{USER}/{PASS}/2.ts", 20_000)
-    await healthy.done  # the reactor has ticked many times meanwhile
+    await within(healthy.done)  # the reactor has ticked many times meanwhile
     assert silent.received == 0 and not silent.done.called
     assert provider.stats.open_count("live", 1) == 1
     silent.stop()
-    await provider.stats.wait_for(lambda: provider.stats.open_count() == 0)
+    await within(provider.stats.wait_for(lambda: provider.stats.open_count() == 0))
 
 
 @pytest_twisted.ensureDeferred
@@ -155,15 +155,15 @@ async def test_live_refuse_and_vod_drop(provider: DemoProvider) -> None:
     assert response.code == 404
     provider.faults.vod = "drop_after_bytes:100000"
     response, reader = await open_stream(f"{provider.url}/movie/{USER}/{PASS}/41.mp4")
-    await reader.done
+    await within(reader.done)
     assert reader.received == 100_000 and response.length > 100_000
 
 
 @pytest_twisted.ensureDeferred
 async def test_drop_streams_cuts_open_live_connections(provider: DemoProvider) -> None:
     _, reader = await open_stream(f"{provider.url}/live/{USER}/{PASS}/1.ts")
-    await provider.stats.wait_for(lambda: provider.stats.open_count("live") == 1)
+    await within(provider.stats.wait_for(lambda: provider.stats.open_count("live") == 1))
     assert provider.drop_streams("vod") == 0
     assert provider.drop_streams() == 1
-    await reader.done
+    await within(reader.done)
     assert provider.stats.open_count() == 0 and provider.stats.kicked == 0

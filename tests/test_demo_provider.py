@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThread
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import LoggedFailures, start_provider
+from xrelay.demo.testing import LoggedFailures, start_provider, within
 
 USER, PASS = "provider-user", "provider-pass"
 
@@ -247,7 +247,7 @@ async def test_cli_runs_a_provider() -> None:
         env=dict(os.environ), path=str(Path(__file__).resolve().parent.parent),
     )
     try:
-        line = await proto.line
+        line = await within(proto.line)
         assert line.startswith("demo provider at http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1]
         response = await treq.get(f"{url}/player_api.php",
@@ -256,7 +256,7 @@ async def test_cli_runs_a_provider() -> None:
         assert len(json.loads(await response.content())) == 5
     finally:
         process.signalProcess("TERM")
-        await proto.ended
+        await within(proto.ended)
 
 
 @pytest_twisted.ensureDeferred

@@ -22,7 +22,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from xrelay.demo import hls
 from xrelay.demo.provider import DemoProvider
 from xrelay.demo.sample import TS_PACKET, sample_clip
-from xrelay.demo.testing import LoggedFailures, open_stream, read_stream, start_provider
+from xrelay.demo.testing import (
+    LoggedFailures, open_stream, read_stream, start_provider, within,
+)
 
 USER, PASS = "provider-user", "provider-pass"
 LIVE = f"/live/{USER}/{PASS}"
@@ -64,7 +66,7 @@ async def test_live_redirects_then_streams_whole_packets(provider: DemoProvider)
         assert_packets(data)
     assert provider.stats.opened[("live", 3)] == 3
     assert provider.stats.requests["redirect"] == 4
-    await provider.stats.wait_for(lambda: provider.stats.open_count() == 0)
+    await within(provider.stats.wait_for(lambda: provider.stats.open_count() == 0))
 
 
 @pytest_twisted.ensureDeferred
@@ -94,14 +96,14 @@ async def test_max_connections_cuts_the_oldest(provider: DemoProvider) -> None:
     for channel in (1, 2, 3):
         _, reader = await open_stream(f"{provider.url}{LIVE}/{channel}.ts")
         readers.append(reader)
-        await stats.wait_for(lambda: stats.opened_total("live") == channel)
-    await readers[0].done  # the oldest connection was cut
+        await within(stats.wait_for(lambda: stats.opened_total("live") == channel))
+    await within(readers[0].done)  # the oldest connection was cut
     assert stats.kicked == 1 and stats.kicked_connections[0].stream_id == 1
     assert [c.stream_id for c in stats.open_streams] == [2, 3]
     assert not readers[1].done.called and not readers[2].done.called
     for reader in readers[1:]:
         reader.stop()
-    await stats.wait_for(lambda: stats.open_count() == 0)
+    await within(stats.wait_for(lambda: stats.open_count() == 0))
 
 
 @pytest_twisted.ensureDeferred
@@ -109,11 +111,11 @@ async def test_unlimited_account_cuts_nobody() -> None:
     p = await start_provider(reactor, max_connections=0, redirect_streams=False)
     try:
         readers = [(await open_stream(f"{p.url}{LIVE}/1.ts"))[1] for _ in range(4)]
-        await p.stats.wait_for(lambda: p.stats.open_count("live", 1) == 4)
+        await within(p.stats.wait_for(lambda: p.stats.open_count("live", 1) == 4))
         assert p.stats.kicked == 0 and p.stats.requests["redirect"] == 0
         for reader in readers:
             reader.stop()
-        await p.stats.wait_for(lambda: p.stats.open_count() == 0)
+        await within(p.stats.wait_for(lambda: p.stats.open_count() == 0))
     finally:
         await p.stop()
 
@@ -325,9 +327,9 @@ async def test_stalled_live_reader_pauses_then_is_dropped() -> None:
     try:
         client = _StalledClient(f"{LIVE}/1.ts")
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", p.port), client)
-        await p.stats.wait_for(lambda: p.stats.dropped_slow == 1)
+        await within(p.stats.wait_for(lambda: p.stats.dropped_slow == 1))
         assert p.stats.open_count() == 0 and p.stats.kicked == 0
         client.transport.resumeProducing()  # read again: the connection is gone
-        await client.lost
+        await within(client.lost)
     finally:
         await p.stop()

@@ -66,10 +66,14 @@ async def open_stream(url: str, want: int | None = None, **kw: Any) -> tuple[Any
     return response, reader
 
 
-async def read_stream(url: str, want: int, **kw: Any) -> bytes:
-    """The first ``want`` bytes (or fewer, if the body ends) of ``url``."""
+async def read_stream(url: str, want: int, timeout: float = 30.0, **kw: Any) -> bytes:
+    """The first ``want`` bytes (or fewer, if the body ends) of ``url``;
+    TimeoutError after ``timeout`` seconds."""
     _, reader = await open_stream(url, want, **kw)
-    await reader.done
+    try:
+        await within(reader.done, timeout)
+    finally:
+        reader.stop()
     return reader.data[:want]
 
 
@@ -96,3 +100,11 @@ class LoggedFailures:
         from twisted.logger import globalLogPublisher
 
         globalLogPublisher.removeObserver(self._observe)
+
+
+def within(d: Deferred[Any], seconds: float = 15.0, clock: Any = None) -> Deferred[Any]:
+    """``d``, failing with TimeoutError after ``seconds``: a broken test fails
+    instead of hanging the suite."""
+    if clock is None:
+        from twisted.internet import reactor as clock
+    return d.addTimeout(seconds, clock)
