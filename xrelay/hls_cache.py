@@ -23,7 +23,6 @@ from .deferutil import Shared
 __all__ = ["Cached", "SegmentCache", "TokenEntry", "TokenMap"]
 
 
-
 @dataclass
 class TokenEntry:
     url: str
