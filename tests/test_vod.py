@@ -291,3 +291,63 @@ async def test_provider_drop_mid_movie_cuts_the_client_and_frees_the_slot(tmp_pa
         assert files.user_streams.count("alice") == 0
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_provider_headers_that_could_leak_are_never_passed(tmp_path: Any) -> None:
+    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    try:
+        streams = relay.provider.streams
+        original = streams.file_entry
+        origin = relay.provider.url
+
+        def noisy_file_entry(request: Any, *args: Any) -> Any:
+            request.setHeader(b"set-cookie", b"session=abc; Path=/")
+            request.setHeader(b"x-origin", f"{origin}/movie".encode())
+            request.setHeader(b"link", f"<{origin}/next>; rel=next".encode())
+            set_header = request.setHeader
+
+            def leaky_etag(name: bytes, value: bytes) -> None:  # a passed header, leaking
+                set_header(name, f'"{origin}"'.encode() if name.lower() == b"etag" else value)
+
+            request.setHeader = leaky_etag
+            return original(request, *args)
+
+        streams.file_entry = noisy_file_entry
+        mid, ext = first_movie(relay)
+        answer = await raw_request(relay.port, f"/movie/alice/alicepw/{mid}.{ext}",
+                                   headers={"Range": "bytes=0-99"})
+        assert answer.status == 206 and len(answer.body) == 100
+        for name in (b"set-cookie", b"x-origin", b"link", b"etag", b"location"):
+            assert name not in answer.headers
+        assert answer.headers[b"server"] != b"" and b"Twisted" in answer.headers[b"server"]
+        assert_no_secrets(relay, answer)
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_leaving_while_the_provider_thinks_frees_everything(tmp_path: Any) -> None:
+    from twisted.web.server import NOT_DONE_YET
+
+    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    try:
+        hanging: list[Any] = []
+
+        def hang(request: Any, *args: Any) -> Any:
+            hanging.append(request)
+            return NOT_DONE_YET  # headers never come
+
+        relay.provider.streams.file_entry = hang
+        mid, ext = first_movie(relay)
+        files = relay.xr.vod.files
+        client = await raw_request(relay.port, f"/movie/alice/alicepw/{mid}.{ext}", wait=None)
+        await poll(lambda: len(hanging) == 1)
+        assert files.slots.used == 1 and files.user_streams.count("alice") == 1
+        gone: list[Any] = []
+        hanging[0].notifyFinish().addBoth(gone.append)
+        client.stop()
+        await poll(lambda: gone and files.slots.used == 0 and not files.playbacks)
+        assert files.user_streams.count("alice") == 0
+    finally:
+        await relay.stop()
