@@ -421,3 +421,30 @@ async def test_segments_answer_byte_ranges(tmp_path: Any) -> None:
         assert sum(relay.provider.stats.segment_fetches.values()) == 1  # one fetch for all three
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_provider_failures_never_leak_into_answers(tmp_path: Any) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        origin = relay.provider.url
+        user, password, _ = relay.upstream_secrets
+        entry = await raw_request(relay.port, "/live/alice/alicepw/1.m3u8")
+        assert entry.status == 200
+        page = (f"<html><body>error at {origin}/hls/{user}/{password}/1/seg.ts</body></html>").encode()
+
+        def failing(request: Any, *args: Any) -> bytes:
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"text/html")
+            request.setHeader(b"x-debug", origin.encode())
+            return page
+
+        relay.provider.streams.hls = failing
+        relay.xr.hls.segments.clear()
+        segment = await raw_request(relay.port, path_of(uris(entry.body)[-1]))
+        playlist = await raw_request(relay.port, "/live/bob/bobpw/2.m3u8")
+        assert (segment.status, playlist.status) == (502, 502)
+        assert b"x-debug" not in segment.headers and b"x-debug" not in playlist.headers
+        assert_no_secrets(relay, segment, playlist)
+    finally:
+        await relay.stop()
