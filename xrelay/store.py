@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -87,8 +88,9 @@ class Staging:
         final = self.store.generations_dir / self.name
         os.rename(self.dir, final)
         fsync_dir(self.store.generations_dir)
+        previous = self.store.current()
         self.store._point_current_at(final)
-        self.store._prune()
+        self.store._prune(keep={final, previous})
         return final
 
     def discard(self) -> None:
@@ -119,7 +121,7 @@ class CacheStore:
 
     def begin(self) -> Staging:
         self.prepare_staging()
-        name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+        name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
         return Staging(self, name)
 
     def prepare_staging(self) -> None:
@@ -144,12 +146,11 @@ class CacheStore:
         os.replace(tmp, self.current_link)
         fsync_dir(self.root)
 
-    def _prune(self, keep: int = 2) -> None:
-        """Keep the current generation and the one before it."""
-        current = self.current()
-        gens = sorted(p for p in self.generations_dir.iterdir() if p.is_dir())
-        for old in gens[:-keep]:
-            if old != current:
+    def _prune(self, keep: set[Path | None]) -> None:
+        """Remove every generation but the new current one and the one before it."""
+        kept = {p.resolve() for p in keep if p is not None}
+        for old in self.generations_dir.iterdir():
+            if old.is_dir() and old.resolve() not in kept:
                 shutil.rmtree(old, ignore_errors=True)
 
     # -- reading ----------------------------------------------------------
