@@ -29,6 +29,14 @@ from zope.interface import implementer
 
 log = Logger()
 
+#: Seconds a cut connection may take to drain before it is aborted.
+CUT_GRACE = 2.0
+
+
+def _abort_if_open(transport: object) -> None:
+    if getattr(transport, "connected", False):
+        transport.abortConnection()  # type: ignore[attr-defined]
+
 
 @implementer(IPushProducer)
 class BodyWriter:
@@ -101,7 +109,11 @@ class BodyWriter:
                 self.request.unregisterProducer()
             except RuntimeError:
                 pass
-            self.transport.loseConnection()
+            transport = self.transport
+            transport.loseConnection()
+            # A reader that stopped reading never drains the send buffer, so
+            # the FIN would never go out: cut it outright after a grace period.
+            self.reactor.callLater(CUT_GRACE, _abort_if_open, transport)
 
     def _request_gone(self, result: object) -> None:
         if isinstance(result, Failure):
