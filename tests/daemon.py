@@ -16,6 +16,7 @@ through a bound socket.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -84,6 +85,25 @@ def config_text(provider: DemoProvider, data_dir: Path, port: int, *, users: str
         [log]
         format = "{log_format}"
         """) + extra + users
+
+
+def cache_snapshot(data_dir: Path) -> dict[str, str]:
+    """Every file and symlink of the cache (not the ingest record, not staging)."""
+    out: dict[str, str] = {}
+    for root, dirs, files in os.walk(data_dir):
+        rel_root = Path(root).relative_to(data_dir)
+        if rel_root.parts[:1] == ("staging",):
+            continue
+        for name in dirs + files:
+            path = Path(root) / name
+            rel = str(rel_root / name)
+            if rel == "ingests.json" or rel == "staging":
+                continue
+            if path.is_symlink():
+                out[rel] = "-> " + os.readlink(path)
+            elif path.is_file():
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 class _Output(protocol.ProcessProtocol):

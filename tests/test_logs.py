@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.application.service import Application
-from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.failure import Failure
 
 from daemon import ADMIN, Daemon, start_provider

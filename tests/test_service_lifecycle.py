@@ -12,7 +12,7 @@ from twisted.web.client import ResponseDone
 
 from harness import start_relay
 from streamclient import open_stream
-from test_signals import cache_snapshot
+from daemon import cache_snapshot
 from xrelay.config import UserConfig
 from xrelay.logs import LoggingRoot
 from xrelay.ops import revoked_users

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import signal
 import time
 from pathlib import Path
@@ -12,32 +10,13 @@ import pytest
 import pytest_twisted
 from twisted.web.client import ResponseDone
 
-from daemon import Daemon, start_provider
+from daemon import Daemon, cache_snapshot, start_provider
 from streamclient import open_stream
 
 pytestmark = pytest.mark.slow
 
 #: The unit's TimeoutStopSec is 30 s; a graceful stop must take far less.
 STOP_BUDGET = 10.0
-
-
-def cache_snapshot(data_dir: Path) -> dict[str, str]:
-    """Every file and symlink of the cache (not the ingest record, not staging)."""
-    out: dict[str, str] = {}
-    for root, dirs, files in os.walk(data_dir):
-        rel_root = Path(root).relative_to(data_dir)
-        if rel_root.parts[:1] == ("staging",):
-            continue
-        for name in dirs + files:
-            path = Path(root) / name
-            rel = str(rel_root / name)
-            if rel == "ingests.json" or rel == "staging":
-                continue
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_file():
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 async def first_live_id(daemon: Daemon) -> int:
