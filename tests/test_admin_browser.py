@@ -57,8 +57,10 @@ async def test_admin_page_in_chromium(tmp_path: Path) -> None:
             "return null;")
         assert outcome == "ok"
         assert relay.xr.ingester.last.trigger == "admin"
-        notice = await browser.script("return document.getElementById('notice').innerText")
-        assert "ingest" in notice
+        notice = await browser.wait_for("return document.getElementById('notice').innerText")
+        assert notice in ("ingest started", "ingest ok")
+        assert await browser.wait_for(
+            "return document.getElementById('notice').innerText === 'ingest ok'")
 
         # tidy at phone width: nothing wider than the screen
         overflow = await browser.script(

@@ -14,6 +14,7 @@
   var notice = document.getElementById("notice");
   var updated = document.getElementById("updated");
   var timer = null;
+  var waitingForIngest = false;
 
   function say(text, bad) {
     notice.textContent = text;
@@ -29,6 +30,12 @@
       })
       .then(function (html) {
         live.innerHTML = html;
+        if (waitingForIngest && !document.getElementById("ingest-running")) {
+          // the ingest asked for has finished: say how it went
+          waitingForIngest = false;
+          var last = document.querySelector("#ingests tr.ingest .outcome");
+          if (last) { say("ingest " + last.textContent, last.textContent !== "ok"); }
+        }
         updated.textContent = "updated " + new Date().toLocaleTimeString();
         updated.className = "";
       })
@@ -36,7 +43,11 @@
         updated.textContent = "cannot reach xrelay (" + e.message + "), retrying";
         updated.className = "bad";
       })
-      .then(function () { timer = setTimeout(refresh, every); });
+      .then(function () {
+        // sooner while an ingest runs, so its outcome shows up promptly
+        var soon = waitingForIngest || document.getElementById("ingest-running");
+        timer = setTimeout(refresh, soon ? Math.min(every, 1000) : every);
+      });
   }
 
   function post(path, body) {
@@ -57,6 +68,7 @@
     if (!button) { return; }
     var action = button.getAttribute("data-action");
     if (action === "ingest") {
+      waitingForIngest = true;
       post("/admin/ingest");
     } else if (action === "disconnect") {
       button.disabled = true;
