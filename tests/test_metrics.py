@@ -97,6 +97,9 @@ async def test_live_figures(tmp_path: Path) -> None:
         assert value(now, "xrelay_viewers") == 1
         assert value(now, "xrelay_channels") == 1
         assert value(now, "xrelay_channel_viewers", stream_id=str(stream_id)) == 1
+        assert value(now, "xrelay_user_streams", user="alice") == 1
+        assert value(now, "xrelay_user_streams", user="bob") == 0
+        assert value(now, "xrelay_users") == 4
         assert value(now, "xrelay_upstream_slots_used") == 1
         assert value(now, "xrelay_upstream_slots_allowed") >= 1
         bytes_in = value(now, "xrelay_upstream_bytes_total")

@@ -179,8 +179,10 @@ class RelayCollector:
         yield info
         yield GaugeMetricFamily("xrelay_start_time_seconds", "When this xrelay started (Unix time)",
                                 value=ov.started)
-        yield from self._relay(ov.relay())
-        yield from self._media(ov.media())
+        relay, media = ov.relay(), ov.media()
+        yield from self._relay(relay)
+        yield from self._media(media)
+        yield from self._users(relay, media)
         yield from self._ingest()
         if self.web is not None:
             sent = CounterMetricFamily("xrelay_http_response_bytes", "Bytes sent to clients, by endpoint",
@@ -231,6 +233,21 @@ class RelayCollector:
         yield GaugeMetricFamily("xrelay_viewer_bytes_open", "Bytes sent to the viewers connected now", value=sent)
         yield CounterMetricFamily("xrelay_admin_disconnects", "Viewers disconnected from the admin page",
                                   value=self.overview.disconnected)
+
+    def _users(self, relay: dict[str, Any], media: dict[str, Any]) -> Iterable[Metric]:
+        users = self.overview.xr.users
+        yield GaugeMetricFamily("xrelay_users", "Users in the configuration", value=len(users))
+        streams = GaugeMetricFamily("xrelay_user_streams", "Streams open now per user (live and files)",
+                                    labels=["user"])
+        counts: dict[str, int] = {}
+        for channel in relay.get("channels", []):
+            for viewer in channel.get("viewers", []):
+                counts[viewer.get("user", "")] = counts.get(viewer.get("user", ""), 0) + 1
+        for row in media.get("files") or []:
+            counts[row.get("user", "")] = counts.get(row.get("user", ""), 0) + 1
+        for user in users:
+            streams.add_metric([user.username], counts.get(user.username, 0))
+        yield streams
 
     def _media(self, snap: dict[str, Any]) -> Iterable[Metric]:
         files = snap.get("files") or []
