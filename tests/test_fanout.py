@@ -17,9 +17,10 @@ class Consumer(StringTransport):
     """A transport that pauses its producer, from inside write(), once more
     than ``limit`` bytes are buffered (like FileDescriptor does)."""
 
-    def __init__(self, limit: int = 10**9) -> None:
+    def __init__(self, limit: int = 10**9, clock: Clock | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.clock = clock
         self.writes: list[object] = []
         self.aborted = False
 
@@ -35,6 +36,8 @@ class Consumer(StringTransport):
         self.clear()
         if self.producer is not None:
             self.producer.resumeProducing()
+            if self.clock is not None:  # the fan-out writes on its next turn
+                self.clock.advance(0)
         return data
 
     def abortConnection(self):
@@ -114,7 +117,7 @@ def test_pause_reentered_during_write_stops_the_loop():
     fanout.feed(pmt() + packets(10))
     fanout.feed(packets(10, 50))
     # The transport pauses inside the very first write of the burst.
-    consumer = Consumer(limit=1)
+    consumer = Consumer(limit=1, clock=clock)
     viewer = fanout.attach(consumer)
     assert len(consumer.writes) == 1
     assert viewer.paused
@@ -141,6 +144,7 @@ def test_upstream_paused_only_when_every_viewer_is_paused():
     assert upstream.paused
     viewers[1].resumeProducing()
     assert not upstream.paused
+    clock.advance(0)
     viewers[1].pauseProducing()
     assert upstream.paused
     # The only unpaused... none; a paused viewer leaving keeps it paused,
@@ -210,7 +214,7 @@ def test_detach_when_unregister_fails_because_request_is_gone():
 def test_lagging_viewer_is_evicted_when_the_ring_drops_its_data():
     clock = Clock()
     fanout, _, upstream = make_fanout(clock, max_behind=1.0, max_bytes=MIN_KEEP_BYTES)
-    fast, slow = Consumer(), Consumer(limit=1)
+    fast, slow = Consumer(clock=clock), Consumer(limit=1)
     fanout.attach(fast)
     slow_viewer = fanout.attach(slow)
     chunk = packets(500)  # ~94 KB
@@ -236,7 +240,7 @@ def test_eviction_during_a_burst():
     fanout, _, upstream = make_fanout(clock, max_behind=1.0, max_bytes=MIN_KEEP_BYTES)
     for i in range(5):
         fanout.feed(gop(400))
-    keep = Consumer()
+    keep = Consumer(clock=clock)
     fanout.attach(keep)
     late = Consumer(limit=1)
     viewer = fanout.attach(late)
@@ -249,6 +253,7 @@ def test_eviction_during_a_burst():
     writes = len(late.writes)
     viewer.resumeProducing()
     fanout.feed(gop(10))
+    clock.advance(0)
     assert len(late.writes) == writes
 
 
@@ -391,3 +396,27 @@ def test_publishing_to_many_viewers_is_spread_over_reactor_turns():
     assert [bool(c.value()) for c in consumers] == [True, True, True, False, True]
     assert all(c.value() == packets(4) for i, c in enumerate(consumers) if i != 3)
     assert clock.getDelayedCalls() == []
+
+
+def test_a_turn_stops_after_its_byte_budget():
+    fanout, clock, _ = make_fanout(drain_budget=3 * PACKET_SIZE)
+    consumers = [Consumer() for _ in range(4)]
+    for c in consumers:
+        fanout.attach(c)
+    fanout.feed(packets(2) + SYNC)  # 376 bytes per viewer
+    assert sum(1 for c in consumers if c.value()) == 2
+    clock.advance(0)
+    assert all(c.value() == packets(2) for c in consumers)
+
+
+def test_resumed_viewer_writes_on_the_next_turn_not_inside_resume():
+    fanout, clock, _ = make_fanout()
+    consumer = Consumer()
+    viewer = fanout.attach(consumer)
+    viewer.pauseProducing()
+    fanout.feed(packets(3) + SYNC)
+    assert consumer.value() == b""
+    viewer.resumeProducing()  # called by the transport amid its socket events
+    assert consumer.value() == b""
+    clock.advance(0)
+    assert consumer.value() == packets(3)

@@ -38,10 +38,11 @@ DEFAULT_MAX_BEHIND = 10.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_CHUNK_BYTES = 128 * 1024
 DEFAULT_CHUNK_DELAY = 0.1
-#: Viewers written per reactor turn when a chunk is published; the rest wait
-#: for the next turn, so that accepting and serving new viewers is never
-#: stuck behind a pass over thousands of sockets.
-DEFAULT_DRAIN_BATCH = 128
+#: At most this many viewers and bytes are written per reactor turn when a
+#: chunk is published; the rest wait for the next turn, so that accepting and
+#: serving new viewers is never stuck behind a pass over thousands of sockets.
+DEFAULT_DRAIN_BATCH = 256
+DEFAULT_DRAIN_BUDGET = 8 * 1024 * 1024
 #: The ring always keeps at least this much, whatever the bitrate estimate.
 MIN_KEEP_BYTES = 512 * 1024
 #: Arrivals shorter than this are too short to estimate a bitrate from.
@@ -235,7 +236,9 @@ class Viewer:
         if self.paused:
             self.paused = False
             self.fanout._viewer_resumed(self)
-        self.drain()
+        # Not written from here: the transport calls this while handling a
+        # batch of socket events; the fan-out's budgeted turns do the writing.
+        self.fanout._wake(self)
 
     def stopProducing(self) -> None:
         self.detach("stopped")
@@ -258,8 +261,9 @@ class Viewer:
         else:
             self._on_detach.append(callback)
 
-    def drain(self) -> None:
-        """Write from the cursor towards live until caught up or paused.
+    def drain(self) -> int:
+        """Write from the cursor towards live until caught up or paused;
+        returns the number of bytes written.
 
         ``consumer.write`` may call :meth:`pauseProducing` (or even detach
         us) before it returns, so the flags are re-checked after each write.
@@ -267,13 +271,14 @@ class Viewer:
         ring = self.fanout.ring
         chunks = ring.chunks
         write = self._write
+        written = 0
         while not self.paused and not self.detached:
             seq = self.seq
             chunk = chunks.get(seq)
             if chunk is None:
                 if seq < ring.first_seq:
                     self.evict()
-                return
+                break
             if self.pos:
                 # Only a joining viewer starts mid-chunk: one copy of the
                 # chunk's tail, once (transports' writeSequence wants bytes).
@@ -283,7 +288,9 @@ class Viewer:
                 data = chunk.data
             self.seq = seq + 1
             self.bytes_sent += len(data)
+            written += len(data)
             write(data)
+        return written
 
     # leaving
 
@@ -362,6 +369,7 @@ class Fanout:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
         drain_batch: int = DEFAULT_DRAIN_BATCH,
+        drain_budget: int = DEFAULT_DRAIN_BUDGET,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -372,6 +380,7 @@ class Fanout:
         self.viewers: set[Viewer] = set()
         self._paused: set[Viewer] = set()
         self.drain_batch = drain_batch
+        self.drain_budget = drain_budget
         self._queue: deque[Viewer] = deque()
         self._queued: set[Viewer] = set()
         self._drain_call: IDelayedCall | None = None
@@ -436,14 +445,28 @@ class Fanout:
                 self._queue.append(viewer)
         self._drain_some()
 
+    def _wake(self, viewer: Viewer) -> None:
+        """Queue a viewer that has data to write for the next turn."""
+        if viewer.seq >= self.ring.next_seq or viewer in self._queued:
+            return
+        self._queued.add(viewer)
+        self._queue.append(viewer)
+        if self._drain_call is None:
+            self._drain_call = self.clock.callLater(0, self._drain_some)
+
     def _drain_some(self) -> None:
         """Write the new data to the next batch of waiting viewers."""
-        self._drain_call = None
+        call, self._drain_call = self._drain_call, None
+        if call is not None and call.active():
+            call.cancel()
         queue, queued = self._queue, self._queued
+        budget = self.drain_budget
         for _ in range(min(self.drain_batch, len(queue))):
             viewer = queue.popleft()
             queued.discard(viewer)
-            viewer.drain()
+            budget -= viewer.drain()
+            if budget <= 0:
+                break
         if queue and self._drain_call is None:
             self._drain_call = self.clock.callLater(0, self._drain_some)
 

@@ -12,7 +12,8 @@ buffered, hands the shared chunk straight to ``socket.sendmsg`` (with the
 HTTP chunked framing as separate iovecs, so the chunk itself is never
 copied). Whatever the kernel does not take goes through the transport's
 ordinary ``writeSequence``, which keeps the byte order, buffers it and
-pauses the producer exactly as before. Anything unusual (TLS, HTTP/2, test
+pauses the producer exactly as before. A few bytes the transport already
+holds (a new viewer's response headers) are sent in the same call. Anything unusual (TLS, HTTP/2, test
 transports, a closing connection) gets ``None`` or the ordinary path.
 """
 
@@ -23,6 +24,9 @@ from typing import Any, Callable
 from twisted.internet import tcp
 
 __all__ = ["direct_writer"]
+
+#: Bytes already buffered by the transport that a direct write takes over.
+TAKE_OVER = 16 * 1024
 
 
 def direct_writer(request: Any) -> Callable[[bytes], None] | None:
@@ -36,7 +40,8 @@ def direct_writer(request: Any) -> Callable[[bytes], None] | None:
     sock = getattr(transport, "socket", None)
     if sock is None or not hasattr(sock, "sendmsg"):
         return None
-    if not all(hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataBuffer")):
+    if not all(hasattr(transport, name)
+               for name in ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen")):
         return None
     if not getattr(request, "startedWriting", False) or getattr(request, "finished", False):
         return None
@@ -49,14 +54,21 @@ def direct_writer(request: Any) -> Callable[[bytes], None] | None:
             return
         request.sentLength += size
         pieces = [b"%x\r\n" % size, data, b"\r\n"] if chunked else [data]
-        if (
-            not transport.connected
-            or transport.disconnecting
-            or transport._tempDataBuffer
-            or len(transport.dataBuffer) > transport.offset
-        ):
+        if not transport.connected or transport.disconnecting:
+            return
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if buffered > TAKE_OVER:
             transport.writeSequence(pieces)
             return
+        if buffered:
+            # Only a little is waiting (the response headers of a viewer
+            # that just joined): send it with this piece instead of leaving
+            # it, and the burst behind it, for the next reactor turn.
+            head = [bytes(memoryview(transport.dataBuffer)[transport.offset:])]
+            head.extend(transport._tempDataBuffer)
+            transport.dataBuffer, transport.offset = b"", 0
+            transport._tempDataBuffer, transport._tempDataLen = [], 0
+            pieces = [b"".join(head)] + pieces
         try:
             sent = sendmsg(pieces)
         except BlockingIOError:
@@ -65,7 +77,7 @@ def direct_writer(request: Any) -> Callable[[bytes], None] | None:
             # Let the transport meet the error on its own write and close.
             transport.writeSequence(pieces)
             return
-        total = size + (len(pieces[0]) + 2 if chunked else 0)
+        total = sum(len(piece) for piece in pieces)
         if sent < total:
             transport.writeSequence(_rest(pieces, sent))
 

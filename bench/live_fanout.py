@@ -1,0 +1,353 @@
+"""Live fan-out benchmark: one channel, thousands of clients, and a naive loop.
+
+    python bench/live_fanout.py [--clients 2000] [--bitrate 8e6] [--measure 20]
+
+What it does, all on loopback:
+
+1. builds ``bench/loadgen.c`` with gcc and measures the load generator's own
+   ceiling against a C server that sends as fast as it can;
+2. starts the demo provider (``python -m xrelay.demo``) at ``--bitrate`` and
+   ``twistd -n xrelay`` against it, listening with a large backlog;
+3. runs the load generator against one xrelay channel: CLIENTS readers that
+   de-chunk and check TS packet alignment, STALLED readers that never read
+   (opened when the measurement starts), and PROBES joins spread over the
+   measurement to time a join into the running channel (first body byte);
+4. samples xrelay's CPU time (utime + stime) over the measurement and its
+   resident memory, and reads ``/status`` for evictions;
+5. runs the same load against ``bench/naive_fanout.py`` (a plain loop writing
+   each upstream chunk to every request) and prints xrelay's ratios to it.
+
+Prints a report (and ``--json`` writes the figures to a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+USER, PASSWORD = "bench", "benchpw"
+ADMIN = ("admin", "benchadmin")
+PROVIDER = ("provider-user", "provider-pass")
+#: ``twistd`` with this interpreter, whatever the PATH says.
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_loadgen(workdir: Path) -> Path:
+    exe = workdir / "loadgen"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "loadgen.c")], check=True)
+    return exe
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of a process while the load runs."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.25):
+            try:
+                self.peak = max(self.peak, rss_mb(self.pid))
+            except OSError:
+                return
+
+
+def wait_http(url: str, timeout: float = 60.0, auth: tuple[str, str] | None = None,
+              check=lambda body: True) -> bytes:
+    deadline = time.monotonic() + timeout
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+                body = r.read()
+                if check(body):
+                    return body
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last = e
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready: {last}")
+
+
+def run_loadgen(exe: Path, port: int, path: str, args: argparse.Namespace, clients: int,
+                stalled: int, probes: int, server_pid: int | None) -> dict:
+    warmup = clients / args.ramp + args.settle
+    cmd = [str(exe), "read", "127.0.0.1", str(port), path, str(clients), str(args.ramp),
+           str(warmup), str(args.measure), str(stalled), str(probes), str(args.rcvbuf)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    sampler = None
+    cpu0 = cpu1 = 0.0
+    if server_pid is not None:
+        sampler = Sampler(server_pid)
+        sampler.start()
+        time.sleep(warmup)
+        cpu0 = cpu_seconds(server_pid)
+        rss_before_stalled = rss_mb(server_pid)
+        time.sleep(args.measure)
+        cpu1 = cpu_seconds(server_pid)
+    out, _ = proc.communicate()
+    if sampler is not None:
+        sampler.stop.set()
+    result = parse_loadgen(out, args)
+    if server_pid is not None:
+        result["server_cpu"] = cpu1 - cpu0
+        result["server_rss_mb"] = rss_mb(server_pid)
+        result["server_peak_rss_mb"] = sampler.peak if sampler else 0.0
+        result["server_rss_at_measure_start_mb"] = rss_before_stalled
+    return result
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def parse_loadgen(out: str, args: argparse.Namespace) -> dict:
+    clients, probes = [], []
+    summary: dict = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[0] == "client":
+            clients.append({"bytes": int(parts[2]), "first_ms": float(parts[3]),
+                            "align_errors": int(parts[4]), "closed": int(parts[5]),
+                            "total": int(parts[6])})
+        elif parts[0] == "probe":
+            probes.append({"first_ms": float(parts[2]), "align_errors": int(parts[3])})
+        elif parts[0] == "summary":
+            it = iter(parts[1:])
+            summary = {k: float(v) for k, v in zip(it, it)}
+    seconds = summary.get("seconds", args.measure)
+    real_time = args.bitrate / 8 * seconds
+    ratios = [c["bytes"] / real_time for c in clients]
+    held = sum(1 for r in ratios if r >= 0.95)
+    probe_ms = [p["first_ms"] for p in probes if p["first_ms"] >= 0]
+    return {
+        "clients": len(clients),
+        "held_95": held,
+        "min_ratio": min(ratios) if ratios else 0.0,
+        "median_ratio": statistics.median(ratios) if ratios else 0.0,
+        "align_errors": sum(c["align_errors"] for c in clients) + sum(p["align_errors"] for p in probes),
+        "closed": sum(c["closed"] for c in clients),
+        "delivered_gbit_s": summary.get("bytes", 0) * 8 / seconds / 1e9,
+        "loadgen_cpu": summary.get("cpu", 0.0),
+        "stalled_closed": int(summary.get("stalled_closed", 0)),
+        "probes": len(probe_ms),
+        "join_p50_ms": percentile(probe_ms, 50),
+        "join_p99_ms": percentile(probe_ms, 99),
+        "join_max_ms": max(probe_ms) if probe_ms else float("nan"),
+        "seconds": seconds,
+    }
+
+
+def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def measure_ceiling(exe: Path, args: argparse.Namespace) -> dict:
+    blast = subprocess.Popen([str(exe), "blast", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(blast.stdout.readline().split()[1])
+        cmd = [str(exe), "read", "127.0.0.1", str(port), "/", str(args.clients), "0", "2",
+               "5", "0", "0", str(args.rcvbuf)]
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
+        summary = [line for line in out.splitlines() if line.startswith("summary")][0].split()
+        fields = dict(zip(summary[1::2], summary[2::2]))
+        seconds, total, cpu = float(fields["seconds"]), float(fields["bytes"]), float(fields["cpu"])
+        return {"gbit_s": total * 8 / seconds / 1e9, "reader_cpu_per_s": cpu / seconds,
+                "clients": args.clients}
+    finally:
+        blast.terminate()
+        blast.wait()
+
+
+def write_config(workdir: Path, provider_port: int, port: int, args: argparse.Namespace) -> Path:
+    config = workdir / "xrelay.toml"
+    config.write_text(f"""
+[upstream]
+url = "http://127.0.0.1:{provider_port}"
+username = "{PROVIDER[0]}"
+password = "{PROVIDER[1]}"
+
+[server]
+listen = "tcp:{port}:interface=127.0.0.1:backlog={args.backlog}"
+
+[ingest]
+data_dir = "{workdir / 'data'}"
+
+[relay]
+max_behind = {args.max_behind}
+
+[admin]
+username = "{ADMIN[0]}"
+password = "{ADMIN[1]}"
+
+[[users]]
+username = "{USER}"
+password = "{PASSWORD}"
+max_connections = {args.clients * 2 + 1000}
+""")
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--bitrate", type=float, default=8e6)
+    parser.add_argument("--measure", type=float, default=20.0)
+    parser.add_argument("--ramp", type=float, default=400.0, help="new connections per second")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds between ramp end and measuring")
+    parser.add_argument("--stalled", type=int, default=20)
+    parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--max-behind", type=float, default=10.0)
+    parser.add_argument("--backlog", type=int, default=4096)
+    parser.add_argument("--rcvbuf", type=int, default=512 * 1024,
+                        help="readers' SO_RCVBUF (0: kernel autotuning)")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--naive-clients", type=int, default=None,
+                        help="clients for the naive run (default: --clients)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory(prefix="xrelay-bench-") as tmp:
+        workdir = Path(tmp)
+        exe = build_loadgen(workdir)
+        results["ceiling"] = measure_ceiling(exe, args)
+        print(f"load generator ceiling: {results['ceiling']['gbit_s']:.1f} Gbit/s with "
+              f"{args.clients} connections ({results['ceiling']['reader_cpu_per_s']:.2f} CPU s/s)",
+              flush=True)
+
+        provider_port, port, naive_port = free_port(), free_port(), free_port()
+        provider = start([sys.executable, "-m", "xrelay.demo", "--listen",
+                          f"tcp:{provider_port}:interface=127.0.0.1", "--bitrate", str(args.bitrate),
+                          "--max-connections", "2", "--live", "5", "--vod", "2", "--series", "1",
+                          "--epg-hours", "1", "--no-redirect"], workdir / "provider.log")
+        relay = naive = None
+        try:
+            wait_http(f"http://127.0.0.1:{provider_port}/player_api.php?username={PROVIDER[0]}"
+                      f"&password={PROVIDER[1]}")
+            config = write_config(workdir, provider_port, port, args)
+            relay = start([sys.executable, "-c", TWISTD, "-n", "--pidfile=", "xrelay",
+                           "--config", str(config)],
+                          workdir / "xrelay.log")
+            wait_http(f"http://127.0.0.1:{port}/status", auth=ADMIN,
+                      check=lambda b: json.loads(b).get("catalog_loaded"))
+            path = f"/live/{USER}/{PASSWORD}/1.ts"
+            print(f"xrelay: {args.clients} clients at {args.bitrate / 1e6:g} Mbit/s, "
+                  f"{args.stalled} stalled, {args.probes} join probes ...", flush=True)
+            r = run_loadgen(exe, port, path, args, args.clients, args.stalled, args.probes, relay.pid)
+            status = json.loads(wait_http(f"http://127.0.0.1:{port}/status", auth=ADMIN))
+            r["evictions"] = status.get("evictions", 0)
+            r["upstream_connections"] = sum(c["upstream"]["connections"] for c in status["channels"])
+            results["xrelay"] = r
+            report("xrelay", r, args)
+            stop(relay)
+            relay = None
+
+            if not args.skip_naive:
+                n = args.naive_clients or args.clients
+                naive = start([sys.executable, str(HERE / "naive_fanout.py"),
+                               f"http://127.0.0.1:{provider_port}/live/{PROVIDER[0]}/{PROVIDER[1]}/1.ts",
+                               str(naive_port)], workdir / "naive.log")
+                time.sleep(1.0)
+                print(f"naive fan-out: {n} clients ...", flush=True)
+                r2 = run_loadgen(exe, naive_port, "/", args, n, 0, args.probes, naive.pid)
+                results["naive"] = r2
+                report("naive", r2, args)
+                compare(results["xrelay"], r2)
+                results["ratios"] = ratios(results["xrelay"], r2)
+        finally:
+            for proc in (naive, relay, provider):
+                if proc is not None:
+                    stop(proc)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def cpu_per_gbit(r: dict) -> float:
+    gbit = r["delivered_gbit_s"]
+    return (r["server_cpu"] / r["seconds"]) / gbit if gbit else float("inf")
+
+
+def report(name: str, r: dict, args: argparse.Namespace) -> None:
+    print(f"  {name}: {r['held_95']}/{r['clients']} clients >= 95% real time "
+          f"(min {r['min_ratio']:.3f}, median {r['median_ratio']:.3f}), "
+          f"{r['delivered_gbit_s']:.2f} Gbit/s delivered, alignment errors {r['align_errors']}, "
+          f"closed {r['closed']}", flush=True)
+    print(f"  {name}: CPU {r['server_cpu'] / r['seconds']:.2f} s/s = {cpu_per_gbit(r):.3f} CPU s per Gbit; "
+          f"RSS {r['server_rss_mb']:.0f} MB (peak {r['server_peak_rss_mb']:.0f} MB); "
+          f"loadgen CPU {r['loadgen_cpu'] / r['seconds']:.2f} s/s", flush=True)
+    print(f"  {name}: join first byte p50 {r['join_p50_ms']:.1f} ms, p99 {r['join_p99_ms']:.1f} ms, "
+          f"max {r['join_max_ms']:.1f} ms over {r['probes']} probes", flush=True)
+    if "evictions" in r:
+        print(f"  {name}: stalled clients evicted {r['evictions']}/{args.stalled}; RSS at measure start "
+              f"{r['server_rss_at_measure_start_mb']:.0f} MB; upstream connections {r['upstream_connections']}",
+              flush=True)
+
+
+def ratios(x: dict, naive: dict) -> dict:
+    return {
+        "clients_held": x["held_95"] / naive["held_95"] if naive["held_95"] else float("inf"),
+        "cpu_per_gbit": cpu_per_gbit(x) / cpu_per_gbit(naive),
+    }
+
+
+def compare(x: dict, naive: dict) -> None:
+    r = ratios(x, naive)
+    print(f"xrelay / naive: clients held x{r['clients_held']:.2f}, CPU per delivered Gbit/s "
+          f"x{r['cpu_per_gbit']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
