@@ -194,3 +194,18 @@ async def test_movies_are_listed_and_can_be_disconnected(tmp_path: Path) -> None
         await reader.ended
     finally:
         await relay.stop()
+
+
+def test_long_viewer_lists_are_cut() -> None:
+    viewer = {"user": "u", "address": "10.0.0.9", "seconds": 5, "bytes": 1, "id": "v1"}
+
+    class FakeOverview:
+        def state(self) -> dict[str, Any]:
+            return {"uptime": 1, "relay": {"slots": {}, "viewers": 150, "channels": [
+                {"stream_id": 1, "name": "busy", "state": "streaming", "upstream": {},
+                 "viewers": [viewer] * 150}]},
+                "ingest": {"running": False, "cache_age": None, "catalog": {}, "history": []}}
+
+    html = AdminPage(type("X", (), {"config": None})(), FakeOverview()).live()  # type: ignore[arg-type]
+    assert html.count('<tr class="viewer">') == 100
+    assert "and 50 more viewers" in html

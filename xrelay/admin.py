@@ -45,6 +45,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
 #: Seconds between two refreshes of the page.
 REFRESH = 3
+#: Viewers listed per channel (a big LAN party stays readable and cheap).
+MAX_ROWS = 100
 
 
 class AdminPage:
@@ -164,7 +166,7 @@ class AdminPage:
             else:
                 out.append('<table class="viewers"><thead><tr><th>User</th><th>Address</th>'
                            '<th>Watching</th><th>Rate</th><th>Sent</th><th></th></tr></thead><tbody>')
-                for v in viewers:
+                for v in viewers[:MAX_ROWS]:
                     button = (f'<button type="button" class="danger" data-action="disconnect" '
                               f'data-id="{_e(v["id"])}">Disconnect</button>') if v.get("id") else ""
                     behind = v.get("behind_seconds")
@@ -177,6 +179,9 @@ class AdminPage:
                         f'<td data-label="Sent">{_bytes(v.get("bytes", 0))}</td>'
                         f'<td class="actions">{button}</td></tr>')
                 out.append("</tbody></table>")
+                if len(viewers) > MAX_ROWS:
+                    out.append(f'<p class="meta">… and {len(viewers) - MAX_ROWS} more viewers '
+                               f'(all of them in <a href="/admin/state.json">state.json</a>)</p>')
             out.append("</article>")
         out.append("</section>")
         return "".join(out)
