@@ -41,7 +41,7 @@ def page_token(page: bytes) -> str:
 async def test_every_admin_path_needs_the_login(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path, ingest=False)
     try:
-        for path in ("/admin", "/admin/live", "/admin/state.json", "/admin/static/admin.js"):
+        for path in ("/admin", "/admin/", "/admin/live", "/admin/state.json", "/admin/static/admin.js"):
             code, _, response = await get(relay, path)
             assert code == 401, path
             assert response.headers.getRawHeaders(b"www-authenticate")
@@ -61,6 +61,8 @@ async def test_page_shows_channel_viewer_and_ingests(tmp_path: Path) -> None:
         row = relay.xr.cache.bundle["live_streams"][0]
         response, reader = await open_stream(f"{relay.url}/live/alice/alicepw/{row['stream_id']}.ts")
         await reader.wait_bytes(188 * 50)
+        code, slash, _ = await get(relay, "/admin/", auth=AUTH)
+        assert code == 200 and b"<title>xrelay admin</title>" in slash
         code, page, response = await get(relay, "/admin", auth=AUTH)
         assert code == 200
         assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/html")

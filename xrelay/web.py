@@ -175,6 +175,7 @@ class WebApp:
             return self._missing(request, "/metrics")
         return self.xr.metrics.render(request)
 
+    @app.route("/admin/", methods=["GET"])
     @app.route("/admin", branch=True, methods=["GET", "POST"])
     def admin(self, request: IRequest) -> Any:
         if self.xr.admin is None:
