@@ -473,3 +473,29 @@ async def test_unknown_paths_answer_404(relay):
         a = await fetch(relay.url + path)
         assert a.code == 404, path
         assert len(a.body) < 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_big_lists_stream_from_their_template_files(tmp_path, monkeypatch):
+    monkeypatch.setattr("xrelay.api_answers.IN_MEMORY", 1000)
+    relay = await start_relay(tmp_path, settings=DemoSettings(live=60, vod=40, series=5))
+    try:
+        assert relay.xr.api.answers.templates["live_streams"].data is None
+        for action, key in (("get_live_streams", "live_streams"), ("get_vod_streams", "vod_streams"),
+                            ("get_series", "series")):
+            plain = await api(relay.url, action=action)
+            assert plain.code == 200 and plain.length == len(plain.body)
+            rows = plain.json()
+            assert len(rows) == len(relay.xr.cache.bundle[key])
+            assert b"@XRELAY" not in plain.body
+            zipped = await fetch(f"{relay.url}/player_api.php?{query(action=action)}",
+                                 headers={"accept-encoding": "gzip"})
+            assert gzip.decompress(zipped.body) == plain.body
+            cat = rows[0]["category_id"]
+            sliced = (await api(relay.url, action=action, category_id=cat)).json()
+            assert sliced == [r for r in rows if int(cat) in r["category_ids"]]
+            assert (await api(relay.url, action=action, limit=7)).json() == rows[:7]
+        head = await fetch(f"{relay.url}/player_api.php?{query(action='get_live_streams')}", method="HEAD")
+        assert head.code == 200 and head.body == b""
+    finally:
+        await relay.stop()

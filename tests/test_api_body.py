@@ -9,9 +9,10 @@ import random
 
 import pytest_twisted
 
-from xrelay.api_answers import ListAnswers, ListTemplate
+from xrelay.api_answers import ListAnswers, ListTemplate, StreamAnswer
 from xrelay.api_body import MarkerReplacer, MarkerStream
 
+MARKER_B = b"@XRELAY_BASE@"
 REPL = [(b"@XRELAY_BASE@", b"http://h:1"), (b"@XRELAY_USER@", b"u"), (b"@XRELAY_LIVEEXT@", b"ts")]
 
 
@@ -65,17 +66,34 @@ ROWS = [{"stream_id": i, "name": f"n{i}", "stream_icon": f"@XRELAY_BASE@/asset/{
         for i in range(1, 40)]
 
 
-def test_list_template_render():
-    t = ListTemplate.build(ROWS)
+def test_list_template_in_memory_and_on_disk(tmp_path):
     base = b"http://tv:8080"
-    full = json.loads(t.render(base))
     want = json.loads(json.dumps(ROWS).replace("@XRELAY_BASE@", base.decode()))
-    assert full == want
-    assert json.loads(t.render(base, limit=5)) == want[:5]
-    assert json.loads(t.render(base, category=2)) == [r for r in want if 2 in r["category_ids"]]
-    assert json.loads(t.render(base, category=9, limit=2)) == [r for r in want if 9 in r["category_ids"]][:2]
-    assert t.render(base, category=77) == b"[]"
-    assert ListTemplate.build([]).render(base) == b"[]"
+    for path in (None, tmp_path / "t.json"):
+        t = ListTemplate.build(ROWS, path)
+        assert (t.data is None) == (path is not None and t.size > 1 << 20)
+        assert json.loads(t.full(base)) == want
+        assert len(t.full(base)) == t.length_for(base)
+        assert gzip.decompress(t.full_gzip(base)) == t.full(base)
+        assert json.loads(t.slice(base, None, 5)) == want[:5]
+        assert json.loads(t.slice(base, 2, None)) == [r for r in want if 2 in r["category_ids"]]
+        assert json.loads(t.slice(base, 9, 2)) == [r for r in want if 9 in r["category_ids"]][:2]
+        assert t.slice(base, 77, None) == b"[]"
+        if path is not None:
+            assert path.read_bytes() == t.full(MARKER_B)
+    for path in (None, tmp_path / "e.json"):
+        empty = ListTemplate.build([], path)
+        assert empty.full(base) == b"[]" and empty.size == 2
+
+
+def test_big_template_stays_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr("xrelay.api_answers.IN_MEMORY", 100)
+    t = ListTemplate.build(ROWS, tmp_path / "big.json")
+    assert t.data is None
+    base = b"http://x:1"
+    assert json.loads(t.slice(base, 2, None)) == [r for r in json.loads(t.full(base)) if 2 in r["category_ids"]]
+    assert gzip.decompress(t.full_gzip(base)) == t.full(base)
+    assert len(t.full(base)) == t.length_for(base)
 
 
 @pytest_twisted.ensureDeferred
@@ -92,3 +110,20 @@ async def test_list_answers_cache_and_gzip():
     assert await answers.answer("vod_streams", base) == b"[]"
     await answers.reload({"live_streams": ROWS[:3]})
     assert len(json.loads(await answers.answer("live_streams", base))) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_answers_stream_big_lists(tmp_path, monkeypatch):
+    monkeypatch.setattr("xrelay.api_answers.IN_MEMORY", 100)
+    answers = ListAnswers()
+    await answers.reload({"live_streams": ROWS}, tmp_path)
+    base = b"http://a:1"
+    streamed = await answers.answer("live_streams", base)
+    assert isinstance(streamed, StreamAnswer)
+    source, chunks = streamed.source(), []
+    while (chunk := source()) is not None:
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    assert len(body) == streamed.length
+    assert gzip.decompress(await answers.answer("live_streams", base, gz=True)) == body
+    assert json.loads(await answers.answer("live_streams", base, limit=4)) == json.loads(body)[:4]

@@ -13,6 +13,7 @@ HTTP 401 with ``{"user_info":{"auth":0}}`` on every endpoint.
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from . import catalog
-from .api_answers import LIST_KEYS, ListAnswers, dumps
+from .api_answers import LIST_KEYS, ListAnswers, StreamAnswer, dumps
 from .api_body import MarkerStream, ThreadedBody
 from .api_playlists import LIVE_EXT_MARKER, PlaylistTemplates, write_templates
 from .api_xmltv import GuideServer
@@ -159,7 +160,7 @@ class XtreamApi:
     async def _prepare(self, cache: Any) -> None:
         generation, bundle = cache.generation, cache.bundle
         started = time.monotonic()
-        await self.answers.reload(bundle)
+        await self.answers.reload(bundle, generation / "api")
         self._panel = None
         try:
             self.playlists = await threads.deferToThread(write_templates, bundle, generation / "api")
@@ -176,6 +177,9 @@ class XtreamApi:
         await self.guide.reloaded(generation, self.epg)
         log.info("API ready in {seconds:.1f} s: {programmes} programmes indexed",
                  seconds=time.monotonic() - started, programmes=len(self.epg))
+        # not awaited: the reload (and the ingest waiting on it) is done
+        defer.Deferred.fromCoroutine(self.answers.warm()).addErrback(
+            lambda f: log.failure("warming the API answers", f))
 
     async def _ready(self) -> None:
         """Wait for the first precomputation if one is running."""
@@ -280,6 +284,14 @@ class XtreamApi:
             category = _category(args.get("category_id")) if action.endswith(("streams", "series")) else None
             body = await self.answers.answer(LIST_KEYS[action], self.base(request).encode(),
                                              category, _limit(args.get("limit")), gz)
+            if isinstance(body, StreamAnswer):
+                self.json(request, b"")
+                request.setHeader(b"content-length", str(body.length).encode())
+                if request.method == b"HEAD":
+                    return b""
+                source = body.source()
+                await ThreadedBody(request, source, source.close).start()
+                return None
             return self.json(request, body, gz)
         if action == "get_vod_info":
             return self.json(request, await self._details(request, "vod", args.get("vod_id")))
@@ -439,8 +451,16 @@ def panel_extra(bundle: dict[str, Any]) -> bytes:
     return body[1:-1]
 
 
+#: GIL switch interval, seconds.  Catalog work runs in threads (JSON, the EPG
+#: parse, templates); Python's default 5 ms lets each of them keep the reactor
+#: thread waiting that long at every hand-over, which adds up in API latency.
+SWITCH_INTERVAL = 0.0005
+
+
 def wire(reactor: Any, xr: Any) -> None:
     """Install the API on *xr* (called by :mod:`xrelay.tap`)."""
+    if sys.getswitchinterval() > SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
     if not callable(getattr(xr, "active_connections", None)):
         xr.active_connections = active_connections_from(xr)
     xr.api = XtreamApi(reactor, xr)

@@ -1,30 +1,39 @@
 """Precomputed JSON answers for the player_api.php list actions.
 
 When the catalog reloads, each list (categories, live streams, movies,
-series) is serialised once, in a thread, row by row into one template
-(:class:`ListTemplate`) that still holds the ``@XRELAY_BASE@`` marker, with
-each row's offset and the rows of each category.  An answer for a given
-base URL (and category, limit, gzip) is cut from the template in a thread
-and kept in a small byte-bounded LRU cache, so the full get_live_streams
-answer for a client's base is a dictionary hit: no JSON encoding, no copy.
+series) is serialised once, in a thread, row by row into a template file
+``GENERATION/api/KEY.json`` that still holds the ``@XRELAY_BASE@`` marker;
+only each row's offset, marker count and the rows of each category stay in
+memory (:class:`ListTemplate`).  Small lists are also kept in memory.
+
+Answers:
+
+* the full list, uncompressed: streamed from the template file with the
+  marker replaced on the way (:class:`StreamAnswer`; its length is known);
+* the full list, gzip: compressed once per base URL in a thread and kept;
+* category slices and ``limit``: cut from the file in a thread, kept in a
+  small byte-bounded LRU cache.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from .api_body import MarkerStream
 from .deferutil import Shared
 from .scrub import BASE_MARKER
 
-__all__ = ["ListTemplate", "ListAnswers", "LIST_KEYS", "dumps"]
+__all__ = ["ListTemplate", "ListAnswers", "StreamAnswer", "LIST_KEYS", "dumps"]
 
 log = Logger()
 
@@ -41,10 +50,10 @@ LIST_KEYS = {
 }
 #: gzip level of cached answers (built in a thread, once per base).
 GZIP_LEVEL = 6
-#: Answers smaller than this are not worth compressing.
-GZIP_MIN = 1024
-#: Byte budget of the per-base answer cache.
-CACHE_BUDGET = 160 * 1024 * 1024
+#: Byte budget of the answer cache (gzip full lists, slices).
+CACHE_BUDGET = 64 * 1024 * 1024
+#: Templates up to this size are also kept in memory.
+IN_MEMORY = 1024 * 1024
 
 
 def dumps(value: Any) -> bytes:
@@ -52,53 +61,132 @@ def dumps(value: Any) -> bytes:
 
 
 @dataclass
+class StreamAnswer:
+    """A full list to stream from its template file."""
+
+    path: str
+    length: int
+    replacements: list[tuple[bytes, bytes]]
+
+    def source(self) -> MarkerStream:
+        return MarkerStream([self.path], self.replacements)
+
+
+@dataclass
 class ListTemplate:
     """One list serialised: ``[row0,row1,...]`` with markers left in."""
 
-    data: bytes
-    #: offsets[i] = where row i starts; offsets[n] = where "]" is (+1 for the comma)
+    path: str | None
+    size: int
+    #: offsets[i] = where row i starts; offsets[n] - 1 = where "]" is
     offsets: array
     #: markers[i] = base markers before row i
     markers: array
     by_category: dict[int, array] = field(default_factory=dict)
+    data: bytes | None = None
 
     @property
     def count(self) -> int:
         return len(self.offsets) - 1
 
     @classmethod
-    def build(cls, rows: Iterable[dict[str, Any]]) -> "ListTemplate":
-        parts: list[bytes] = []
+    def build(cls, rows: Iterable[dict[str, Any]], path: Path | None = None) -> "ListTemplate":
+        """Serialise *rows* (blocking) into *path*, or into memory if None."""
         offsets = array("q")
         markers = array("q")
         by_category: dict[int, list[int]] = {}
         pos, marks = 1, 0
-        for i, row in enumerate(rows):
-            encoded = dumps(row)
+        parts: list[bytes] = [b"["]
+        out = open(f"{path}.tmp", "wb") if path is not None else None
+        try:
+            pending = 0
+            for i, row in enumerate(rows):
+                encoded = dumps(row)
+                if i:
+                    parts.append(b",")
+                offsets.append(pos)
+                markers.append(marks)
+                parts.append(encoded)
+                pos += len(encoded) + 1
+                pending += len(encoded)
+                marks += encoded.count(MARKER)
+                for cid in _categories(row):
+                    by_category.setdefault(cid, []).append(i)
+                if out is not None and pending > 1 << 20:
+                    out.write(b"".join(parts))
+                    parts.clear()
+                    pending = 0
             offsets.append(pos)
             markers.append(marks)
-            parts.append(encoded)
-            pos += len(encoded) + 1
-            marks += encoded.count(MARKER)
-            for cid in _categories(row):
-                by_category.setdefault(cid, []).append(i)
-        offsets.append(pos)
-        markers.append(marks)
-        data = b"[" + b",".join(parts) + b"]"
-        return cls(data, offsets, markers, {k: array("i", v) for k, v in by_category.items()})
+            parts.append(b"]")
+            tail = b"".join(parts)
+            if out is not None:
+                out.write(tail)
+                out.close()
+                out = None
+                os.replace(f"{path}.tmp", path)
+                size = pos if len(offsets) > 1 else 2
+                data = None
+                if size <= IN_MEMORY:
+                    with open(path, "rb") as f:
+                        data = f.read()
+            else:
+                data, size = tail, len(tail)
+        finally:
+            if out is not None:
+                out.close()
+        cats = {k: array("i", v) for k, v in by_category.items()}
+        return cls(str(path) if path is not None else None, size, offsets, markers, cats, data)
 
-    def render(self, base: bytes, category: int | None = None, limit: int | None = None) -> bytes:
-        """The answer for *base* (blocking: run in a thread for big lists)."""
-        if category is None and limit is None:
-            return self.data.replace(MARKER, base) if self.markers[-1] else self.data
+    def length_for(self, base: bytes) -> int:
+        return self.size + self.markers[-1] * (len(base) - len(MARKER))
+
+    def full(self, base: bytes) -> bytes:
+        """The whole answer in memory (blocking)."""
+        data = self.data
+        if data is None:
+            with open(self.path, "rb") as f:  # type: ignore[arg-type]
+                data = f.read()
+        return data.replace(MARKER, base) if self.markers[-1] else data
+
+    def full_gzip(self, base: bytes) -> bytes:
+        """The whole answer gzip-compressed, read in chunks (blocking)."""
+        if self.data is not None:
+            return gzip.compress(self.full(base), GZIP_LEVEL, mtime=0)
+        stream = MarkerStream([self.path], [(MARKER, base)], gzip=True, level=GZIP_LEVEL)  # type: ignore[list-item]
+        try:
+            chunks = []
+            while (chunk := stream()) is not None:
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            stream.close()
+
+    def slice(self, base: bytes, category: int | None, limit: int | None) -> bytes:
+        """A category's rows and/or the first *limit* rows (blocking)."""
         if category is None:
             indexes: Iterable[int] = range(min(limit or 0, self.count))
         else:
             picked = self.by_category.get(category, array("i"))
             indexes = picked[:limit] if limit is not None else picked
-        view = memoryview(self.data)
-        rows = [view[self.offsets[i]:self.offsets[i + 1] - 1] for i in indexes]
-        out = b"[" + b",".join(rows) + b"]"
+        ranges: list[list[int]] = []
+        for i in indexes:
+            start, end = self.offsets[i], self.offsets[i + 1] - 1
+            if ranges and ranges[-1][1] + 1 == start:
+                ranges[-1][1] = end  # contiguous rows: one read
+            else:
+                ranges.append([start, end])
+        if self.data is not None:
+            view = memoryview(self.data)
+            pieces = [view[a:b] for a, b in ranges]
+            out = b"[" + b",".join(pieces) + b"]"
+        else:
+            fd = os.open(self.path, os.O_RDONLY)  # type: ignore[arg-type]
+            try:
+                pieces_b = [os.pread(fd, b - a, a) for a, b in ranges]
+            finally:
+                os.close(fd)
+            out = b"[" + b",".join(pieces_b) + b"]"
         return out.replace(MARKER, base) if MARKER in out else out
 
 
@@ -112,9 +200,12 @@ def _categories(row: dict[str, Any]) -> list[int]:
     return []
 
 
-def build_templates(bundle: dict[str, Any]) -> dict[str, ListTemplate]:
+def build_templates(bundle: dict[str, Any], directory: Path | None = None) -> dict[str, ListTemplate]:
     """Every list's template (blocking)."""
-    return {key: ListTemplate.build(bundle.get(key, [])) for key in LIST_KEYS.values()}
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    return {key: ListTemplate.build(bundle.get(key, []), directory / f"{key}.json" if directory else None)
+            for key in LIST_KEYS.values()}
 
 
 class ListAnswers:
@@ -127,57 +218,72 @@ class ListAnswers:
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._size = 0
         self._building: dict[tuple[Any, ...], Shared[bytes]] = {}
-        #: bases seen recently: their full answers are rebuilt after a reload
+        #: bases seen recently: their gzip answers are rebuilt after a reload
         self.recent_bases: OrderedDict[bytes, None] = OrderedDict()
 
     @property
     def ready(self) -> bool:
         return bool(self.templates)
 
-    async def reload(self, bundle: dict[str, Any]) -> None:
-        templates = await threads.deferToThread(build_templates, bundle)
+    async def reload(self, bundle: dict[str, Any], directory: Path | None = None) -> None:
+        templates = await threads.deferToThread(build_templates, bundle, directory)
         self.templates = templates
         self.generation += 1
         self._cache.clear()
         self._size = 0
         self._building.clear()
         log.info("API answers precomputed: {sizes}",
-                 sizes=", ".join(f"{k} {len(t.data) // 1024} KiB" for k, t in templates.items()))
+                 sizes=", ".join(f"{k} {t.size // 1024} KiB" for k, t in templates.items()))
+
+    async def warm(self) -> None:
+        """Compress the full answers again for the base URLs seen recently,
+        so that their clients never wait after a reload (one at a time)."""
+        generation = self.generation
         for base in list(self.recent_bases):
             for key in ("live_streams", "vod_streams", "series"):
-                for gz in (True, False):
-                    try:
-                        await self.answer(key, base, gz=gz)
-                    except Exception:
-                        log.failure("precomputing {key}", key=key)
+                if generation != self.generation:
+                    return
+                try:
+                    await self.answer(key, base, gz=True)
+                except Exception:
+                    log.failure("precomputing {key}", key=key)
 
     def answer(self, key: str, base: bytes, category: int | None = None,
-               limit: int | None = None, gz: bool = False) -> defer.Deferred[bytes]:
-        """The JSON body (gzip-compressed if *gz*) for one list request."""
+               limit: int | None = None, gz: bool = False) -> defer.Deferred[bytes | StreamAnswer]:
+        """The body for one list request: bytes (gzip-compressed if *gz*),
+        or a :class:`StreamAnswer` for a big uncompressed full list."""
         template = self.templates.get(key)
         if template is None:
-            return defer.succeed(b"[]" if not gz else gzip.compress(b"[]"))
-        self.recent_bases[base] = None
-        self.recent_bases.move_to_end(base)
-        while len(self.recent_bases) > 4:
-            self.recent_bases.popitem(last=False)
+            return defer.succeed(b"[]" if not gz else gzip.compress(b"[]", mtime=0))
+        if limit is not None and limit >= template.count:
+            limit = None
+        full = category is None and limit is None
+        if full and not gz and template.data is None:
+            return defer.succeed(StreamAnswer(template.path, template.length_for(base),  # type: ignore[arg-type]
+                                              [(MARKER, base)]))
+        if full:
+            self.recent_bases[base] = None
+            self.recent_bases.move_to_end(base)
+            while len(self.recent_bases) > 4:
+                self.recent_bases.popitem(last=False)
         ck = (self.generation, key, base, category, limit, gz)
         hit = self._cache.get(ck)
         if hit is not None:
             self._cache.move_to_end(ck)
             return defer.succeed(hit)
-        if len(template.data) < 64 * 1024 and not gz:
-            # small (categories, small slices): cheaper inline than a thread hop
-            return defer.succeed(self._store(ck, template.render(base, category, limit)))
+        if template.data is not None and not gz and template.size < 64 * 1024:
+            # small (categories...): cheaper inline than a thread hop
+            body = template.full(base) if full else template.slice(base, category, limit)
+            return defer.succeed(self._store(ck, body))
         shared = self._building.get(ck)
         if shared is None:
             generation = self.generation
 
             def build() -> bytes:
-                body = template.render(base, category, limit)
-                if gz:
-                    body = gzip.compress(body, GZIP_LEVEL, mtime=0)
-                return body
+                if full:
+                    return template.full_gzip(base) if gz else template.full(base)
+                body = template.slice(base, category, limit)
+                return gzip.compress(body, GZIP_LEVEL, mtime=0) if gz else body
 
             d = threads.deferToThread(build)
 
@@ -196,7 +302,7 @@ class ListAnswers:
         return shared.wait()
 
     def _store(self, key: tuple[Any, ...], body: bytes) -> bytes:
-        if len(body) > self.budget:
+        if len(body) > self.budget // 4:
             return body
         self._cache[key] = body
         self._size += len(body)

@@ -64,7 +64,7 @@ class EpgIndex:
     stops: array = field(default_factory=lambda: array("q"))
     #: per programme: offset of its text (title NUL desc NUL lang) in ``texts``
     text_at: array = field(default_factory=lambda: array("q", [0]))
-    texts: bytes = b""
+    texts: bytes | bytearray = b""
     #: channel id -> (first, end) programme positions
     channels: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: base markers in the guide file and its size (for Content-Length)
@@ -213,15 +213,25 @@ def build_index(path: Path | str, now: float | None = None, past: float = DEFAUL
             parser.Parse(chunk, False)
         parser.Parse(b"", True)
     index = EpgIndex(markers=markers, size=size, built_at=now)
+    names = {number: channel for channel, number in p.channel_ids.items()}
+    if _grouped_and_sorted(p):
+        # the usual guide: each channel's programmes together, in order
+        index.starts, index.stops, index.text_at, index.texts = p.starts, p.stops, p.text_at, p.texts
+        first = 0
+        for i in range(1, len(p.chan) + 1):
+            if i == len(p.chan) or p.chan[i] != p.chan[first]:
+                index.channels[names[p.chan[first]]] = (first, i)
+                first = i
+        return index
     n = len(p.starts)
     low = int(now - past) - 86400
     shift = 1 << 36
     keys = [p.chan[i] * shift + (p.starts[i] - low) for i in range(n)]
-    order = sorted(range(n), key=keys.__getitem__) if keys != sorted(keys) else range(n)
+    order = sorted(range(n), key=keys.__getitem__)
     del keys
-    names = {number: channel for channel, number in p.channel_ids.items()}
     texts = bytearray()
-    previous = (-1, None)
+    previous: tuple[int, int | None] = (-1, None)
+    first = 0
     for i in order:
         number, start = p.chan[i], p.starts[i]
         if (number, start) == previous:
@@ -237,5 +247,14 @@ def build_index(path: Path | str, now: float | None = None, past: float = DEFAUL
         index.text_at.append(len(texts))
     if previous[0] >= 0:
         index.channels[names[previous[0]]] = (first, len(index.starts))
-    index.texts = bytes(texts)
+    index.texts = texts
     return index
+
+
+def _grouped_and_sorted(p: _Parser) -> bool:
+    """Programmes grouped by channel, by strictly increasing start?"""
+    chan, starts = p.chan, p.starts
+    for i in range(1, len(chan)):
+        if chan[i] < chan[i - 1] or (chan[i] == chan[i - 1] and starts[i] <= starts[i - 1]):
+            return False
+    return True
