@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import time
-import types
 from typing import Any, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -144,9 +143,6 @@ class MeasuredRequest(server.Request):
     def write(self, data: bytes) -> None:
         if not self.startedWriting and not self.finished:
             self.stats.first_byte(self)
-            # Later writes go straight to Request.write (no cost per chunk
-            # for streams); set before the call, which may replace it again.
-            self.write = types.MethodType(server.Request.write, self)  # type: ignore[method-assign]
         server.Request.write(self, data)
 
     def _measured_end(self, result: Any) -> None:
