@@ -420,3 +420,32 @@ def test_resumed_viewer_writes_on_the_next_turn_not_inside_resume():
     assert consumer.value() == b""
     clock.advance(0)
     assert consumer.value() == packets(3)
+
+
+def test_short_writes_keep_the_cursor_inside_the_chunk():
+    fanout, clock, upstream = make_fanout()
+    got = bytearray()
+    holder = []
+
+    def write(data):
+        take = min(len(data), 500)
+        got.extend(bytes(data[:take]))
+        if take < len(data):
+            holder[0].pauseProducing()  # as the socket writer does
+        return take
+
+    consumer = Consumer()
+    viewer = fanout.attach(consumer, write=write)
+    holder.append(viewer)
+    stream = packets(20)
+    fanout.feed(stream + SYNC)
+    rounds = 0
+    while len(got) < len(stream):
+        assert viewer.paused
+        viewer.resumeProducing()  # the socket is writable again
+        clock.advance(0)
+        rounds += 1
+    assert bytes(got) == stream
+    assert viewer.bytes_sent == len(stream)
+    assert rounds == len(stream) // 500
+    assert consumer.value() == b""  # nothing went through consumer.write

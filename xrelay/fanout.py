@@ -203,6 +203,8 @@ class Viewer:
         self.fanout = fanout
         self.consumer = consumer
         self._write = write or consumer.write
+        #: A writer that reports short writes (see xrelay.sockwrite).
+        self._direct = write is not None
         self.user = user
         self.address = address
         self.started = fanout.clock.seconds()
@@ -279,17 +281,29 @@ class Viewer:
                 if seq < ring.first_seq:
                     self.evict()
                 break
-            if self.pos:
-                # Only a joining viewer starts mid-chunk: one copy of the
-                # chunk's tail, once (transports' writeSequence wants bytes).
-                data = chunk.data[self.pos :]
+            pos = self.pos
+            if not pos:
+                data: bytes | memoryview = chunk.data
+            elif self._direct:
+                data = memoryview(chunk.data)[pos:]
+            else:
+                # Consumers' writeSequence wants bytes: a joining viewer's
+                # first write copies the rest of one chunk, once.
+                data = chunk.data[pos:]
+            size = len(data)
+            taken = write(data)
+            if taken is None or taken >= size:
+                taken = size
+                self.seq = seq + 1
                 self.pos = 0
             else:
-                data = chunk.data
-            self.seq = seq + 1
-            self.bytes_sent += len(data)
-            written += len(data)
-            write(data)
+                # The socket is full: the cursor stays where the kernel
+                # stopped and the writer has paused us until it is writable.
+                self.pos = pos + taken
+            self.bytes_sent += taken
+            written += taken
+            if taken < size:
+                break
         return written
 
     # leaving

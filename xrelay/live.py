@@ -248,12 +248,18 @@ class _StreamResource(Resource):
             revoke=lambda: holder and holder[0].close("the user opened more streams than allowed"),
         )
 
-        def finish() -> None:
-            _end_request(request)
-
         request.write(b"")  # the headers; the body may then bypass the buffer
+        writer = direct_writer(request)
+
+        def finish() -> None:
+            if writer is not None and writer.mid_frame:
+                # Half an HTTP chunk went out: the body cannot end cleanly.
+                request.transport.abortConnection()
+            else:
+                _end_request(request)
+
         viewer = channel.fanout.attach(request, user=self.user.username, address=self.address,
-                                       finish=finish, write=direct_writer(request))
+                                       finish=finish, write=writer)
         holder.append(viewer)
         log.info("{viewer} joined channel {channel}", viewer=f"{self.user.username}@{self.address}",
                  channel=channel.stream_id, event="viewer_joined")

@@ -1,36 +1,153 @@
-"""Write stream chunks to a viewer's socket without copying them.
+"""Write shared stream chunks to a viewer's socket without copying them.
 
-``transport.write()`` appends to the transport's buffer and sends it on a
-later reactor iteration, where Twisted joins the buffered pieces into one
-new bytes object (a copy per viewer) and sends at most 128 KiB per
-iteration. With thousands of viewers of one channel that copy and the
-per-iteration limit dominate the relay's cost.
+``transport.write()`` appends to the transport's buffer; Twisted sends it on
+a later reactor turn, joins buffered pieces into a new bytes object (a copy
+per viewer) and sends at most 128 KiB per turn. With thousands of viewers
+of one channel that is most of the relay's cost, and a burst of sockets
+becoming writable at once makes one reactor turn very long.
 
-:func:`direct_writer` returns a write function for a ``twisted.web``
-response on a plain TCP connection that, while the transport has nothing
-buffered, hands the shared chunk straight to ``socket.sendmsg`` (with the
-HTTP chunked framing as separate iovecs, so the chunk itself is never
-copied). Whatever the kernel does not take goes through the transport's
-ordinary ``writeSequence``, which keeps the byte order, buffers it and
-pauses the producer exactly as before. A few bytes the transport already
-holds (a new viewer's response headers) are sent in the same call. Anything unusual (TLS, HTTP/2, test
-transports, a closing connection) gets ``None`` or the ordinary path.
+:class:`DirectWriter` sends a viewer's data straight from the shared chunk
+with ``socket.sendmsg`` (the HTTP chunked framing travels as separate
+iovecs). It returns how many bytes the kernel took; when that is less than
+offered, the viewer keeps its cursor where the kernel stopped and the
+writer asks the transport to tell the viewer's producer when the socket is
+writable again (the transport's own producer machinery: ``producerPaused``
+and ``startWriting()``). Nothing of the stream is ever buffered in user
+space per viewer. The few bytes the transport already holds (a new viewer's
+response headers) are sent in the same call.
+
+:func:`direct_writer` returns ``None`` for anything unusual (TLS, HTTP/2,
+test transports); the fan-out then uses ``request.write``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet import tcp
 
-__all__ = ["direct_writer"]
+__all__ = ["DirectWriter", "direct_writer"]
 
 #: Bytes already buffered by the transport that a direct write takes over.
 TAKE_OVER = 16 * 1024
+_CRLF = b"\r\n"
 
 
-def direct_writer(request: Any) -> Callable[[bytes], None] | None:
-    """A zero-copy ``write`` for this response's body, or None.
+class DirectWriter:
+    """Zero-copy writes of one HTTP response body to its TCP socket."""
+
+    def __init__(self, request: Any, transport: tcp.Connection, chunked: bool) -> None:
+        self.request = request
+        self.transport = transport
+        self.chunked = chunked
+        self._sendmsg = transport.socket.sendmsg
+        #: Framing bytes that must go out before any more data.
+        self._tail = b""
+        #: Data bytes still owed to the HTTP chunk being sent.
+        self._frame_left = 0
+
+    @property
+    def mid_frame(self) -> bool:
+        """True while an HTTP chunk is only partly sent (the body cannot be
+        ended cleanly until it is completed)."""
+        return bool(self._tail or self._frame_left)
+
+    def __call__(self, data: bytes | memoryview) -> int:
+        """Send what the socket takes of ``data``; return how much it took.
+
+        The caller offers the unsent rest of the same data after a short
+        write (the chunked framing relies on it).
+        """
+        size = len(data)
+        transport = self.transport
+        if not size:
+            return 0
+        if not transport.connected or transport.disconnecting:
+            return size  # the connection is going away: drop
+        pieces: list[bytes | memoryview] = []
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if buffered:
+            if buffered > TAKE_OVER:
+                # Somebody else wrote a lot through the transport: keep the
+                # order by going the ordinary way, this once.
+                transport.writeSequence([bytes(p) for p in self._frame(data, size)])
+                self._tail, self._frame_left = b"", 0
+                self.request.sentLength += size
+                return size
+            head = [bytes(memoryview(transport.dataBuffer)[transport.offset:])]
+            head.extend(transport._tempDataBuffer)
+            transport.dataBuffer, transport.offset = b"", 0
+            transport._tempDataBuffer, transport._tempDataLen = [], 0
+            pieces.append(b"".join(head))
+        framing = self._frame(data, size)
+        pieces.extend(framing)
+        before = len(pieces[0]) if buffered else 0
+        try:
+            sent = self._sendmsg(pieces)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # Let the transport meet the error on its next write and close.
+            transport.startWriting()
+            return size
+        if sent < before:
+            # Not even the taken-over headers went out: give them back.
+            transport.dataBuffer = bytes(memoryview(pieces[0])[sent:])
+            sent = 0
+        else:
+            sent -= before
+        taken = self._account(framing, sent, size)
+        self.request.sentLength += taken
+        if taken < size or self._tail or transport.dataBuffer:
+            self._wait_writable()
+        return taken
+
+    def _frame(self, data: bytes | memoryview, size: int) -> list[bytes | memoryview]:
+        if not self.chunked:
+            return [self._tail, data] if self._tail else [data]
+        out: list[bytes | memoryview] = [self._tail] if self._tail else []
+        if not self._frame_left:
+            out.append(b"%x\r\n" % size)
+            self._frame_left = size
+        out.append(data)
+        out.append(_CRLF)
+        return out
+
+    def _account(self, framing: list[bytes | memoryview], sent: int, size: int) -> int:
+        """Consume ``sent`` bytes of ``framing``; keep what framing is left
+        in ``_tail``; return the data bytes taken."""
+        data_index = len(framing) - (2 if self.chunked else 1)
+        taken = 0
+        tail: list[bytes] = []
+        for index, piece in enumerate(framing):
+            length = len(piece)
+            used = min(sent, length)
+            sent -= used
+            if index == data_index:
+                taken = used
+                if used < length:
+                    # The rest of the data is offered again by the caller;
+                    # nothing after it has been sent.
+                    break
+            elif used < length:
+                tail.append(bytes(memoryview(piece)[used:]))
+        if self.chunked:
+            self._frame_left -= taken
+        self._tail = b"".join(tail)
+        return taken
+
+    def _wait_writable(self) -> None:
+        """Pause the producer until the transport sees the socket writable."""
+        transport = self.transport
+        producer = transport.producer
+        if producer is not None and not transport.producerPaused:
+            transport.producerPaused = True
+            producer.pauseProducing()
+        transport.startWriting()
+
+
+def direct_writer(request: Any) -> DirectWriter | None:
+    """A :class:`DirectWriter` for this response's body, or None.
 
     Call it after the response headers were written (``request.write(b"")``).
     """
@@ -40,57 +157,10 @@ def direct_writer(request: Any) -> Callable[[bytes], None] | None:
     sock = getattr(transport, "socket", None)
     if sock is None or not hasattr(sock, "sendmsg"):
         return None
-    if not all(hasattr(transport, name)
-               for name in ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen")):
+    needed = ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "producerPaused",
+              "startWriting")
+    if not all(hasattr(transport, name) for name in needed):
         return None
     if not getattr(request, "startedWriting", False) or getattr(request, "finished", False):
         return None
-    chunked = bool(getattr(request, "chunked", False))
-    sendmsg = sock.sendmsg
-
-    def write(data: bytes) -> None:
-        size = len(data)
-        if not size or getattr(request, "_disconnected", False):
-            return
-        request.sentLength += size
-        pieces = [b"%x\r\n" % size, data, b"\r\n"] if chunked else [data]
-        if not transport.connected or transport.disconnecting:
-            return
-        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        if buffered > TAKE_OVER:
-            transport.writeSequence(pieces)
-            return
-        if buffered:
-            # Only a little is waiting (the response headers of a viewer
-            # that just joined): send it with this piece instead of leaving
-            # it, and the burst behind it, for the next reactor turn.
-            head = [bytes(memoryview(transport.dataBuffer)[transport.offset:])]
-            head.extend(transport._tempDataBuffer)
-            transport.dataBuffer, transport.offset = b"", 0
-            transport._tempDataBuffer, transport._tempDataLen = [], 0
-            pieces = [b"".join(head)] + pieces
-        try:
-            sent = sendmsg(pieces)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # Let the transport meet the error on its own write and close.
-            transport.writeSequence(pieces)
-            return
-        total = sum(len(piece) for piece in pieces)
-        if sent < total:
-            transport.writeSequence(_rest(pieces, sent))
-
-    return write
-
-
-def _rest(pieces: list[bytes], sent: int) -> list[bytes]:
-    """What remains of ``pieces`` after the first ``sent`` bytes."""
-    out = []
-    for piece in pieces:
-        if sent >= len(piece):
-            sent -= len(piece)
-            continue
-        out.append(piece[sent:] if sent else piece)
-        sent = 0
-    return out
+    return DirectWriter(request, transport, bool(getattr(request, "chunked", False)))
