@@ -56,7 +56,7 @@ class _BodyToFile(Protocol):
         self.idle_timeout = idle_timeout
         self.what = what
         self.size = 0
-        self.done: defer.Deferred[int] = defer.Deferred()
+        self.done: defer.Deferred[int] = defer.Deferred(self._cancel)
         self._idle = None
 
     def connectionMade(self) -> None:
@@ -76,6 +76,12 @@ class _BodyToFile(Protocol):
             return
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.idle_timeout)
+
+    def _cancel(self, d: defer.Deferred[int]) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        if self.transport is not None:
+            self.transport.stopProducing()
 
     def _silent(self) -> None:
         self._fail(f"{self.what}: no data for {self.idle_timeout:g} s")
@@ -182,11 +188,35 @@ class ProviderClient:
 
     def request(self, url: str, *, method: str = "GET", headers: dict[bytes, list[bytes]] | None = None,
                 timeout: float = 30.0, what: str = "request") -> defer.Deferred[IResponse]:
-        """An unbuffered request (for streams and downloads); redirects are followed."""
+        """An unbuffered request (for streams and downloads); redirects are followed.
+
+        *timeout* covers the time to the response headers.  A timeout fails
+        with a ProviderError; cancelling the returned Deferred fails it with
+        CancelledError, so callers can tell the two apart.
+        """
         all_headers = dict(self.headers)
         all_headers.update(headers or {})
-        d = self.http.request(method, url, headers=all_headers, unbuffered=True, timeout=timeout)
-        d.addErrback(lambda f: Failure(self._describe(f, what, timeout)))
+        d = self.http.request(method, url, headers=all_headers, unbuffered=True)
+        timed_out = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self.reactor.callLater(timeout, expire)
+
+        def settle(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if not isinstance(result, Failure):
+                return result
+            if timed_out:
+                return Failure(ProviderError(f"{what}: no answer within {timeout:g} s"))
+            if _is_cancellation(result):
+                return Failure(defer.CancelledError())
+            return Failure(self._describe(result, what, timeout))
+
+        d.addBoth(settle)
         return d
 
     async def download(self, url: str, path: str, *, what: str, timeout: float = 300.0,
@@ -231,6 +261,13 @@ class ProviderClient:
         finally:
             os.close(fd)
             _unlink(path)
+
+
+def _is_cancellation(failure: Failure) -> bool:
+    if failure.check(defer.CancelledError):
+        return True
+    reasons = getattr(failure.value, "reasons", None) or []
+    return any(isinstance(r, Failure) and r.check(defer.CancelledError) for r in reasons)
 
 
 def _scratch(directory: str, what: str) -> tuple[int, str]:
