@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.web._newclient import ResponseNeverReceived
 
 from apiclient import api, fetch, query
@@ -422,7 +423,7 @@ async def test_panel_api(relay):
     check_account(data)
     assert set(data["categories"]) == {"live", "movie", "series"}
     bundle = relay.xr.cache.bundle
-    assert len(data["available_channels"]) == len(bundle["live_streams"]) + len(bundle["vod_streams"])
+    assert len(data["available_channels"]) == len(bundle["live_streams"])
     some = data["available_channels"][str(bundle["live_streams"][0]["stream_id"])]
     assert some["direct_source"] == "" and isinstance(some["stream_id"], int)
     a = await fetch(f"{relay.url}/panel_api.php?{query(action='get_live_categories')}", method="POST", body=b"")
@@ -497,5 +498,47 @@ async def test_big_lists_stream_from_their_template_files(tmp_path, monkeypatch)
             assert (await api(relay.url, action=action, limit=7)).json() == rows[:7]
         head = await fetch(f"{relay.url}/player_api.php?{query(action='get_live_streams')}", method="HEAD")
         assert head.code == 200 and head.body == b""
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_active_cons_counts_the_users_open_streams(tmp_path):
+    import treq
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Protocol
+
+    relay = await start_relay(tmp_path, settings=DemoSettings(live=3, vod=2, series=1))
+    try:
+        if relay.xr.relay is None:
+            pytest.skip("no live relay in this build")
+
+        async def active(user: str, password: str) -> str:
+            return (await api(relay.url, user, password)).json()["user_info"]["active_cons"]
+
+        assert await active("alice", "alicepw") == "0"
+        got_data: defer.Deferred[None] = defer.Deferred()
+
+        class Reader(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                if not got_data.called:
+                    got_data.callback(None)
+
+        stream_id = relay.xr.cache.bundle["live_streams"][0]["stream_id"]
+        response = await treq.get(f"{relay.url}/live/alice/alicepw/{stream_id}.ts", unbuffered=True)
+        assert response.code == 200
+        reader = Reader()
+        response.deliverBody(reader)
+        await got_data
+        assert await active("alice", "alicepw") == "1"
+        assert await active("bob", "bobpw") == "0"
+        reader.transport.stopProducing()
+        for _ in range(200):  # bounded poll: the relay notices the disconnect on its own
+            if await active("alice", "alicepw") == "0":
+                break
+            d = defer.Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            await d
+        assert await active("alice", "alicepw") == "0"
     finally:
         await relay.stop()

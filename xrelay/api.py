@@ -428,10 +428,13 @@ def minimal_details(kind: str, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def panel_extra(bundle: dict[str, Any]) -> bytes:
-    """The categories and available_channels of panel_api.php (blocking)."""
+    """The categories and available_channels of panel_api.php (blocking).
+
+    available_channels lists the live channels (as Dispatcharr does; GSE
+    reads its live list there and uses player_api for the rest), which
+    keeps this answer a few MB even for a 100k-movie catalog."""
     channels: dict[str, Any] = {}
-    for kind, key, groups_key in (("live", "live_streams", "live_categories"),
-                                  ("movie", "vod_streams", "vod_categories")):
+    for kind, key, groups_key in (("live", "live_streams", "live_categories"),):
         names = {c["category_id"]: c["category_name"] for c in bundle.get(groups_key, [])}
         for s in bundle.get(key, []):
             channels[str(s["stream_id"])] = {
