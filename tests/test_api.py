@@ -542,3 +542,24 @@ async def test_active_cons_counts_the_users_open_streams(tmp_path):
         assert await active("alice", "alicepw") == "0"
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_logs_never_show_provider_secrets(relay):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        user, password, _ = relay.upstream_secrets
+        for path in ("player_api.php", "get.php", "xmltv.php", "panel_api.php"):
+            a = await fetch(f"{relay.url}/{path}?{query(user, password)}")
+            assert a.code == 401
+        await api(relay.url, action="get_vod_info", vod_id=relay.xr.cache.bundle["vod_streams"][1]["stream_id"])
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert any("refused" in line for line in lines)
+    text = "\n".join(l for l in lines if "GET /" not in l)  # the access log is web.py's
+    for secret in relay.upstream_secrets:
+        assert secret not in text

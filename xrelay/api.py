@@ -193,8 +193,9 @@ class XtreamApi:
     def authenticate(self, request: IRequest, args: dict[str, str]) -> Any:
         result = self.xr.users.authenticate(args.get("username"), args.get("password"))
         if not result.ok:
+            # scrubbed: someone may try the provider's own username here
             log.info("API login refused for {user!r}: {reason}",
-                     user=(args.get("username") or "")[:64], reason=result.reason)
+                     user=self.xr.scrubber.text((args.get("username") or "")[:64]), reason=result.reason)
         return result.user
 
     def refuse(self, request: IRequest) -> bytes:
