@@ -91,3 +91,17 @@ def test_broken_guides_raise(tmp_path):
         build_index(path, NOW)
     with pytest.raises(OSError):
         build_index(tmp_path / "missing.xml", NOW)
+
+
+def test_texts_on_disk(tmp_path):
+    path = guide(tmp_path, *(prog("a", NOW + h * HOUR, title=f"P{h}", desc=f"D{h} é") for h in range(-2, 3)),
+                 prog("b", NOW, title="B"))
+    memory = build_index(path, NOW)
+    disk = build_index(path, NOW, text_path=tmp_path / "texts.bin")
+    assert disk.on_disk and not memory.on_disk and disk.texts == b""
+    tz = ZoneInfo("UTC")
+    for simple in (True, False):
+        for channel in ("a", "b", "zz"):
+            assert disk.listings(channel, NOW, tz, simple=simple, limit=None, archive_days=1) == \
+                   memory.listings(channel, NOW, tz, simple=simple, limit=None, archive_days=1)
+    assert (tmp_path / "texts.bin").read_bytes() == bytes(memory.texts)

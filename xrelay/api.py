@@ -30,7 +30,7 @@ from .api_body import MarkerStream, ThreadedBody
 from .api_playlists import LIVE_EXT_MARKER, PlaylistTemplates, write_templates
 from .api_xmltv import GuideServer
 from .assets import AssetProxy
-from .epg import EpgIndex, build_index
+from .epg import DEFAULT_FUTURE, EpgIndex, build_index
 from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
 from .web import public_base
 
@@ -170,7 +170,9 @@ class XtreamApi:
         past = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
                     if s.get("tv_archive")] or [1]) * 86400
         try:
-            self.epg = await threads.deferToThread(build_index, generation / "guide.xml", None, past)
+            (generation / "api").mkdir(parents=True, exist_ok=True)
+            self.epg = await threads.deferToThread(build_index, generation / "guide.xml", None, past,
+                                                   DEFAULT_FUTURE, generation / "api" / "epg-texts.bin")
         except Exception as e:
             log.warn("cannot index the guide: {error}", error=str(e))
             self.epg = EpgIndex()
@@ -299,7 +301,7 @@ class XtreamApi:
         if action == "get_series_info":
             return self.json(request, await self._details(request, "series", args.get("series_id")))
         if action in ("get_short_epg", "get_simple_data_table"):
-            return self.json(request, self._epg(args, simple=action == "get_simple_data_table"))
+            return self.json(request, await self._epg(args, simple=action == "get_simple_data_table"))
         account = dumps(self.account(request, user, args))
         if panel:
             await self._ready()
@@ -326,14 +328,21 @@ class XtreamApi:
             detail = minimal_details(kind, row)
         return dumps(detail).replace(BASE_MARKER.encode(), self.base(request).encode())
 
-    def _epg(self, args: dict[str, str], simple: bool) -> bytes:
+    async def _epg(self, args: dict[str, str], simple: bool) -> bytes:
         ident = _ident(args.get("stream_id"))
         row = self.xr.cache.live_by_id.get(ident) if ident is not None else None
         if row is None or not row.get("epg_channel_id"):
             return b'{"epg_listings":[]}'
+        index = self.epg
+        if not index.programmes(row["epg_channel_id"]):
+            return b'{"epg_listings":[]}'
         days = (row.get("tv_archive_duration") or 0) if row.get("tv_archive") else 0
-        rows = self.epg.listings(row["epg_channel_id"], time.time(), self.tz, simple=simple,
-                                 limit=_limit(args.get("limit")), archive_days=int(days))
+        call = (index.listings, row["epg_channel_id"], time.time(), self.tz)
+        options = {"simple": simple, "limit": _limit(args.get("limit")), "archive_days": int(days)}
+        if index.on_disk:  # the texts are read from disk: not on the reactor thread
+            rows = await threads.deferToThread(*call, **options)
+        else:
+            rows = call[0](*call[1:], **options)
         return dumps({"epg_listings": rows})
 
     async def _panel_extra(self, base: str) -> bytes:

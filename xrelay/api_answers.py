@@ -51,7 +51,7 @@ LIST_KEYS = {
 #: gzip level of cached answers (built in a thread, once per base).
 GZIP_LEVEL = 6
 #: Byte budget of the answer cache (gzip full lists, slices).
-CACHE_BUDGET = 64 * 1024 * 1024
+CACHE_BUDGET = 48 * 1024 * 1024
 #: Templates up to this size are also kept in memory.
 IN_MEMORY = 1024 * 1024
 

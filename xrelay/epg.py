@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import os
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class EpgIndex:
     #: per programme: offset of its text (title NUL desc NUL lang) in ``texts``
     text_at: array = field(default_factory=lambda: array("q", [0]))
     texts: bytes | bytearray = b""
+    #: when set, the texts live in this file instead of ``texts``
+    text_path: str | None = None
     #: channel id -> (first, end) programme positions
     channels: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: base markers in the guide file and its size (for Content-Length)
@@ -82,9 +85,30 @@ class EpgIndex:
         return range(first, end)
 
     def text(self, i: int) -> tuple[str, str, str]:
-        raw = self.texts[self.text_at[i]:self.text_at[i + 1]].decode("utf-8", "replace")
-        title, desc, lang = (raw.split(_SEP) + ["", "", ""])[:3]
-        return title, desc, lang
+        return self._texts([i])[0]
+
+    def _texts(self, positions: list[int]) -> list[tuple[str, str, str]]:
+        """(title, description, lang) of each position, with one read of the
+        span they cover (a channel's programmes are contiguous)."""
+        if not positions:
+            return []
+        low, high = self.text_at[min(positions)], self.text_at[max(positions) + 1]
+        if self.text_path is None:
+            blob = bytes(self.texts[low:high])
+        else:
+            with open(self.text_path, "rb") as f:
+                f.seek(low)
+                blob = f.read(high - low)
+        out = []
+        for i in positions:
+            raw = blob[self.text_at[i] - low:self.text_at[i + 1] - low].decode("utf-8", "replace")
+            title, desc, lang = (raw.split(_SEP) + ["", "", ""])[:3]
+            out.append((title, desc, lang))
+        return out
+
+    @property
+    def on_disk(self) -> bool:
+        return self.text_path is not None
 
     def listings(self, channel_id: str | None, now: float, tz: ZoneInfo, *, simple: bool,
                  limit: int | None, archive_days: int) -> list[dict[str, Any]]:
@@ -98,9 +122,9 @@ class EpgIndex:
             positions = list(positions)[:limit]  # type: ignore[assignment]
         archive_from = now - archive_days * 86400
         rows = []
-        for i in positions:
+        positions = list(positions)
+        for i, (title, desc, lang) in zip(positions, self._texts(positions)):
             start, stop = self.starts[i], self.stops[i]
-            title, desc, lang = self.text(i)
             row: dict[str, Any] = {
                 "id": str(i + 1),
                 "epg_id": "1",
@@ -188,9 +212,21 @@ class _Parser:
 
 
 def build_index(path: Path | str, now: float | None = None, past: float = DEFAULT_PAST,
-                future: float = DEFAULT_FUTURE) -> EpgIndex:
+                future: float = DEFAULT_FUTURE, text_path: Path | str | None = None) -> EpgIndex:
     """Parse *path* (blocking; run it in a thread).  Raises OSError or
-    expat.ExpatError for a missing or broken file."""
+    expat.ExpatError for a missing or broken file.  With *text_path*, the
+    titles and descriptions are written there instead of kept in memory."""
+    index = _build(path, now, past, future)
+    if text_path is not None:
+        tmp = f"{text_path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(index.texts)
+        os.replace(tmp, text_path)
+        index.texts, index.text_path = b"", str(text_path)
+    return index
+
+
+def _build(path: Path | str, now: float | None, past: float, future: float) -> EpgIndex:
     now = time.time() if now is None else now
     past = min(max(past, 0), MAX_PAST)
     p = _Parser(now - past, now + future)
