@@ -62,6 +62,7 @@ class Upstream:
 def make_fanout(clock=None, **kw) -> tuple[Fanout, Clock, Upstream]:
     clock = clock or Clock()
     kw.setdefault("chunk_bytes", 1)  # publish every feed at once
+    kw.setdefault("keyframe_wait", 0)  # most tests feed packets without keyframes
     fanout = Fanout("ch1", clock, **kw)
     upstream = Upstream()
     fanout.set_upstream(upstream)
@@ -449,3 +450,30 @@ def test_short_writes_keep_the_cursor_inside_the_chunk():
     assert viewer.bytes_sent == len(stream)
     assert rounds == len(stream) // 500
     assert consumer.value() == b""  # nothing went through consumer.write
+
+
+def test_viewers_of_a_new_channel_start_at_its_first_keyframe():
+    fanout, clock, _ = make_fanout(keyframe_wait=3.0)
+    first, second = Consumer(), Consumer()
+    fanout.attach(first)
+    fanout.feed(packets(10))  # the middle of a GOP: undecodable
+    fanout.attach(second)
+    assert first.value() == second.value() == b""
+    fanout.feed(gop(5) + SYNC)
+    assert first.value() == second.value()
+    assert first.value().startswith(pat() + pmt() + video(keyframe=True))
+    assert fanout.ring.head == 0  # the skipped GOP tail is still in the ring
+
+
+def test_waiting_for_a_keyframe_gives_up_after_a_while():
+    fanout, clock, _ = make_fanout(keyframe_wait=3.0)
+    consumer = Consumer()
+    viewer = fanout.attach(consumer)
+    fanout.feed(packets(10))
+    clock.advance(3.0)
+    assert not viewer.waiting
+    assert consumer.value() == packets(9)  # the newest chunk; the 10th waits for a sync
+    # Later viewers of this stream start at once.
+    late = Consumer()
+    fanout.attach(late)
+    assert late.value() != b""

@@ -43,6 +43,9 @@ DEFAULT_CHUNK_DELAY = 0.1
 #: serving new viewers is never stuck behind a pass over thousands of sockets.
 DEFAULT_DRAIN_BATCH = 256
 DEFAULT_DRAIN_BUDGET = 8 * 1024 * 1024
+#: Seconds a viewer of a channel that has shown no keyframe yet waits for
+#: one (data before the first keyframe cannot be decoded anyway).
+DEFAULT_KEYFRAME_WAIT = 3.0
 #: The ring always keeps at least this much, whatever the bitrate estimate.
 MIN_KEEP_BYTES = 512 * 1024
 #: Arrivals shorter than this are too short to estimate a bitrate from.
@@ -153,6 +156,13 @@ class StreamRing:
                 return seq, offset - chunk.start
         return self.first_seq, 0
 
+    def latest_keyframe(self) -> int | None:
+        """Offset of the latest PAT followed by a PMT and a keyframe."""
+        for point in reversed(self._access):
+            if point.keyframe:
+                return point.offset
+        return None
+
     def join_offset(self) -> int:
         """Where a new viewer starts: latest keyframe point, else latest PAT,
         else the start of the newest chunk (always a packet boundary)."""
@@ -215,6 +225,8 @@ class Viewer:
         self.seq = 0
         self.pos = 0
         self.start_offset = 0
+        #: Joined before the channel showed a keyframe: waits for the first.
+        self.waiting = False
         self.bytes_sent = 0
         self._abort = abort
         self._finish = finish
@@ -274,7 +286,7 @@ class Viewer:
         chunks = ring.chunks
         write = self._write
         written = 0
-        while not self.paused and not self.detached:
+        while not self.paused and not self.detached and not self.waiting:
             seq = self.seq
             chunk = chunks.get(seq)
             if chunk is None:
@@ -384,6 +396,7 @@ class Fanout:
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
         drain_batch: int = DEFAULT_DRAIN_BATCH,
         drain_budget: int = DEFAULT_DRAIN_BUDGET,
+        keyframe_wait: float = DEFAULT_KEYFRAME_WAIT,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -395,6 +408,12 @@ class Fanout:
         self._paused: set[Viewer] = set()
         self.drain_batch = drain_batch
         self.drain_budget = drain_budget
+        self.keyframe_wait = keyframe_wait
+        self._waiting: set[Viewer] = set()
+        self._keyframe_call: IDelayedCall | None = None
+        #: False once waiting for a first keyframe timed out (no keyframes
+        #: detectable in this stream); true again when one shows up.
+        self._expect_keyframes = True
         self._queue: deque[Viewer] = deque()
         self._queued: set[Viewer] = set()
         self._drain_call: IDelayedCall | None = None
@@ -449,6 +468,11 @@ class Fanout:
         ring = self.ring
         first = ring.first_seq
         ring.append(data)
+        if self._waiting or not self._expect_keyframes:
+            keyframe = ring.latest_keyframe()
+            if keyframe is not None:
+                self._expect_keyframes = True
+                self._start_waiting(keyframe)
         if ring.first_seq != first and self._paused:
             for viewer in [v for v in self._paused if v.seq < ring.first_seq]:
                 viewer.evict()
@@ -502,8 +526,19 @@ class Fanout:
         :mod:`xrelay.sockwrite`); the consumer still paces the viewer."""
         viewer = Viewer(self, consumer, user=user, address=address, abort=abort, finish=finish,
                         write=write)
-        start = self.ring.join_offset()
-        viewer.seq, viewer.pos = self.ring.locate(start)
+        ring = self.ring
+        if ring.latest_keyframe() is None and self._expect_keyframes and self.keyframe_wait > 0:
+            # Nothing decodable yet (a channel that just opened): start this
+            # viewer at the first keyframe instead of in the middle of a GOP.
+            viewer.waiting = True
+            viewer.seq = ring.next_seq
+            self._waiting.add(viewer)
+            if self._keyframe_call is None:
+                self._keyframe_call = self.clock.callLater(self.keyframe_wait, self._no_keyframe)
+            start = ring.tail
+        else:
+            start = ring.join_offset()
+            viewer.seq, viewer.pos = ring.locate(start)
         viewer.start_offset = start
         self.viewers.add(viewer)
         consumer.registerProducer(viewer, True)
@@ -517,6 +552,29 @@ class Fanout:
         )
         viewer.drain()
         return viewer
+
+    def _start_waiting(self, offset: int) -> None:
+        """Start the viewers waiting for a first keyframe at ``offset``."""
+        if self._keyframe_call is not None:
+            if self._keyframe_call.active():
+                self._keyframe_call.cancel()
+            self._keyframe_call = None
+        waiting, self._waiting = self._waiting, set()
+        seq, pos = self.ring.locate(offset)
+        for viewer in waiting:
+            if viewer.detached:
+                continue
+            viewer.waiting = False
+            viewer.seq, viewer.pos = seq, pos
+            viewer.start_offset = offset
+            self._wake(viewer)
+
+    def _no_keyframe(self) -> None:
+        self._keyframe_call = None
+        log.info("channel {channel}: no keyframe within {seconds}s; starting viewers anyway",
+                 channel=self.name, seconds=self.keyframe_wait)
+        self._expect_keyframes = False
+        self._start_waiting(self.ring.join_offset())
 
     def close(self, reason: str = "channel closed") -> None:
         """Close every viewer cleanly."""
@@ -537,6 +595,7 @@ class Fanout:
     def _remove(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
         self._paused.discard(viewer)
+        self._waiting.discard(viewer)
         self._queued.discard(viewer)  # a stale queue entry is skipped by drain()
         if not self.viewers:
             self._set_upstream_paused(False)
@@ -576,10 +635,10 @@ class Fanout:
             self._stall_call = self.clock.callLater(delay, self._evict_stalled)
 
     def _cancel_timers(self) -> None:
-        for call in (self._seal_call, self._stall_call, self._drain_call):
+        for call in (self._seal_call, self._stall_call, self._drain_call, self._keyframe_call):
             if call is not None and call.active():
                 call.cancel()
-        self._seal_call = self._stall_call = self._drain_call = None
+        self._seal_call = self._stall_call = self._drain_call = self._keyframe_call = None
         self._queue.clear()
         self._queued.clear()
 
