@@ -338,7 +338,7 @@ def main() -> None:
                     results["xrelay"]["clients"] else 0
                 results["xrelay_held"] = xrelay_held
                 results["ratios"] = ratios(results["xrelay"], r2, xrelay_held, held)
-                compare(results["ratios"], xrelay_held, held)
+                compare(results["ratios"], xrelay_held, held, n)
         finally:
             for proc in (naive, relay, provider):
                 if proc is not None:
@@ -375,10 +375,10 @@ def ratios(x: dict, naive: dict, x_held: int, naive_held: int) -> dict:
     }
 
 
-def compare(r: dict, x_held: int, naive_held: int) -> None:
+def compare(r: dict, x_held: int, naive_held: int, clients: int) -> None:
     print(f"xrelay / naive: clients held {x_held} / {naive_held} = x{r['clients_held']:.1f} "
           f"(all clients >= 95% real time); CPU per delivered Gbit/s x{r['cpu_per_gbit']:.2f} "
-          f"(same {x_held}-client load)", flush=True)
+          f"(same {clients}-client load)", flush=True)
 
 
 if __name__ == "__main__":
