@@ -157,6 +157,15 @@ async def test_asset_proxy(relay):
         assert secret not in a.all_headers()
     missing = await fetch(f"{relay.url}/asset/no/such/thing.png")
     assert missing.code == 404 and len(missing.body) < 100
+    # the size cap
+    relay.xr.api.assets.max_bytes = 100
+    try:
+        big = await fetch(url)
+        assert (big.code, big.body) == (502, b"image too large\n")
+    finally:
+        relay.xr.api.assets.max_bytes = 8 * 1024 * 1024
+    head = await fetch(url, method="HEAD")
+    assert head.code == 200 and head.header("content-type") == "image/png"
     # provider answers that are not images do not pass through
     not_image = await fetch(f"{relay.url}/asset/player_api.php")
     assert not_image.code in (404, 502)
