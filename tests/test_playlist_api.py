@@ -157,10 +157,22 @@ async def test_asset_proxy(relay):
         assert secret not in a.all_headers()
     missing = await fetch(f"{relay.url}/asset/no/such/thing.png")
     assert missing.code == 404 and len(missing.body) < 100
+    # fetched once for every client
+    fetched = relay.provider.stats.requests["image"]
+    assert fetched >= 1
+    again = await fetch(url)
+    assert again.body == a.body and relay.provider.stats.requests["image"] == fetched
+    # concurrent requests for a new image share one provider fetch
+    fresh = [r for r in relay.xr.cache.bundle["vod_streams"] if r["stream_icon"]][-1]
+    fresh_url = fresh["stream_icon"].replace("@XRELAY_BASE@", relay.url)
+    answers = await defer.gatherResults([defer.ensureDeferred(fetch(fresh_url)) for _ in range(5)])
+    assert {x.code for x in answers} == {200}
+    assert relay.provider.stats.requests["image"] == fetched + 1
     # the size cap
+    other = next(r for r in relay.xr.cache.bundle["live_streams"][1:] if r["stream_icon"])
     relay.xr.api.assets.max_bytes = 100
     try:
-        big = await fetch(url)
+        big = await fetch(other["stream_icon"].replace("@XRELAY_BASE@", relay.url))
         assert (big.code, big.body) == (502, b"image too large\n")
     finally:
         relay.xr.api.assets.max_bytes = 8 * 1024 * 1024

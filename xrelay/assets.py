@@ -9,6 +9,8 @@ answers with the image and its content type only: no provider header
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -20,6 +22,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IRequest
 
+from .deferutil import Shared
 from .provider import ProviderError
 from .scrub import ASSET_PREFIX
 
@@ -77,10 +80,32 @@ def _text(request: IRequest, code: int, message: str) -> bytes:
     return message.encode() + b"\n"
 
 
+@dataclass
+class _Result:
+    code: int
+    body: bytes
+    ctype: bytes = b"text/plain; charset=utf-8"
+
+
+#: How long fetched images (and "not found" answers) are kept, seconds.
+IMAGE_TTL = 24 * 3600
+MISSING_TTL = 600
+#: Byte budget of the in-memory image cache.
+CACHE_BUDGET = 32 * 1024 * 1024
+
+
 class AssetProxy:
-    def __init__(self, xr: Any, max_bytes: int = MAX_ASSET) -> None:
+    """Fetches provider images once for every client: concurrent requests
+    for one path share a fetch, and results are kept in a small LRU (a TV
+    app loading 50k logos must not become 50k provider requests per device)."""
+
+    def __init__(self, xr: Any, max_bytes: int = MAX_ASSET, budget: int = CACHE_BUDGET) -> None:
         self.xr = xr
         self.max_bytes = max_bytes
+        self.budget = budget
+        self._cache: OrderedDict[str, tuple[float, _Result]] = OrderedDict()
+        self._size = 0
+        self._inflight: dict[str, Shared[_Result]] = {}
 
     def path_of(self, request: IRequest) -> str | None:
         """The provider path (and query) asked for, or None if unusable."""
@@ -99,38 +124,65 @@ class AssetProxy:
         path = self.path_of(request)
         if path is None:
             return _text(request, 404, "not found")
-        return defer.Deferred.fromCoroutine(self._fetch(request, path))
+        now = self.xr.reactor.seconds()
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] > now:
+            self._cache.move_to_end(path)
+            return self._answer(request, cached[1])
+        shared = self._inflight.get(path)
+        if shared is None:
+            d = defer.Deferred.fromCoroutine(self._fetch(path))
+            d.addBoth(lambda r: (self._inflight.pop(path, None), self._keep(path, r), r)[-1])
+            shared = self._inflight[path] = Shared(d)
+        return shared.wait().addCallback(lambda result: self._answer(request, result))
 
-    async def _fetch(self, request: IRequest, path: str) -> bytes:
+    def _keep(self, path: str, result: Any) -> None:
+        if not isinstance(result, _Result) or result.code == 502 or len(result.body) > self.budget // 8:
+            return
+        ttl = IMAGE_TTL if result.code == 200 else MISSING_TTL
+        old = self._cache.pop(path, None)
+        if old is not None:
+            self._size -= len(old[1].body)
+        self._cache[path] = (self.xr.reactor.seconds() + ttl, result)
+        self._size += len(result.body)
+        while self._size > self.budget and self._cache:
+            _, (_, dropped) = self._cache.popitem(last=False)
+            self._size -= len(dropped.body)
+
+    def _answer(self, request: IRequest, result: _Result) -> bytes:
+        if result.code != 200:
+            return _text(request, result.code, result.body.decode())
+        request.setHeader(b"content-type", result.ctype)
+        request.setHeader(b"content-length", str(len(result.body)).encode())
+        request.setHeader(b"cache-control", b"public, max-age=86400")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return result.body
+
+    async def _fetch(self, path: str) -> _Result:
         client = self.xr.client
         try:
             response = await client.request(client.asset_url(path), timeout=20, what="asset")
         except ProviderError:
-            return _text(request, 502, "image unavailable")
+            return _Result(502, b"image unavailable")
         if response.code != 200:
             response.deliverBody(_Drop())
             if response.code in (404, 410):
-                return _text(request, 404, "image not found")
-            return _text(request, 502, "image unavailable")
+                return _Result(404, b"image not found")
+            return _Result(502, b"image unavailable")
         ctype = (response.headers.getRawHeaders(b"content-type") or [b"application/octet-stream"])[0]
         ctype = ctype.split(b";", 1)[0].strip().lower()
         if not ctype.decode("latin-1").startswith(ALLOWED_TYPES):
             response.deliverBody(_Drop())
-            return _text(request, 502, "not an image")
-        if response.length is not None and isinstance(response.length, int) \
-                and response.length > self.max_bytes:
+            return _Result(502, b"not an image")
+        if isinstance(response.length, int) and response.length > self.max_bytes:
             response.deliverBody(_Drop())
-            return _text(request, 502, "image too large")
+            return _Result(502, b"image too large")
         body = _Collect(self.max_bytes)
         response.deliverBody(body)
         try:
             data = await body.done
         except _TooBig:
-            return _text(request, 502, "image too large")
+            return _Result(502, b"image too large")
         except ProviderError:
-            return _text(request, 502, "image unavailable")
-        request.setHeader(b"content-type", ctype)
-        request.setHeader(b"content-length", str(len(data)).encode())
-        request.setHeader(b"cache-control", b"public, max-age=86400")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        return data
+            return _Result(502, b"image unavailable")
+        return _Result(200, data, ctype)
