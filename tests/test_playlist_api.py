@@ -87,6 +87,11 @@ async def test_types_outputs_and_post(relay):
     a = await fetch(f"{relay.url}/get.php", method="POST", body=query(type="m3u").encode(),
                     headers={"content-type": "application/x-www-form-urlencoded"})
     assert a.code == 200 and len(entries(a.body)) == total
+    # gzip when the client accepts it
+    plain = await fetch(f"{relay.url}/get.php?{query()}")
+    zipped = await fetch(f"{relay.url}/get.php?{query()}", headers={"accept-encoding": "gzip"})
+    assert zipped.header("content-encoding") == "gzip"
+    assert gzip.decompress(zipped.body) == plain.body and len(zipped.body) < len(plain.body)
     # XUI key= filter
     a = await fetch(f"{relay.url}/get.php?{query(key='live')}")
     assert len(entries(a.body)) == len(live)

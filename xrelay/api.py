@@ -399,10 +399,15 @@ class XtreamApi:
         request.setHeader(b"cache-control", b"must-revalidate")
         request.setHeader(b"pragma", b"public")
         request.setHeader(b"expires", b"0")
-        request.setHeader(b"content-length", str(length).encode())
+        gz = accepts_gzip(request)
+        if gz:  # compressed on the fly (level 1, in the thread pool): ~7x fewer bytes on Wi-Fi
+            request.setHeader(b"content-encoding", b"gzip")
+            request.setHeader(b"vary", b"Accept-Encoding")
+        else:
+            request.setHeader(b"content-length", str(length).encode())
         if request.method == b"HEAD":
             return b""
-        source = MarkerStream([p.path for p in parts], replacements, head=head)
+        source = MarkerStream([p.path for p in parts], replacements, head=head, gzip=gz)
         await ThreadedBody(request, source, source.close).start()
         return None
 
