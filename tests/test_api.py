@@ -563,3 +563,21 @@ async def test_logs_never_show_provider_secrets(relay):
     text = "\n".join(l for l in lines if "GET /" not in l)  # the access log is web.py's
     for secret in relay.upstream_secrets:
         assert secret not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_serves_the_cached_catalog_at_once(tmp_path):
+    first = await start_relay(tmp_path, settings=DemoSettings(live=12, vod=6, series=2))
+    expected = (await api(first.url, action="get_live_streams")).body
+    await first.stop()
+    # same data directory, no ingest: the cached catalog loads at start-up, and
+    # a request arriving meanwhile waits for it instead of getting []
+    second = await start_relay(tmp_path, settings=DemoSettings(live=12, vod=6, series=2), ingest=False)
+    try:
+        a = await api(second.url, action="get_live_streams")
+        assert a.code == 200 and json.loads(a.body) == json.loads(expected.replace(
+            str(first.port).encode(), str(second.port).encode()))
+        m3u = await fetch(f"{second.url}/get.php?{query()}")
+        assert m3u.code == 200 and m3u.body.count(b"#EXTINF") == 12 + 6 + len(second.xr.cache.bundle["episodes"])
+    finally:
+        await second.stop()

@@ -49,6 +49,8 @@ ACTION_ALIASES = {
 #: Shown as exp_date to users without one (2037-12-31: safe for 32-bit clients).
 FAR_FUTURE = 2145830400
 _MAX_FIELDS = 200
+#: Longest wait for the cached catalog at start-up before answering anyway, seconds.
+STARTUP_WAIT = 30.0
 
 
 def request_args(request: IRequest) -> dict[str, str]:
@@ -137,6 +139,11 @@ class XtreamApi:
         self.assets = AssetProxy(xr)
         self._panel: tuple[Any, bytes] | None = None
         self._reloading: defer.Deferred[None] | None = None
+        self._ready_waiters: list[defer.Deferred[None]] = []
+        try:  # at wiring time, before serving: is there a catalog to load?
+            self._cached_on_disk = xr.store.current() is not None
+        except OSError:
+            self._cached_on_disk = False
         self._generation: Any = None
         try:
             self.tz = ZoneInfo(xr.config.server.timezone)
@@ -160,13 +167,18 @@ class XtreamApi:
     async def _prepare(self, cache: Any) -> None:
         generation, bundle = cache.generation, cache.bundle
         started = time.monotonic()
-        await self.answers.reload(bundle, generation / "api")
+        try:
+            await self.answers.reload(bundle, generation / "api")
+        except OSError as e:
+            log.warn("cannot write the API templates ({error}); keeping them in memory", error=e.strerror)
+            await self.answers.reload(bundle, None)
         self._panel = None
         try:
             self.playlists = await threads.deferToThread(write_templates, bundle, generation / "api")
         except OSError as e:
             log.warn("cannot write the playlist templates: {error}", error=e.strerror)
         self._generation = generation
+        self._release_waiters()  # lists and playlists are ready; the EPG index follows
         past = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
                     if s.get("tv_archive")] or [1]) * 86400
         try:
@@ -183,12 +195,30 @@ class XtreamApi:
         defer.Deferred.fromCoroutine(self.answers.warm()).addErrback(
             lambda f: log.failure("warming the API answers", f))
 
+    def _release_waiters(self) -> None:
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
+
     async def _ready(self) -> None:
-        """Wait for the first precomputation if one is running."""
-        if not self.answers.ready and self._reloading is not None:
-            waiter: defer.Deferred[None] = defer.Deferred()
-            self._reloading.addBoth(lambda r: (waiter.called or waiter.callback(None), r)[1])
+        """Wait (a bounded time) for the first precomputation when one is
+        running or a cached catalog is about to load at start-up, rather
+        than answer empty lists."""
+        if self.answers.ready:
+            return
+        if self._reloading is None and not (self._cached_on_disk and not self.xr.cache.loaded):
+            return  # nothing cached yet: the first ingest may take minutes
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(waiter)
+        timer = self.reactor.callLater(STARTUP_WAIT, lambda: waiter.called or waiter.callback(None))
+        try:
             await waiter
+        finally:
+            if timer.active():
+                timer.cancel()
+            if waiter in self._ready_waiters:
+                self._ready_waiters.remove(waiter)
 
     # -- common pieces --------------------------------------------------------------
 
