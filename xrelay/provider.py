@@ -8,7 +8,6 @@ show (it never contains a URL, the host or the credentials).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -25,6 +24,7 @@ from twisted.web.client import _HTTP11ClientFactory, Agent, HTTPConnectionPool, 
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
+from . import jsonparse
 from .config import UpstreamConfig
 from .scrub import Scrubber
 
@@ -297,7 +297,7 @@ def parse_json_answer(body: bytes, what: str) -> Any:
     if head[:1] == b"<":
         raise ProviderError(f"{what}: the provider answered with HTML, not JSON")
     try:
-        return json.loads(body)
+        return jsonparse.loads(body)
     except ValueError:
         if head[:1] in (b"{", b"["):
             raise ProviderError(f"{what}: malformed or truncated JSON ({len(body)} bytes)") from None

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import jsonparse
+
 __all__ = ["CacheStore", "Staging", "CACHE_FILES"]
 
 CACHE_FILES = ("bundle.json", "live.m3u", "full.m3u", "guide.xml")
@@ -160,7 +162,7 @@ class CacheStore:
         if current is None:
             return None
         with open(current / "bundle.json", "rb") as f:
-            return current, json.load(f)
+            return current, jsonparse.loads(f.read())
 
     def age(self, now: float | None = None) -> float | None:
         """Seconds since the current generation was written, or None."""
