@@ -261,6 +261,8 @@ def main() -> None:
                         help="clients for the naive run (default: --clients)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    # Stop the child processes (in the finally below) when terminated too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory(prefix="xrelay-bench-") as tmp:

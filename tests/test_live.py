@@ -316,3 +316,26 @@ async def test_ffprobe_reads_the_relayed_stream(tmp_path: Path) -> None:
         await warm.ended
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_channel_whose_viewer_left_while_it_opened_closes(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=1),
+                              relay=RelayConfig(linger=0.2, handover_pause=0.5))
+    stats = relay.provider.stats
+    try:
+        a, b = live_ids(relay)[:2]
+        _, on_a = await open_stream(url(relay, a))
+        await on_a.wait_bytes(10_000)
+        # A zap to B waits out the handover pause; the player gives up meanwhile.
+        waiting = treq.get(url(relay, b), unbuffered=True)
+        await on_a.ended  # A was closed for the handover
+        waiting.addErrback(lambda failure: None)
+        waiting.cancel()
+        await stats.wait_for(lambda: stats.opened_total("live") == 2).addTimeout(10, reactor)
+        # B opened for nobody: it lingers, then closes and frees the slot.
+        await stats.wait_for(lambda: stats.open_count("live") == 0).addTimeout(10, reactor)
+        await wait_until(lambda: relay.xr.relay.slots.used == 0)
+        assert relay.xr.relay.channels == {}
+    finally:
+        await relay.stop()

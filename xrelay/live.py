@@ -78,7 +78,11 @@ class Channel:
         return self.fanout.viewers
 
     def open(self, user: str, address: str) -> None:
-        self.ready = Shared(Deferred.fromCoroutine(self._open(user, address)))
+        opening = Deferred.fromCoroutine(self._open(user, address))
+        self.ready = Shared(opening)
+        # Runs after the waiting viewers were told: if they all left while
+        # the channel opened, it lingers (and closes) like any empty channel.
+        opening.addCallback(lambda _: self.maybe_linger())
 
     async def _open(self, user: str, address: str) -> None:
         relay = self.relay
