@@ -200,6 +200,7 @@ max_connections = 4
         mixed = [path(), path(action="get_live_categories"), path(action="get_short_epg", stream_id=123),
                  path(action="get_vod_streams", category_id=3), path(action="get_simple_data_table", stream_id=77),
                  live_all]
+        results["mixed_no_ingest"] = loadgen(exe, port, args.clients, 10, True, mixed)
         start = len(xrelay_log.read_text(errors="replace"))
         relay.send_signal(signal.SIGHUP)
         t_ingest = time.time()
