@@ -61,6 +61,16 @@ def build_loadgen(workdir: Path) -> Path:
     return exe
 
 
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows, system wide (connections refused for a full backlog)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -291,7 +301,9 @@ def main() -> None:
             path = f"/live/{USER}/{PASSWORD}/1.ts"
             print(f"xrelay: {args.clients} clients at {args.bitrate / 1e6:g} Mbit/s, "
                   f"{args.stalled} stalled, {args.probes} join probes ...", flush=True)
+            overflows = listen_overflows()
             r = run_loadgen(exe, port, path, args, args.clients, args.stalled, args.probes, relay.pid)
+            r["listen_overflows"] = listen_overflows() - overflows
             status = json.loads(wait_http(f"http://127.0.0.1:{port}/status", auth=ADMIN))
             r["evictions"] = status.get("evictions", 0)
             r["upstream_connections"] = sum(c["upstream"]["connections"] for c in status["channels"])
@@ -366,8 +378,8 @@ def report(name: str, r: dict, args: argparse.Namespace) -> None:
           f"max {r['join_max_ms']:.1f} ms over {r['probes']} probes", flush=True)
     if "evictions" in r:
         print(f"  {name}: stalled clients evicted {r['evictions']}/{args.stalled}; RSS at measure start "
-              f"{r['server_rss_at_measure_start_mb']:.0f} MB; upstream connections {r['upstream_connections']}",
-              flush=True)
+              f"{r['server_rss_at_measure_start_mb']:.0f} MB; upstream connections {r['upstream_connections']}; "
+              f"listen overflows (system wide) {r.get('listen_overflows', '?')}", flush=True)
 
 
 def ratios(x: dict, naive: dict, x_held: int, naive_held: int) -> dict:
