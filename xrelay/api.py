@@ -145,6 +145,7 @@ class XtreamApi:
         except OSError:
             self._cached_on_disk = False
         self._generation: Any = None
+        self._sequence = 0
         try:
             self.tz = ZoneInfo(xr.config.server.timezone)
             self.tz_name = xr.config.server.timezone
@@ -166,6 +167,8 @@ class XtreamApi:
 
     async def _prepare(self, cache: Any) -> None:
         generation, bundle = cache.generation, cache.bundle
+        self._sequence += 1
+        sequence = self._sequence
         started = time.monotonic()
         try:
             await self.answers.reload(bundle, generation / "api")
@@ -174,20 +177,24 @@ class XtreamApi:
             await self.answers.reload(bundle, None)
         self._panel = None
         try:
-            self.playlists = await threads.deferToThread(write_templates, bundle, generation / "api")
+            playlists = await threads.deferToThread(write_templates, bundle, generation / "api")
         except OSError as e:
             log.warn("cannot write the playlist templates: {error}", error=e.strerror)
+            playlists = None
+        if sequence != self._sequence:
+            return  # a newer catalog is being prepared
+        if playlists is not None:
+            self.playlists = playlists
         self._generation = generation
         self._release_waiters()  # lists and playlists are ready; the EPG index follows
-        past = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
-                    if s.get("tv_archive")] or [1]) * 86400
         try:
-            (generation / "api").mkdir(parents=True, exist_ok=True)
-            self.epg = await threads.deferToThread(build_index, generation / "guide.xml", None, past,
-                                                   DEFAULT_FUTURE, generation / "api" / "epg-texts.bin")
+            epg = await threads.deferToThread(index_guide, generation, bundle)
         except Exception as e:
             log.warn("cannot index the guide: {error}", error=str(e))
-            self.epg = EpgIndex()
+            epg = EpgIndex()
+        if sequence != self._sequence:
+            return
+        self.epg = epg
         await self.guide.reloaded(generation, self.epg)
         log.info("API ready in {seconds:.1f} s: {programmes} programmes indexed",
                  seconds=time.monotonic() - started, programmes=len(self.epg))
@@ -451,6 +458,16 @@ class XtreamApi:
 
     def asset(self, request: IRequest) -> Any:
         return self.assets.render(request)
+
+
+def index_guide(generation: Any, bundle: dict[str, Any]) -> EpgIndex:
+    """The EPG index of a generation's guide (blocking): programmes back as
+    far as the deepest catch-up archive, texts in ``api/epg-texts.bin``."""
+    days = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
+                if s.get("tv_archive")] or [1])
+    (generation / "api").mkdir(parents=True, exist_ok=True)
+    return build_index(generation / "guide.xml", None, days * 86400, DEFAULT_FUTURE,
+                       generation / "api" / "epg-texts.bin")
 
 
 def _text_error(request: IRequest, code: int, message: str) -> bytes:

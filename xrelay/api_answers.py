@@ -214,6 +214,7 @@ class ListAnswers:
     def __init__(self, budget: int = CACHE_BUDGET) -> None:
         self.templates: dict[str, ListTemplate] = {}
         self.generation = 0
+        self._reloads = 0
         self.budget = budget
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._size = 0
@@ -226,7 +227,11 @@ class ListAnswers:
         return bool(self.templates)
 
     async def reload(self, bundle: dict[str, Any], directory: Path | None = None) -> None:
+        self._reloads += 1
+        reload = self._reloads
         templates = await threads.deferToThread(build_templates, bundle, directory)
+        if reload != self._reloads:
+            return  # a newer catalog's templates are being built
         self.templates = templates
         self.generation += 1
         self._cache.clear()
