@@ -127,3 +127,16 @@ async def test_list_answers_stream_big_lists(tmp_path, monkeypatch):
     assert len(body) == streamed.length
     assert gzip.decompress(await answers.answer("live_streams", base, gz=True)) == body
     assert json.loads(await answers.answer("live_streams", base, limit=4)) == json.loads(body)[:4]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_older_reload_never_replaces_a_newer_one():
+    from twisted.internet import defer
+
+    answers = ListAnswers()
+    big = {"live_streams": ROWS * 500}
+    small = {"live_streams": ROWS[:2]}
+    older = defer.ensureDeferred(answers.reload(big))
+    newer = defer.ensureDeferred(answers.reload(small))
+    await defer.gatherResults([older, newer])
+    assert len(json.loads(await answers.answer("live_streams", b"http://a:1"))) == 2
