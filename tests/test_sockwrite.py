@@ -230,3 +230,26 @@ def test_framing_survives_arbitrary_short_writes() -> None:
 def test_chunked_framing_survives_arbitrary_short_writes() -> None:
     for seed in range(200):
         run_script(seed, chunked=True)
+
+
+def test_bound_send_buffer_fixes_the_socket_buffer() -> None:
+    import socket as socketlib
+
+    from xrelay.sockwrite import bound_send_buffer
+
+    sock = socketlib.socket()
+
+    class Transport:
+        socket = sock
+
+    class Request:
+        transport = Transport()
+
+    try:
+        bound_send_buffer(Request(), 100_000)
+        # Linux doubles the value for its bookkeeping.
+        size = sock.getsockopt(socketlib.SOL_SOCKET, socketlib.SO_SNDBUF)
+        assert size in (100_000, 200_000)
+    finally:
+        sock.close()
+    bound_send_buffer(DummyRequest([b""]))  # no socket: nothing to do

@@ -33,7 +33,7 @@ from twisted.web.server import NOT_DONE_YET
 from .config import RelayConfig
 from .deferutil import Shared
 from .fanout import Fanout, Viewer
-from .sockwrite import direct_writer
+from .sockwrite import bound_send_buffer, direct_writer
 from .slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
 from .upstream import Upstream, UpstreamError
 from .web import text_error
@@ -253,6 +253,7 @@ class _StreamResource(Resource):
         )
 
         request.write(b"")  # the headers; the body may then bypass the buffer
+        bound_send_buffer(request)
         writer = direct_writer(request)
 
         def finish() -> None:
