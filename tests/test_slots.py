@@ -221,3 +221,14 @@ def test_a_failing_revoke_does_not_break_the_limit(bad_close, fail_on_logged_err
     assert [lease.key for lease in streams.by_user["u"]] == ["new"]
     assert len(fail_on_logged_errors.errors) == int(bad_close)
     fail_on_logged_errors.errors.clear()
+
+
+def test_a_handover_pause_can_be_given_per_request():
+    clock = Clock()
+    slots = ProviderSlots(clock, capacity=1, handover_pause=0.3)
+    take(slots, Owner("seek-1", [("u", "a")]), "u", "a")
+    new = Owner("seek-2", [])
+    out = result_of(slots.acquire("seek-2", user="u", address="a", revoke=new.revoke,
+                                  yields_to=new.yields_to, pause=0.05))
+    clock.advance(0.05)
+    assert isinstance(out[0], Lease)

@@ -115,12 +115,14 @@ class ProviderSlots:
         address: str = "",
         revoke: Callable[[], Any] = _nothing,
         yields_to: Callable[[str, str], Yield] = _never,
+        pause: float | None = None,
     ) -> Deferred[Lease]:
         """A Deferred firing with a lease, or failing with SlotsExhausted.
 
         It fires at once when a slot is free; after closing another owner's
-        connection and the handover pause when one can be handed over.
-        Cancelling it while it waits returns the promised slot.
+        connection and the handover pause (``pause`` overrides the pool's)
+        when one can be handed over. Cancelling it while it waits returns
+        the promised slot.
         """
 
         def grant() -> Lease:
@@ -173,7 +175,8 @@ class ProviderSlots:
         def closed(_: object) -> None:
             if state["done"]:
                 return
-            state["call"] = self._clock.callLater(self.handover_pause, finish)
+            delay = self.handover_pause if pause is None else pause
+            state["call"] = self._clock.callLater(delay, finish)
 
         def finish() -> None:
             state["done"] = True
