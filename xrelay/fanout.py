@@ -5,15 +5,20 @@ into a :class:`StreamRing`: a bounded run of recent, packet-aligned chunks
 with absolute byte offsets. The data is stored once; every viewer is a
 :class:`Viewer`, an ``IPushProducer`` registered on its consumer (a
 ``twisted.web`` request or any ``IConsumer``) that only holds a cursor into
-the ring and writes the shared chunk objects (a joining viewer's first write may be a slice).
+the ring and writes the shared chunk objects (with :mod:`xrelay.sockwrite`,
+straight from the chunk to the socket).
 
-* A viewer whose transport is full is paused by the transport; its cursor
-  stays where it was. When the ring drops a chunk that a viewer has not
-  written yet (the viewer is more than ``max_behind`` seconds of stream
-  behind live) the viewer is evicted with ``abortConnection()``.
+* A viewer whose socket is full is paused; its cursor stays where it was.
+  When the ring drops a chunk that a viewer has not written yet (the viewer
+  is more than ``max_behind`` seconds of stream behind live) the viewer is
+  evicted with ``abortConnection()``.
 * A viewer joining a running channel starts at the latest PAT that is
-  followed by a PMT and a keyframe, so its player can decode at once.
+  followed by a PMT and a keyframe, so its player can decode at once; a
+  viewer of a channel that has shown no keyframe yet waits for the first.
 * The upstream is paused only while every viewer is paused.
+* Publishing a chunk, and resumed viewers, are written in turns of at most
+  ``drain_batch`` viewers and ``drain_budget`` bytes, so that the reactor
+  keeps serving new viewers between them.
 
 Small upstream reads (providers often write 7 packets at a time) are
 coalesced into larger chunks before they are published, which keeps the
