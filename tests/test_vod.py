@@ -272,6 +272,28 @@ async def test_movies_share_the_live_relays_slots(tmp_path: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_movie_hands_its_slot_to_the_same_clients_live_channel(tmp_path: Any) -> None:
+    """The other direction: a player leaves a movie for a live channel (opening
+    the channel first). Another user asking at capacity gets 503 at once."""
+    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=1, redirect_streams=False))
+    try:
+        if getattr(relay.xr.relay, "slots", None) is None:
+            pytest.skip("the live relay is not wired in this build")
+        mid, ext = first_movie(relay)
+        movie = await raw_request(relay.port, f"/movie/alice/alicepw/{mid}.{ext}", wait="head")
+        assert movie.status == 200
+        other = await raw_request(relay.port, "/live/bob/bobpw/3.ts", wait="head")
+        assert other.status == 503
+        live = await raw_request(relay.port, "/live/alice/alicepw/3.ts", wait="head")
+        assert live.status == 200
+        await movie.closed
+        assert relay.provider.stats.kicked == 0
+        live.stop()
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_provider_drop_mid_movie_cuts_the_client_and_frees_the_slot(tmp_path: Any) -> None:
     """The provider stops after 300 kB (it drops the connection, or, when its
     socket was full, goes silent): the player sees a short body, the slot is

@@ -93,9 +93,10 @@ class Playback:
     released: bool = field(default=False, repr=False)
 
     def yields_to(self, user: str, address: str) -> Yield:
-        """A seek (same user, address and item) takes this playback's slot."""
-        if (self.relay.asking == self.item and user == self.user and address == self.address
-                and not self.closed):
+        """The same client (user and address) asking again takes this
+        playback's slot: a seek of this item, or a zap to another movie or to
+        a live channel, as players open the new stream before closing the old."""
+        if user == self.user and address == self.address and not self.closed:
             return Yield.SAME_CLIENT
         return Yield.NO
 
@@ -190,8 +191,6 @@ class FileRelay:
         self.xr = xr
         self.clock = xr.reactor
         self.playbacks: set[Playback] = set()
-        #: The item a slot is being asked for (read by Playback.yields_to).
-        self.asking: Hashable = None
         #: Seconds without data from the provider (while the client reads)
         #: before a proxied file is closed.
         self.silence_timeout = max(xr.config.relay.silence_timeout, 15.0)
@@ -235,15 +234,11 @@ class FileRelay:
 
     def acquire(self, item: Hashable, user: str, address: str, revoke: Any,
                 yields_to: Any) -> Deferred[Lease]:
-        """A provider slot for ``item`` (a seek of the same client's same
-        item may take the slot of its previous request)."""
+        """A provider slot for ``item`` (the same client's previous stream
+        may hand its slot over: a seek or a zap)."""
         self.refresh_capacity()
-        self.asking = item
-        try:
-            return self.slots.acquire(item, user=user, address=address, revoke=revoke,
-                                      yields_to=yields_to)
-        finally:
-            self.asking = None
+        return self.slots.acquire(item, user=user, address=address, revoke=revoke,
+                                  yields_to=yields_to)
 
     # -- playing ------------------------------------------------------------------
 
