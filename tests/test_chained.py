@@ -3,7 +3,6 @@ ingests from the demo provider; the edge ends up with the same catalog."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest_twisted

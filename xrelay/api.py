@@ -17,7 +17,7 @@ import sys
 import time
 from datetime import datetime
 from typing import Any, Callable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from twisted.internet import defer, threads
@@ -25,83 +25,25 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from . import catalog
-from .api_answers import LIST_KEYS, ListAnswers, StreamAnswer, dumps
-from .api_body import MarkerStream, ThreadedBody
-from .api_playlists import LIVE_EXT_MARKER, PlaylistTemplates, write_templates
+from .api_answers import LIST_KEYS, ListAnswers, StreamAnswer, dumps, panel_extra
+from .api_body import ThreadedBody
+from .api_playlists import PlaylistTemplates, serve_playlist, write_templates
+from .api_request import (ACTION_ALIASES, AUTH_FAILED, accepts_gzip, category_arg, ident_arg,
+                          limit_arg, request_args)
 from .api_xmltv import GuideServer
 from .assets import AssetProxy
-from .epg import DEFAULT_FUTURE, EpgIndex, build_index
-from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
+from .epg import EpgIndex, index_generation
+from .scrub import BASE_MARKER
 from .web import public_base
 
-__all__ = ["XtreamApi", "wire", "request_args", "AUTH_FAILED"]
+__all__ = ["XtreamApi", "wire", "request_args", "accepts_gzip", "AUTH_FAILED"]
 
 log = Logger()
 
-AUTH_FAILED = b'{"user_info":{"auth":0}}'
-#: Numeric action aliases of XC 2.x and XUI panels.
-ACTION_ALIASES = {
-    "200": "get_vod_categories", "201": "get_live_categories", "202": "get_live_streams",
-    "203": "get_vod_streams", "204": "get_series_info", "205": "get_short_epg",
-    "206": "get_series_categories", "207": "get_simple_data_table", "208": "get_series",
-    "209": "get_vod_info",
-}
 #: Shown as exp_date to users without one (2037-12-31: safe for 32-bit clients).
 FAR_FUTURE = 2145830400
-_MAX_FIELDS = 200
 #: Longest wait for the cached catalog at start-up before answering anyway, seconds.
 STARTUP_WAIT = 30.0
-
-
-def request_args(request: IRequest) -> dict[str, str]:
-    """Parameters from the query string and a form body; the query wins."""
-    args: dict[str, str] = {}
-    for key, values in (getattr(request, "args", None) or {}).items():
-        if values:
-            args[_text(key)] = _text(values[0])
-    uri = request.uri or b""
-    if b"?" in uri:
-        try:
-            query = parse_qs(uri.split(b"?", 1)[1], keep_blank_values=True,
-                             max_num_fields=_MAX_FIELDS)
-        except ValueError:
-            query = {}
-        for key, values in query.items():
-            args[_text(key)] = _text(values[0])
-    return args
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _ident(value: str | None) -> int | None:
-    """A numeric id, or None for anything else."""
-    if value is None:
-        return None
-    value = value.strip()
-    return int(value) if value.isdigit() and len(value) < 12 else None
-
-
-def _category(value: str | None) -> int | None:
-    """``category_id`` as panels read it: intval(), and 0 means all."""
-    number = _ident(value)
-    return number or None
-
-
-def _limit(value: str | None) -> int | None:
-    number = _ident(value)
-    return number if number else None
-
-
-def accepts_gzip(request: IRequest) -> bool:
-    header = request.getHeader(b"accept-encoding") or b""
-    for part in header.lower().split(b","):
-        name, _, params = part.strip().partition(b";")
-        if name.strip() in (b"gzip", b"x-gzip"):
-            q = params.strip()
-            return not (q.startswith(b"q=0") and q.strip(b"q=0.") == b"")
-    return False
 
 
 def active_connections_from(xr: Any) -> Callable[[str], int]:
@@ -188,7 +130,7 @@ class XtreamApi:
         self._generation = generation
         self._release_waiters()  # lists and playlists are ready; the EPG index follows
         try:
-            epg = await threads.deferToThread(index_guide, generation, bundle)
+            epg = await threads.deferToThread(index_generation, generation, bundle)
         except Exception as e:
             log.warn("cannot index the guide: {error}", error=str(e))
             epg = EpgIndex()
@@ -291,7 +233,7 @@ class XtreamApi:
                 "allowed_output_formats": ["m3u8", "ts"],
             },
             "server_info": {
-                "url": parts.hostname or "localhost",
+                "url": _bare_host(parts.hostname),
                 "port": str(port),
                 "https_port": str(port if scheme == "https" else 443),
                 "server_protocol": scheme,
@@ -321,9 +263,9 @@ class XtreamApi:
         if action in LIST_KEYS:
             await self._ready()
             gz = accepts_gzip(request)
-            category = _category(args.get("category_id")) if action.endswith(("streams", "series")) else None
+            category = category_arg(args.get("category_id")) if action.endswith(("streams", "series")) else None
             body = await self.answers.answer(LIST_KEYS[action], self.base(request).encode(),
-                                             category, _limit(args.get("limit")), gz)
+                                             category, limit_arg(args.get("limit")), gz)
             if isinstance(body, StreamAnswer):
                 self.json(request, b"")
                 request.setHeader(b"content-length", str(body.length).encode())
@@ -347,7 +289,7 @@ class XtreamApi:
         return self.json(request, account)
 
     async def _details(self, request: IRequest, kind: str, value: str | None) -> bytes:
-        ident = _ident(value)
+        ident = ident_arg(value)
         cache = self.xr.cache
         row = (cache.vod_by_id if kind == "vod" else cache.series_by_id).get(ident) if ident is not None else None
         if row is None:
@@ -366,7 +308,7 @@ class XtreamApi:
         return dumps(detail).replace(BASE_MARKER.encode(), self.base(request).encode())
 
     async def _epg(self, args: dict[str, str], simple: bool) -> bytes:
-        ident = _ident(args.get("stream_id"))
+        ident = ident_arg(args.get("stream_id"))
         row = self.xr.cache.live_by_id.get(ident) if ident is not None else None
         if row is None or not row.get("epg_channel_id"):
             return b'{"epg_listings":[]}'
@@ -375,7 +317,7 @@ class XtreamApi:
             return b'{"epg_listings":[]}'
         days = (row.get("tv_archive_duration") or 0) if row.get("tv_archive") else 0
         call = (index.listings, row["epg_channel_id"], time.time(), self.tz)
-        options = {"simple": simple, "limit": _limit(args.get("limit")), "archive_days": int(days)}
+        options = {"simple": simple, "limit": limit_arg(args.get("limit")), "archive_days": int(days)}
         if index.on_disk:  # the texts are read from disk: not on the reactor thread
             rows = await threads.deferToThread(*call, **options)
         else:
@@ -402,51 +344,10 @@ class XtreamApi:
         if user is None:
             return self.refuse(request)
         await self._ready()
-        templates = self.playlists
-        if templates is None:
+        if self.playlists is None:
             request.setHeader(b"retry-after", b"30")
             return _text_error(request, 503, "the catalog is not loaded yet")
-        kind = (args.get("type") or "m3u_plus").strip().lower()
-        style = "plain" if kind in ("m3u", "simple") else "plus"
-        output = (args.get("output") or "ts").strip().lower()
-        live_ext = "m3u8" if output in ("m3u8", "hls") else "ts"
-        kinds = ("live", "movie", "series")
-        if args.get("key"):
-            wanted = {k.strip().lower() for k in args["key"].split(",")}
-            wanted |= {"movie"} if "vod" in wanted else set()
-            kinds = tuple(k for k in kinds if k in wanted)
-        base = self.base(request)
-        user_q = quote(args.get("username", ""), safe="")
-        pass_q = quote(args.get("password", ""), safe="")
-        replacements = [(BASE_MARKER.encode(), base.encode()), (USER_MARKER.encode(), user_q.encode()),
-                        (PASS_MARKER.encode(), pass_q.encode()),
-                        (LIVE_EXT_MARKER.encode(), live_ext.encode())]
-        guide = f"{base}/xmltv.php?username={user_q}&password={pass_q}"
-        head = f'#EXTM3U url-tvg="{guide}" x-tvg-url="{guide}"\r\n'.encode()
-        parts = templates.parts(style, kinds)
-        length = len(head)
-        for part in parts:
-            length += part.size + sum(part.counts.get(k.decode(), 0) * (len(v) - len(k))
-                                      for k, v in replacements)
-        safe_name = "".join(c for c in args.get("username", "") if (c.isascii() and c.isalnum()) or c in "-_.")[:64]
-        suffix = "_plus" if style == "plus" else ""
-        request.setHeader(b"content-type", b"audio/x-mpegurl; charset=utf-8")
-        request.setHeader(b"content-disposition",
-                          f'attachment; filename="tv_channels_{safe_name}{suffix}.m3u"'.encode())
-        request.setHeader(b"cache-control", b"must-revalidate")
-        request.setHeader(b"pragma", b"public")
-        request.setHeader(b"expires", b"0")
-        gz = accepts_gzip(request)
-        if gz:  # compressed on the fly (level 1, in the thread pool): ~7x fewer bytes on Wi-Fi
-            request.setHeader(b"content-encoding", b"gzip")
-            request.setHeader(b"vary", b"Accept-Encoding")
-        else:
-            request.setHeader(b"content-length", str(length).encode())
-        if request.method == b"HEAD":
-            return b""
-        source = MarkerStream([p.path for p in parts], replacements, head=head, gzip=gz)
-        await ThreadedBody(request, source, source.close).start()
-        return None
+        return await serve_playlist(request, self.playlists, args, self.base(request))
 
     # -- xmltv.php, /asset/ ------------------------------------------------------------
 
@@ -460,14 +361,11 @@ class XtreamApi:
         return self.assets.render(request)
 
 
-def index_guide(generation: Any, bundle: dict[str, Any]) -> EpgIndex:
-    """The EPG index of a generation's guide (blocking): programmes back as
-    far as the deepest catch-up archive, texts in ``api/epg-texts.bin``."""
-    days = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
-                if s.get("tv_archive")] or [1])
-    (generation / "api").mkdir(parents=True, exist_ok=True)
-    return build_index(generation / "guide.xml", None, days * 86400, DEFAULT_FUTURE,
-                       generation / "api" / "epg-texts.bin")
+def _bare_host(hostname: str | None) -> str:
+    """server_info.url: a bare host, IPv6 literals in brackets."""
+    if not hostname:
+        return "localhost"
+    return f"[{hostname}]" if ":" in hostname else hostname
 
 
 def _text_error(request: IRequest, code: int, message: str) -> bytes:
@@ -487,33 +385,6 @@ def minimal_details(kind: str, row: dict[str, Any]) -> dict[str, Any]:
             info["rating"] = row["rating"]
         return detail
     return catalog.normalise_series_info({}, row)
-
-
-def panel_extra(bundle: dict[str, Any]) -> bytes:
-    """The categories and available_channels of panel_api.php (blocking).
-
-    available_channels lists the live channels (as Dispatcharr does; GSE
-    reads its live list there and uses player_api for the rest), which
-    keeps this answer a few MB even for a 100k-movie catalog."""
-    channels: dict[str, Any] = {}
-    for kind, key, groups_key in (("live", "live_streams", "live_categories"),):
-        names = {c["category_id"]: c["category_name"] for c in bundle.get(groups_key, [])}
-        for s in bundle.get(key, []):
-            channels[str(s["stream_id"])] = {
-                "num": s.get("num"), "name": s.get("name", ""),
-                "stream_type": s.get("stream_type", kind), "type_name": "Live Streams" if kind == "live" else "Movies",
-                "stream_id": s["stream_id"], "stream_icon": s.get("stream_icon") or "",
-                "epg_channel_id": s.get("epg_channel_id"), "added": s.get("added", "0"),
-                "category_name": names.get(s.get("category_id"), ""), "category_id": s.get("category_id"),
-                "series_no": None, "live": "1" if kind == "live" else "0",
-                "container_extension": s.get("container_extension") if kind == "movie" else None,
-                "custom_sid": "", "tv_archive": s.get("tv_archive", 0), "direct_source": "",
-                "tv_archive_duration": s.get("tv_archive_duration", 0),
-            }
-    categories = {"live": bundle.get("live_categories", []), "movie": bundle.get("vod_categories", []),
-                  "series": bundle.get("series_categories", [])}
-    body = dumps({"categories": categories, "available_channels": channels})
-    return body[1:-1]
 
 
 #: GIL switch interval, seconds.  Catalog work runs in threads (JSON, the EPG

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from .api_body import MarkerStream, ThreadedBody
+from .api_request import accepts_gzip
 from .epg import EpgIndex
 from .scrub import BASE_MARKER
 
@@ -104,8 +105,6 @@ class GuideServer:
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"no guide yet\n"
-        from .api import accepts_gzip
-
         base_b = base.encode()
         request.setHeader(b"content-type", b"application/xml; charset=utf-8")
         request.setHeader(b"content-disposition", b'inline; filename="epg.xml"')

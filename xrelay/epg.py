@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from .scrub import BASE_MARKER
 
-__all__ = ["EpgIndex", "build_index", "parse_xmltv_time"]
+__all__ = ["EpgIndex", "build_index", "index_generation", "parse_xmltv_time"]
 
 #: Kept: programmes that end less than this long before the build...
 DEFAULT_PAST = 2 * 86400
@@ -294,3 +294,13 @@ def _grouped_and_sorted(p: _Parser) -> bool:
         if chan[i] < chan[i - 1] or (chan[i] == chan[i - 1] and starts[i] <= starts[i - 1]):
             return False
     return True
+
+
+def index_generation(generation: Path, bundle: dict[str, Any]) -> EpgIndex:
+    """The EPG index of a cache generation's guide (blocking): programmes back
+    as far as the deepest catch-up archive, texts in ``api/epg-texts.bin``."""
+    days = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
+                if s.get("tv_archive")] or [1])
+    (generation / "api").mkdir(parents=True, exist_ok=True)
+    return build_index(generation / "guide.xml", None, days * 86400, DEFAULT_FUTURE,
+                       generation / "api" / "epg-texts.bin")

@@ -1,0 +1,78 @@
+"""Reading Xtream API requests: parameters, ids, action aliases, gzip.
+
+Clients send parameters in the query string, in a form body (IPTV
+Smarters POSTs), or both; the query string wins.  Ids and numbers are read
+the way panels read them (PHP ``intval``): anything that is not a plain
+number is "none".
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from twisted.web.iweb import IRequest
+
+__all__ = ["AUTH_FAILED", "ACTION_ALIASES", "request_args", "ident_arg", "category_arg",
+           "limit_arg", "accepts_gzip"]
+
+#: The body of every refused login (with HTTP 401).
+AUTH_FAILED = b'{"user_info":{"auth":0}}'
+#: Numeric action aliases of XC 2.x and XUI panels.
+ACTION_ALIASES = {
+    "200": "get_vod_categories", "201": "get_live_categories", "202": "get_live_streams",
+    "203": "get_vod_streams", "204": "get_series_info", "205": "get_short_epg",
+    "206": "get_series_categories", "207": "get_simple_data_table", "208": "get_series",
+    "209": "get_vod_info",
+}
+_MAX_FIELDS = 200
+
+
+def request_args(request: IRequest) -> dict[str, str]:
+    """Parameters from the query string and a form body; the query wins."""
+    args: dict[str, str] = {}
+    for key, values in (getattr(request, "args", None) or {}).items():
+        if values:
+            args[_text(key)] = _text(values[0])
+    uri = request.uri or b""
+    if b"?" in uri:
+        try:
+            query = parse_qs(uri.split(b"?", 1)[1], keep_blank_values=True,
+                             max_num_fields=_MAX_FIELDS)
+        except ValueError:
+            query = {}
+        for key, values in query.items():
+            args[_text(key)] = _text(values[0])
+    return args
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def ident_arg(value: str | None) -> int | None:
+    """A numeric id (ASCII digits), or None for anything else."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+
+
+def category_arg(value: str | None) -> int | None:
+    """``category_id`` as panels read it: intval(), and 0 means all."""
+    return ident_arg(value) or None
+
+
+def limit_arg(value: str | None) -> int | None:
+    """A positive ``limit``, or None."""
+    return ident_arg(value) or None
+
+
+def accepts_gzip(request: IRequest) -> bool:
+    """Whether the client's Accept-Encoding allows gzip."""
+    header = request.getHeader(b"accept-encoding") or b""
+    for part in header.lower().split(b","):
+        name, _, params = part.strip().partition(b";")
+        if name.strip() in (b"gzip", b"x-gzip"):
+            q = params.strip()
+            return not (q.startswith(b"q=0") and q.strip(b"q=0.") == b"")
+    return False
