@@ -36,8 +36,9 @@ def request_args(request: IRequest) -> dict[str, str]:
     uri = request.uri or b""
     if b"?" in uri:
         try:
-            query = parse_qs(uri.split(b"?", 1)[1], keep_blank_values=True,
-                             max_num_fields=_MAX_FIELDS)
+            # str in, str out: parse_qs on bytes re-encodes the values as ASCII
+            query = parse_qs(uri.split(b"?", 1)[1].decode("latin-1"), keep_blank_values=True,
+                             max_num_fields=_MAX_FIELDS, encoding="utf-8", errors="replace")
         except ValueError:
             query = {}
         for key, values in query.items():
