@@ -217,3 +217,60 @@ async def test_no_answer_leaks_provider_secrets(relay):
             assert not re.search(r'"direct_source":"[^"]', text), url
             scanned += 1
     assert scanned == 2 * len(urls)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_stops_reading_pauses_the_stream(tmp_path, monkeypatch):
+    """Over a real socket: a client that does not read stops the producer
+    (bounded memory), and gets the complete body once it reads again."""
+    import socket
+
+    from twisted.internet import reactor, threads
+
+    from xrelay import api_body
+
+    monkeypatch.setattr(api_body, "CHUNK", 16 * 1024)
+    bodies: list[api_body.ThreadedBody] = []
+    original = api_body.ThreadedBody.start
+
+    def recording(self):
+        bodies.append(self)
+        # a small kernel send buffer, so that the transport's own buffer fills
+        self.request.channel.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        return original(self)
+
+    monkeypatch.setattr(api_body.ThreadedBody, "start", recording)
+    relay = await start_relay(tmp_path, settings=DemoSettings(live=1000, vod=1000, series=50))
+    try:
+        target = f"/get.php?{query()}"
+        size = len((await fetch(relay.url + target)).body)
+        bodies.clear()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", relay.port))
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        for _ in range(500):  # bounded poll: wait until the producer is paused by the transport
+            if bodies and bodies[0].paused:
+                break
+            d = defer.Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            await d
+        body = bodies[0]
+        assert body.paused, ("the transport never paused the producer", body.sent, size, body.stopped)
+        assert body.sent < size / 2, (body.sent, size)
+
+        def read_all() -> bytes:
+            chunks = []
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+
+        raw = await threads.deferToThread(read_all)
+        sock.close()
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        assert b"200 OK" in head.split(b"\r\n")[0]
+        assert len(payload) == size
+    finally:
+        await relay.stop()
