@@ -154,8 +154,8 @@ class XtreamApi:
         """Wait (a bounded time) for the first precomputation when one is
         running or a cached catalog is about to load at start-up, rather
         than answer empty lists."""
-        if self.answers.ready:
-            return
+        if self._generation is not None:
+            return  # lists and playlists of a catalog are ready
         if self._reloading is None and not (self._cached_on_disk and not self.xr.cache.loaded):
             return  # nothing cached yet: the first ingest may take minutes
         waiter: defer.Deferred[None] = defer.Deferred()
