@@ -145,6 +145,9 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
         await fetch(f"{base}/get.php?{creds}&type=m3u_plus&output=ts")
         await fetch(f"{base}/xmltv.php?{creds}")
         await fetch(f"{base}/player_api.php?username=alice&password=WRONG")
+        # someone trying the provider's own login on xrelay
+        await fetch(f"{base}/player_api.php?username={username}&password={password}")
+        await read_some(f"{base}/live/{username}/{password}/1.ts")
 
         assert await read_some(f"{base}/live/alice/alicepw/{live_id}.ts") == 200
         await read_some(f"{base}/alice/alicepw/{live_id}")

@@ -10,6 +10,7 @@ previous cache byte-identical, is logged in one line and is recorded in
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -85,6 +86,7 @@ class Ingester:
         self.running: Shared[IngestResult] | None = None
         self.listeners: list[Callable[[IngestResult], Any]] = []
         self.last: IngestResult | None = None
+        self._gc_was_enabled = True
 
     def run(self, trigger: str = "schedule", force: bool = False) -> defer.Deferred[IngestResult]:
         """Start an ingest, or join the one running.  Never fails."""
@@ -93,6 +95,12 @@ class Ingester:
         started = self.reactor.seconds()
         wall = time.time()
         log.info("ingest started ({trigger})", trigger=trigger)
+        # The new catalog is built from hundreds of thousands of acyclic
+        # objects: without this the cyclic collector makes repeated full
+        # passes over the old and the new catalog, each one stalling the
+        # reactor.  Re-enabled when the ingest ends, whatever its outcome.
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         d = defer.Deferred.fromCoroutine(self._ingest(force))
         d.addTimeout(self.config.timeout, self.reactor)
 
@@ -127,6 +135,13 @@ class Ingester:
 
     async def _finish(self, result: IngestResult) -> IngestResult:
         self.running = None
+        try:
+            return await self._report(result)
+        finally:
+            if self._gc_was_enabled:
+                gc.enable()
+
+    async def _report(self, result: IngestResult) -> IngestResult:
         self.last = result
         if result.ok:
             log.info("ingest succeeded in {duration:.1f} s: {live} live, {vod} movies, "

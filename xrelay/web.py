@@ -225,7 +225,12 @@ def _access_log_line(timestamp: str, request: Any) -> str:
 
 
 def make_site(xr: XRelay) -> Site:
-    site = Site(WebApp(xr).app.resource(), logFormatter=_access_log_line)
+    def access_log_line(timestamp: str, request: Any) -> str:
+        # Someone may try the provider's own credentials on xrelay: even then
+        # they must not be written to the log.
+        return xr.scrubber.text(_access_log_line(timestamp, request))
+
+    site = Site(WebApp(xr).app.resource(), logFormatter=access_log_line)
     site.displayTracebacks = False
     if xr.metrics is not None and hasattr(xr.metrics, "instrument"):
         xr.metrics.instrument(site)  # request counts and latency by endpoint
