@@ -44,20 +44,110 @@ class Download:
     content_type: str
 
 
-class _BodyToFile(Protocol):
-    """Writes a response body to a file as it arrives, with a size cap and
-    an idle watchdog (treq's timeout only covers the headers)."""
+class _FileSink:
+    """Writes a download to a file from the thread pool, in order, so the
+    reactor thread never blocks on the disk (writeback throttling while
+    another thread fsyncs can stall a write() for a second)."""
 
-    def __init__(self, clock: IReactorTime, out: BinaryIO, max_bytes: int,
+    FLUSH_AT = 1 << 20
+    HIGH_WATER = 8 << 20
+    LOW_WATER = 2 << 20
+
+    def __init__(self, reactor: Any, out: BinaryIO) -> None:
+        self.reactor = reactor
+        self.out = out
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._inflight = 0
+        self._closing: defer.Deferred[None] | None = None
+        self.error: OSError | None = None
+        self.on_drained: Any = None
+
+    @property
+    def backlog(self) -> int:
+        return self._pending_bytes + self._inflight
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= self.FLUSH_AT:
+            self._flush()
+
+    def finish(self) -> defer.Deferred[None]:
+        """Fires once everything written so far is in the file."""
+        self._closing = defer.Deferred()
+        closing = self._closing
+        self._flush()
+        if not self._inflight:
+            self._settle()
+        return closing
+
+    def _flush(self) -> None:
+        if self._inflight or not self._pending or self.error is not None:
+            return
+        data = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        self._inflight = len(data)
+        pool = self.reactor.getThreadPool()
+        d = threads.deferToThreadPool(self.reactor, pool, self.out.write, data)
+        d.addCallbacks(self._written, self._failed)
+
+    def _written(self, _: Any) -> None:
+        self._inflight = 0
+        if self.on_drained is not None and self.backlog < self.LOW_WATER:
+            self.on_drained()
+        if self._pending and (self._pending_bytes >= self.FLUSH_AT or self._closing is not None):
+            self._flush()
+        elif self._closing is not None:
+            self._settle()
+
+    def _failed(self, failure: Failure) -> None:
+        self._inflight = 0
+        self.error = failure.value if isinstance(failure.value, OSError) else OSError(str(failure.value))
+        if self._closing is not None:
+            self._settle()
+
+    def _settle(self) -> None:
+        closing, self._closing = self._closing, None
+        if closing is None:
+            return
+        if self.error is not None:
+            closing.errback(self.error)
+        else:
+            closing.callback(None)
+
+
+class _MemorySink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.error: OSError | None = None
+        self.backlog = 0
+        self.on_drained: Any = None
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def finish(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+
+class _BodyToSink(Protocol):
+    """Reads a response body into a sink as it arrives, with a size cap, an
+    idle watchdog (treq's timeout only covers the headers) and back-pressure
+    from the sink."""
+
+    def __init__(self, clock: IReactorTime, sink: Any, max_bytes: int,
                  idle_timeout: float, what: str) -> None:
         self.clock = clock
-        self.out = out
+        self.sink = sink
         self.max_bytes = max_bytes
         self.idle_timeout = idle_timeout
         self.what = what
         self.size = 0
         self.done: defer.Deferred[int] = defer.Deferred(self._cancel)
         self._idle = None
+        self._paused = False
+        sink.on_drained = self._drained
 
     def connectionMade(self) -> None:
         self._idle = self.clock.callLater(self.idle_timeout, self._silent)
@@ -69,13 +159,26 @@ class _BodyToFile(Protocol):
         if self.size > self.max_bytes:
             self._fail(f"{self.what}: larger than {self.max_bytes} bytes")
             return
-        try:
-            self.out.write(data)
-        except OSError as e:
-            self._fail(f"{self.what}: cannot write to the data directory: {e.strerror}")
+        if self.sink.error is not None:
+            self._disk_error(self.sink.error)
             return
+        self.sink.write(data)
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.idle_timeout)
+        if not self._paused and self.sink.backlog > getattr(self.sink, "HIGH_WATER", 1 << 62):
+            self._paused = True
+            if self._idle is not None and self._idle.active():
+                self._idle.cancel()  # the disk, not the provider, is slow now
+            self.transport.pauseProducing()
+
+    def _drained(self) -> None:
+        if self._paused and not self.done.called:
+            self._paused = False
+            self.transport.resumeProducing()
+            self._idle = self.clock.callLater(self.idle_timeout, self._silent)
+
+    def _disk_error(self, error: OSError) -> None:
+        self._fail(f"{self.what}: cannot write the download to disk: {error.strerror or error}")
 
     def _cancel(self, d: defer.Deferred[int]) -> None:
         if self._idle is not None and self._idle.active():
@@ -99,12 +202,13 @@ class _BodyToFile(Protocol):
             self._idle.cancel()
         if self.done.called:
             return
-        if reason is None or reason.check(ResponseDone):
-            self.done.callback(self.size)
-        elif reason.check(PotentialDataLoss):
-            # No Content-Length and no chunking: the body ends when the
-            # connection closes; the content checks decide if it is whole.
-            self.done.callback(self.size)
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            # (PotentialDataLoss: no Content-Length and no chunking, so the
+            # body ends when the connection closes; the content checks decide
+            # if it is whole.)
+            self.sink.finish().addCallbacks(
+                lambda _: self.done.called or self.done.callback(self.size),
+                lambda f: self.done.called or self._disk_error(f.value))
         else:
             self.done.errback(ProviderError(f"{self.what}: connection lost after {self.size} bytes"))
 
@@ -228,12 +332,10 @@ class ProviderClient:
             raise ProviderError(f"{what}: HTTP {response.code}")
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
         with open(path, "wb") as out:
-            body = _BodyToFile(self.reactor, out, max_bytes, idle_timeout, what)
+            body = _BodyToSink(self.reactor, _FileSink(self.reactor, out), max_bytes, idle_timeout, what)
             response.deliverBody(body)
-            try:
-                size = await body.done
-            finally:
-                out.flush()
+            size = await body.done
+            await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), out.flush)
         return Download(path=path, size=size, content_type=ctype)
 
     async def get_json(self, action: str | None = None, *, timeout: float = 120.0,
@@ -305,23 +407,11 @@ def parse_json_answer(body: bytes, what: str) -> Any:
         raise ProviderError(f"{what}: not JSON (starts with {word!r})") from None
 
 
-class _Collector(Protocol):
-    def __init__(self, clock: IReactorTime, max_bytes: int, idle: float, what: str) -> None:
-        self.chunks: list[bytes] = []
-        self.out = self
-        self.inner = _BodyToFile(clock, self, max_bytes, idle, what)
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def flush(self) -> None:
-        pass
-
-
 async def _collect(clock: IReactorTime, response: IResponse, max_bytes: int, idle: float, what: str) -> bytes:
-    sink = _Collector(clock, max_bytes, idle, what)
-    response.deliverBody(sink.inner)
-    await sink.inner.done
+    sink = _MemorySink()
+    body = _BodyToSink(clock, sink, max_bytes, idle, what)
+    response.deliverBody(body)
+    await body.done
     return b"".join(sink.chunks)
 
 
