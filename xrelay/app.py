@@ -12,7 +12,8 @@ from twisted.logger import Logger
 
 from .cache import CatalogCache
 from .config import Config
-from .ingest import Ingester, IngestResult
+from .ingest import IngestResult
+from .ingest_worker import ProcessIngester
 from .provider import ProviderClient
 from .scrub import Scrubber
 from .store import CacheStore
@@ -34,7 +35,7 @@ class XRelay:
         self.store = CacheStore(config.ingest.data_dir)
         self.users = UserDB(config.users)
         self.cache = CatalogCache(self.store, self.client, self.scrubber)
-        self.ingester = Ingester(reactor, self.client, self.store, config.ingest, self.scrubber)
+        self.ingester = ProcessIngester(reactor, self.client, self.store, config.ingest, self.scrubber)
         self.ingester.listeners.append(self._after_ingest)
         # Set by the feature modules as they are wired in (see xrelay.tap):
         self.api: Any = None
