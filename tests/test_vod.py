@@ -373,3 +373,55 @@ async def test_client_leaving_while_the_provider_thinks_frees_everything(tmp_pat
         assert files.user_streams.count("alice") == 0
     finally:
         await relay.stop()
+
+
+class _EchoingPanel:
+    """A provider that answers every stream URL with 200 and a body echoing
+    the request, as some panels' error pages do."""
+
+    def __init__(self, content_type: bytes, body: bytes) -> None:
+        self.content_type = content_type
+        self.body = body
+
+    def resource(self) -> Any:
+        from twisted.web.resource import Resource
+
+        panel = self
+
+        class Echo(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                request.setHeader(b"content-type", panel.content_type)
+                host = request.getHeader(b"host") or b""
+                return panel.body.replace(b"PATH", request.uri).replace(b"HOST", host)
+
+        return Echo()
+
+
+@pytest.mark.parametrize("content_type, body", [
+    (b"text/html", b"<html>error for PATH on HOST</html>"),
+    (b"video/mp2t", b"<html>error for PATH on HOST</html>"),
+    (b"application/octet-stream", b"#EXTM3U\n#EXTINF:10,\nhttp://HOSTPATH.ts\n"),
+    (b"video/mp4", b"\x00\x00\x00\x18ftypmp42 then PATH"),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_provider_page_echoing_its_secrets_never_reaches_the_player(
+        tmp_path: Any, content_type: bytes, body: bytes) -> None:
+    from twisted.internet import reactor
+    from twisted.web.server import Site
+
+    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    panel = _EchoingPanel(content_type, body)
+    port = reactor.listenTCP(0, Site(panel.resource()), interface="127.0.0.1")
+    try:
+        secrets = (relay.provider.settings.username, relay.provider.settings.password,
+                   f"127.0.0.1:{port.getHost().port}")
+        relay.xr.client.set_origin(f"http://127.0.0.1:{port.getHost().port}")
+        mid, ext = first_movie(relay)
+        answer = await raw_request(relay.port, f"/movie/alice/alicepw/{mid}.{ext}")
+        for secret in secrets:
+            assert secret.encode() not in bytes(answer.data), answer.data[:300]
+    finally:
+        await port.stopListening()
+        await relay.stop()

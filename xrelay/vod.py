@@ -143,6 +143,15 @@ class Playback:
         }
 
 
+_PAGE_TYPES = (b"text/", b"json", b"mpegurl", b"xml", b"javascript")
+
+
+def _is_error_page(response: IResponse) -> bool:
+    """A 200 whose Content-Type says it is a page, not media."""
+    ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
+    return any(kind in ctype for kind in _PAGE_TYPES)
+
+
 class _ProxyResource(Resource):
     """Renders the provider's answer into the client's response (NOT_DONE_YET)."""
 
@@ -168,13 +177,24 @@ class _ProxyResource(Resource):
             discard_body(response).addBoth(lambda _: pb.release())
             return b""
         proxy = StreamProxy(relay.clock, request, name=pb.what,
-                            silence_timeout=relay.silence_timeout)
+                            silence_timeout=relay.silence_timeout,
+                            first_chunk_ok=_media_like(relay.xr.scrubber))
         pb.proxy = proxy
         proxy.done.addCallback(lambda reason: _ended(pb, reason))
         proxy.start(response)
         return NOT_DONE_YET
 
     render_HEAD = render_GET
+
+
+def _media_like(scrubber: Any) -> Any:
+    """A check of a body's first bytes: media, not a page naming the provider."""
+    def check(head: bytes) -> bool:
+        start = head[:64].lstrip()
+        if start[:1] in (b"<", b"{", b"[") or start.startswith(b"#EXTM3U"):
+            return False
+        return not scrubber.leaks(head[:4096].decode("latin-1"))
+    return check
 
 
 def _ended(pb: Playback, reason: str) -> None:
@@ -294,8 +314,14 @@ class FileRelay:
 
     def _answer(self, request: IRequest, pb: Playback, response: IResponse) -> Any:
         code = response.code
-        if code in (200, 206):
+        if code in (200, 206) and not _is_error_page(response):
             return _ProxyResource(pb, response)
+        if code in (200, 206):
+            # Panels answer some failures with 200 and a page that echoes the
+            # request (the provider's credentials and host): never pass it on.
+            discard_body(response).addBoth(lambda _: pb.release())
+            log.info("{what}: the provider answered with a page, not a stream", what=pb.what)
+            return text_error(request, 502, "the provider answered with an error page, not a stream")
         discard_body(response).addBoth(lambda _: pb.release())
         if code == 416:
             request.setResponseCode(416)
