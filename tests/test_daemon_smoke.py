@@ -21,3 +21,18 @@ async def test_starts_ingests_and_answers(tmp_path: Path) -> None:
         assert (await response.text()).strip() == "not found"
     finally:
         await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_host_header_is_a_400(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path, ingest=False)
+    try:
+        for host in (b"x" * 3000, b"bad host", b"a:\xc2\xb2"):
+            response = await treq.get(relay.url + "/player_api.php", headers={b"Host": [host]})
+            assert response.code == 400
+            await response.content()
+        response = await treq.get(relay.url + "/")
+        assert response.code == 200
+        await response.content()
+    finally:
+        await relay.stop()

@@ -176,3 +176,21 @@ async def test_archive_flags_served_match_what_the_relay_accepts(tmp_path: Any) 
                 assert first.status == 404, sid
     finally:
         await relay.stop()
+
+
+@pytest.mark.parametrize("path", [
+    "/live/alice/alicepw/%C2%B2.ts", "/alice/alicepw/%C2%B2", "/movie/alice/alicepw/%C2%B2.mp4",
+    "/series/alice/alicepw/%C2%B2.mkv", "/live/alice/alicepw/%E0%A5%A7.ts",
+    "/timeshift/alice/alicepw/60/2024-01-01:10-00/%C2%B2.ts",
+    "/timeshift/alice/alicepw/60/%C2%B2%C2%B2%C2%B2%C2%B2-01-01:10-00/1.ts",
+    "/streaming/timeshift.php?username=alice&password=alicepw&stream=%C2%B2&start=2024-01-01:10-00&duration=60",
+])
+@pytest_twisted.ensureDeferred
+async def test_unicode_digits_are_not_ids(tmp_path: Any, path: str) -> None:
+    """str.isdigit() accepts '²' and '१': such ids get a 4xx, never a 500 or a stream."""
+    relay = await start_relay(tmp_path)
+    try:
+        answer = await raw_request(relay.port, path)
+        assert 400 <= answer.status < 500, (path, answer.status)
+    finally:
+        await relay.stop()

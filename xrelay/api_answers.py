@@ -195,7 +195,7 @@ def _categories(row: dict[str, Any]) -> list[int]:
     if isinstance(cats, list) and cats:
         return [c for c in cats if isinstance(c, int)]
     cid = row.get("category_id")
-    if isinstance(cid, str) and cid.isdigit():
+    if isinstance(cid, str) and cid.isascii() and cid.isdigit():
         return [int(cid)]
     return []
 

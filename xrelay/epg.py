@@ -42,7 +42,7 @@ def parse_xmltv_time(value: str) -> int | None:
     """``20250101070000 +0100`` (offset optional) -> UTC epoch seconds."""
     value = value.strip()
     digits = value[:14]
-    if len(digits) < 12 or not digits.isdigit():
+    if len(digits) < 12 or not (digits.isascii() and digits.isdigit()):
         return None
     try:
         epoch = calendar.timegm((int(digits[0:4]), int(digits[4:6]), int(digits[6:8]),
@@ -51,7 +51,7 @@ def parse_xmltv_time(value: str) -> int | None:
     except (ValueError, OverflowError):
         return None
     rest = value[14:].strip()
-    if len(rest) == 5 and rest[0] in "+-" and rest[1:].isdigit():
+    if len(rest) == 5 and rest[0] in "+-" and rest[1:].isascii() and rest[1:].isdigit():
         offset = int(rest[1:3]) * 3600 + int(rest[3:5]) * 60
         epoch -= offset if rest[0] == "+" else -offset
     return epoch

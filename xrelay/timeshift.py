@@ -74,7 +74,7 @@ def parse_start(text: str, local: Any) -> datetime | None:
     text = (text or "").strip()
     if not text:
         return None
-    if text.isdigit() and len(text) in (10, 13):
+    if text.isascii() and text.isdigit() and len(text) in (10, 13):
         seconds = int(text) / (1000 if len(text) == 13 else 1)
         return datetime.fromtimestamp(seconds, timezone.utc)
     for fmt in _FORMATS:
@@ -123,7 +123,7 @@ class TimeshiftServer:
             return error
         ident, _, ext = (stream or "").partition(".")
         ext = (ext or "ts").lower()
-        if not ident.isdigit() or len(ident) > 11 or ext not in ("ts", "m3u8"):
+        if not (ident.isascii() and ident.isdigit()) or len(ident) > 11 or ext not in ("ts", "m3u8"):
             return text_error(request, 404, "unknown stream")
         stream_id = int(ident)
         cache = self.xr.cache

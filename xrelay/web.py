@@ -14,6 +14,7 @@ from urllib.parse import quote
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
@@ -57,8 +58,8 @@ def public_base(request: IRequest, public_url: str | None) -> str:
     return f"{scheme}://{hostname}:{getattr(addr, 'port', 80)}"
 
 
-_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
-_PORT_RE = re.compile(r":\d{1,5}$")
+_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", re.ASCII)
+_PORT_RE = re.compile(r":\d{1,5}$", re.ASCII)
 
 
 class WebApp:
@@ -202,7 +203,7 @@ def split_stream(segment: str) -> tuple[int | None, str]:
     """``"123.ts"`` -> ``(123, "ts")``; ``"123"`` -> ``(123, "ts")``; junk -> ``(None, ext)``."""
     ident, dot, ext = segment.partition(".")
     ext = ext.lower() if dot else "ts"
-    return (int(ident) if ident.isdigit() and len(ident) < 12 else None), ext
+    return (int(ident) if ident.isascii() and ident.isdigit() and len(ident) < 12 else None), ext
 
 
 _SECRET_PATH = re.compile(r"^/(live|movie|series|timeshift)/([^/]+)/([^/]+)/")
@@ -224,13 +225,30 @@ def _access_log_line(timestamp: str, request: Any) -> str:
             f'{request.code} {request.sentLength or "-"}')
 
 
+class _HostGuard(Resource):
+    """Answers 400 to a malformed Host header before routing (the router
+    would fail on it with a 500)."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def render(self, request: IRequest) -> Any:
+        host = request.getHeader(b"host")
+        if host is not None and (len(host) > 255 or not _HOST_RE.fullmatch(host.decode("latin-1"))):
+            return text_error(request, 400, "bad Host header")
+        return self.inner.render(request)
+
+
 def make_site(xr: XRelay) -> Site:
     def access_log_line(timestamp: str, request: Any) -> str:
         # Someone may try the provider's own credentials on xrelay: even then
         # they must not be written to the log.
         return xr.scrubber.text(_access_log_line(timestamp, request))
 
-    site = Site(WebApp(xr).app.resource(), logFormatter=access_log_line)
+    site = Site(_HostGuard(WebApp(xr).app.resource()), logFormatter=access_log_line)
     site.displayTracebacks = False
     if xr.metrics is not None and hasattr(xr.metrics, "instrument"):
         xr.metrics.instrument(site)  # request counts and latency by endpoint
