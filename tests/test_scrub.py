@@ -37,3 +37,16 @@ def test_bytes_and_text() -> None:
         "GET http://***/x?username=***&password=***"
     assert s.leaks("nothing here") == []
     assert set(s.leaks("/live/puser/ppass99/ at panel.example")) == {"host", "password", "username"}
+
+
+def test_any_case_and_url_encoded_forms() -> None:
+    s = Scrubber(UpstreamConfig(url="http://Panel.Example:8080", username="prov user",
+                                password="p@ss w/rd"))
+    encoded = "http://cdn.example/live/prov%20user/p%40ss%20w%2Frd/1.ts"
+    assert set(s.leaks(encoded)) == {"password", "username"}
+    assert s.text(f"GET {encoded} from PANEL.EXAMPLE:8080") == \
+        "GET http://cdn.example/live/***/***/1.ts from ***"
+    assert s.text("password=p%40ss+w%2Frd") == "password=***"
+    out = s.bytes_(b'<icon src="HTTP://PANEL.EXAMPLE:8080/i.png"/><x>p%40ss%20w%2Frd</x>')
+    assert out == b'<icon src="' + BASE_MARKER.encode() + b'/asset/i.png"/><x></x>'
+    assert s.url("http://cdn.example/x/prov%20user/y.png") == ""

@@ -13,8 +13,9 @@ URL when it answers.
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from .config import UpstreamConfig
 
@@ -32,30 +33,35 @@ class Scrubber:
     """Removes one provider account's secrets from text and catalog data."""
 
     def __init__(self, upstream: UpstreamConfig) -> None:
-        self.set_origin(upstream.url)
         self.username = upstream.username
         self.password = upstream.password
+        self.set_origin(upstream.url)
 
     def set_origin(self, url: str) -> None:
         parts = urlsplit(url)
         self.host = (parts.hostname or "").lower()
         self.netloc = parts.netloc.lower()
+        self._pw_forms = self._forms(self.password)
+        self._user_forms = self._forms(self.username)
+        self._pattern = self._compile()
+
+    def _forms(self, value: str) -> set[str]:
+        """A credential as it may appear: raw, or URL-encoded in a path or query."""
+        return {value, quote(value, safe=""), quote_plus(value, safe="")} if value else set()
+
+    def _compile(self) -> "re.Pattern[str]":
+        # Longest first so that a host containing the username is masked whole.
+        values = {self.netloc, self.host} | self._forms(self.password)
+        if len(self.username) >= 3:
+            values |= self._forms(self.username)
+        ordered = sorted((v for v in values if v), key=len, reverse=True)
+        return re.compile("|".join(re.escape(v) for v in ordered) or r"(?!)", re.IGNORECASE)
 
     # -- text (logs, error messages) ------------------------------------
 
     def text(self, message: str) -> str:
-        """Mask every secret in a free-form message."""
-        for secret in self._secrets():
-            if secret and secret in message:
-                message = message.replace(secret, "***")
-        return message
-
-    def _secrets(self) -> list[str]:
-        # Longest first so that a host containing the username is masked whole.
-        values = {self.netloc, self.host, self.password}
-        if len(self.username) >= 3:
-            values.add(self.username)
-        return sorted((v for v in values if v), key=len, reverse=True)
+        """Mask every secret in a free-form message (any case, raw or URL-encoded)."""
+        return self._pattern.sub("***", message)
 
     def leaks(self, data: str | bytes) -> list[str]:
         """Which secrets *data* contains (for tests and self-checks)."""
@@ -65,10 +71,11 @@ class Scrubber:
         found = []
         if self.host and self.host in lowered:
             found.append("host")
-        if self.password and self.password in data:
+        if any(form in data for form in self._pw_forms):
             found.append("password")
-        if len(self.username) >= 3 and (f"/{self.username}/" in data or f"={self.username}&" in data
-                                         or f"={self.username}\"" in data):
+        if len(self.username) >= 3 and any(
+                f"/{form}/" in data or f"={form}&" in data or f"={form}\"" in data
+                or data.endswith(f"={form}") for form in self._user_forms):
             found.append("username")
         return found
 
@@ -98,11 +105,9 @@ class Scrubber:
         return value
 
     def _has_credentials(self, value: str) -> bool:
-        if self.password and self.password in value:
+        if any(form in value for form in self._pw_forms):
             return True
-        return bool(self.username) and (
-            f"/{self.username}/" in value or f"={self.username}" in value
-        )
+        return any(f"/{form}/" in value or f"={form}" in value for form in self._user_forms)
 
     def tree(self, data: Any) -> Any:
         """Scrub every string in a JSON-like tree (returns a new tree)."""
@@ -115,18 +120,22 @@ class Scrubber:
         return data
 
     def bytes_(self, chunk: bytes) -> bytes:
-        """Scrub a chunk of XML/M3U text: provider origins become asset URLs."""
-        for scheme in (b"http://", b"https://"):
-            origin = scheme + self.netloc.encode()
-            if origin in chunk:
-                chunk = chunk.replace(origin + b"/", (BASE_MARKER + ASSET_PREFIX + "/").encode())
-                chunk = chunk.replace(origin, BASE_MARKER.encode())
-        for secret in (self.password, self.host):
-            if secret and secret.encode() in chunk:
-                chunk = chunk.replace(secret.encode(), b"")
+        """Scrub a chunk of XML/M3U text: provider origins (any case) become
+        asset URLs; any other mention of the host or a credential is removed."""
+        if self.netloc:
+            origin = re.compile(rb"https?://" + re.escape(self.netloc.encode()) + rb"(/?)", re.IGNORECASE)
+            chunk = origin.sub(lambda m: (BASE_MARKER + (ASSET_PREFIX + "/" if m.group(1) else "")).encode(),
+                               chunk)
+        secrets = {self.host} | self._forms(self.password)
+        if len(self.username) >= 3:
+            secrets |= {f"/{form}/" for form in self._forms(self.username)}
+        for secret in sorted((v for v in secrets if v), key=len, reverse=True):
+            pattern = re.compile(re.escape(secret.encode()), re.IGNORECASE)
+            chunk = pattern.sub(b"/" if secret.startswith("/") else b"", chunk)
         return chunk
 
     @property
     def overlap(self) -> int:
         """Bytes to carry between chunks so that no secret is split."""
-        return max(len(s) for s in ("https://" + self.netloc, self.password, self.host)) + 1
+        forms = self._forms(self.password) | self._forms(self.username)
+        return max(len(s) for s in ("https://" + self.netloc, self.host, *forms)) + 2
