@@ -267,7 +267,13 @@ async def test_killed_midway_leaves_the_cache_intact(setup: Any) -> None:
         proc.send_signal(signal.SIGKILL)
         await threads.deferToThread(proc.wait, 30)
     assert s.snapshot() == before
-    # the next start sweeps what the killed run left
+    # the next run sweeps what the killed run left, here and in the temporary directory
+    import tempfile
+    leftovers = [p for p in Path(tempfile.gettempdir()).glob("xrelay-ingest-*")]
+    assert leftovers, "the killed run left its scratch directory"
+    for path in leftovers:
+        os.utime(path, (0, 0))  # as if left long ago
     s.provider.faults.clear()
     assert (await s.ingester.run()).ok
     assert list((s.data_dir / "staging").iterdir()) == []
+    assert not any(p.exists() for p in leftovers)

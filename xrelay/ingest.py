@@ -168,7 +168,8 @@ class Ingester:
 
     async def _ingest(self, force: bool) -> tuple[dict[str, int], str]:
         await threads.deferToThread(self.store.prepare)
-        scratch = await threads.deferToThread(tempfile.mkdtemp, prefix="xrelay-ingest-")
+        await threads.deferToThread(_sweep_scratch, 2 * self.config.timeout)
+        scratch = await threads.deferToThread(tempfile.mkdtemp, prefix=SCRATCH_PREFIX)
         staging = None
         try:
             bundle, counts = await self._download_catalog(scratch)
@@ -235,6 +236,23 @@ class Ingester:
             if entry.get("ok") and isinstance(entry.get("counts"), dict):
                 return entry["counts"]
         return {}
+
+
+SCRATCH_PREFIX = "xrelay-ingest-"
+
+
+def _sweep_scratch(older_than: float) -> None:
+    """Remove what an ingest killed outright left in the temporary directory
+    (raw provider answers, which name the provider): a later run cleans up."""
+    root = tempfile.gettempdir()
+    now = time.time()
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        try:
+            if name.startswith(SCRATCH_PREFIX) and now - os.stat(path).st_mtime > older_than:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _check_shrink(previous: dict[str, int], counts: dict[str, int], max_shrink: float) -> None:
