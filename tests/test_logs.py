@@ -60,9 +60,19 @@ def test_legacy_messages_and_scrubbing() -> None:
     assert data["message"] == "GET /x?password=***"
 
 
+def test_the_text_log_is_scrubbed_too() -> None:
+    import io
+
+    out = io.StringIO()
+    observer = observer_for("text", out, scrub=lambda text: text.replace("sekrit", "***"))
+    observer({"log_format": "failed for {url}", "url": "http://h/sekrit/1.ts",
+              "log_level": LogLevel.error, "log_namespace": "x", "log_time": 0.0})
+    assert "***" in out.getvalue() and "sekrit" not in out.getvalue()
+
+
 def test_logging_root_hands_the_observer_to_twistd() -> None:
     observer = observer_for("json")
-    assert observer is not None and observer_for("text") is None
+    assert observer is not None and observer_for("text") is not None
     application = Application("xrelay")
     root = LoggingRoot(observer)
     root.setServiceParent(application)

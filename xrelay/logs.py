@@ -29,10 +29,10 @@ import time
 from typing import IO, Any, Callable
 
 from twisted.application.service import MultiService
-from twisted.logger import FileLogObserver, ILogObserver, LogLevel, formatEvent
+from twisted.logger import formatEventAsClassicLogText, FileLogObserver, ILogObserver, LogLevel, formatEvent
 from twisted.python.failure import Failure
 
-__all__ = ["LoggingRoot", "event_as_json_line", "json_observer", "json_observer_factory", "observer_for"]
+__all__ = ["LoggingRoot", "text_observer", "event_as_json_line", "json_observer", "json_observer_factory", "observer_for"]
 
 #: Event keys that are Twisted's bookkeeping, not the event's own fields.
 _INTERNAL = {"log_logger", "log_source", "log_format", "log_level", "log_namespace", "log_time",
@@ -91,10 +91,24 @@ def json_observer_factory() -> FileLogObserver:
 
 def observer_for(log_format: str, out: IO[str] | None = None,
                  scrub: Callable[[str], str] | None = None) -> ILogObserver | None:
-    """The observer for ``[log] format``; None means twistd's default text log."""
+    """The observer for ``[log] format``: JSON lines, or twistd's classic
+    text lines; both on stdout (the journal under systemd), both scrubbed
+    of the provider's secrets as a last line of defence (a traceback that
+    quotes a URL, say)."""
     if log_format == "json":
         return json_observer(out, scrub)
-    return None
+    return text_observer(out, scrub)
+
+
+def text_observer(out: IO[str] | None = None, scrub: Callable[[str], str] | None = None) -> FileLogObserver:
+    """twistd's classic one-line-per-event text, scrubbed, on *out* (stdout)."""
+    stream = out if out is not None else sys.stdout
+
+    def line(event: dict[str, Any]) -> str | None:
+        text = formatEventAsClassicLogText(event)
+        return scrub(text) if (scrub is not None and text) else text
+
+    return FileLogObserver(stream, line)
 
 
 class LoggingRoot(MultiService):
