@@ -232,3 +232,30 @@ def test_a_handover_pause_can_be_given_per_request():
                                   yields_to=new.yields_to, pause=0.05))
     clock.advance(0.05)
     assert isinstance(out[0], Lease)
+
+
+def test_cancelling_a_handover_keeps_the_slot_until_the_old_connection_is_gone() -> None:
+    """A zapping client that hangs up before the old channel has closed must
+    not let a third request in while the old provider connection is open."""
+    from twisted.internet.defer import CancelledError, Deferred as D
+    from twisted.internet.task import Clock
+
+    from xrelay.slots import ProviderSlots, SlotsExhausted, Yield
+
+    clock = Clock()
+    pool = ProviderSlots(clock, capacity=1, handover_pause=0.3)
+    closing: D[None] = D()
+    first = pool.acquire("A", user="u", address="a", revoke=lambda: closing,
+                         yields_to=lambda user, address: Yield.SAME_CLIENT)
+    assert first.called
+    zap = pool.acquire("B", user="u", address="a")
+    zap.addErrback(lambda f: f.trap(CancelledError))
+    zap.cancel()
+    third = pool.acquire("C", user="v", address="b")
+    failures: list[object] = []
+    third.addErrback(lambda f: failures.append(f.trap(SlotsExhausted)))
+    assert failures, "granted while A's provider connection was still open"
+    closing.callback(None)  # A is gone now
+    assert pool.used == 0
+    again = pool.acquire("C", user="v", address="b")
+    assert again.called

@@ -160,19 +160,31 @@ class ProviderSlots:
         # else can pick the same victim while it closes.
         self._reserved += 1
         victim.release()
-        state: dict[str, Any] = {"call": None, "done": False}
+        state: dict[str, Any] = {"call": None, "done": False, "closed": False, "abandoned": False}
 
         def cancel(d: Deferred[Lease]) -> None:
             call: IDelayedCall | None = state["call"]
             if call is not None and call.active():
                 call.cancel()
-            if not state["done"]:
-                state["done"] = True
-                self._reserved -= 1
+            if state["done"]:
+                return
+            if not state["closed"]:
+                # The victim's provider connection is still closing: keep the
+                # reservation until it is gone, or a new request could be
+                # granted while both connections are open.
+                state["abandoned"] = True
+                return
+            state["done"] = True
+            self._reserved -= 1
 
         result: Deferred[Lease] = Deferred(cancel)
 
         def closed(_: object) -> None:
+            state["closed"] = True
+            if state["abandoned"] and not state["done"]:
+                state["done"] = True
+                self._reserved -= 1
+                return
             if state["done"]:
                 return
             delay = self.handover_pause if pause is None else pause
