@@ -41,6 +41,8 @@ from twisted.web.iweb import IRequest, IResponse
 
 from .deferutil import Shared
 from .hls_cache import SegmentCache, TokenEntry, TokenMap
+from twisted.internet.defer import CancelledError
+
 from .hls_playlist import rewrite_playlist, target_duration
 from .provider import ProviderError, _collect
 from .proxy import discard_body
@@ -321,6 +323,9 @@ class HlsServer:
         address = client_address(request)
         try:
             session = await channel.join(account, address)
+        except CancelledError:
+            # the channel closed (xrelay stopping) while this request waited
+            return text_error(request, 503, "the stream was closed")
         except SlotsExhausted as e:
             if not channel.sessions:
                 channel.close(f"no provider slot: {e}")
