@@ -207,15 +207,21 @@ def split_stream(segment: str) -> tuple[int | None, str]:
 
 
 _SECRET_PATH = re.compile(r"^/(live|movie|series|timeshift)/([^/]+)/([^/]+)/")
-_SECRET_SHORT = re.compile(r"^/([^/]+)/([^/]+)/(\d+)(\.\w+)?$")
+_SECRET_SHORT = re.compile(r"^/([^/?]+)/([^/?]+)/([^/?]+)$")
 _SECRET_QUERY = re.compile(r"(password=)[^&]*", re.I)
 
 
 def redact_uri(uri: str) -> str:
     """A request URI safe to log: users' passwords masked."""
+    # The router decodes %2F into a separator, so the log must read it as one.
+    uri = re.sub(r"%2[fF]", "/", uri)
     uri = _SECRET_QUERY.sub(r"\1***", uri)
-    uri = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/{m.group(2)}/***/", uri)
-    return _SECRET_SHORT.sub(lambda m: f"/{m.group(1)}/***/{m.group(3)}{m.group(4) or ''}", uri)
+    path, sep, query = uri.partition("?")
+    if _SECRET_PATH.match(path):
+        path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/{m.group(2)}/***/", path)
+    else:
+        path = _SECRET_SHORT.sub(lambda m: f"/{m.group(1)}/***/{m.group(3)}", path)
+    return path + sep + query
 
 
 def _access_log_line(timestamp: str, request: Any) -> str:
