@@ -20,7 +20,7 @@ from twisted.web.iweb import IRequest
 
 from .api_body import MarkerStream, ThreadedBody
 from .api_request import accepts_gzip
-from .playlist import _clean
+from .playlist import render_m3u
 from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
 
 __all__ = ["PlaylistTemplates", "write_templates", "serve_playlist", "LIVE_EXT_MARKER", "KINDS"]
@@ -48,43 +48,10 @@ class PlaylistTemplates:
 
 
 def _lines(bundle: dict[str, Any], style: str, kind: str) -> Iterator[str]:
-    plus = style == "plus"
-    creds = f"{USER_MARKER}/{PASS_MARKER}"
-    base = BASE_MARKER
-    if kind == "live":
-        groups = {c["category_id"]: c["category_name"] for c in bundle.get("live_categories", [])}
-        for s in bundle.get("live_streams", []):
-            url = f"{base}/live/{creds}/{s['stream_id']}.{LIVE_EXT_MARKER}"
-            name = _clean(s.get("name"))
-            if not plus:
-                yield f"#EXTINF:-1,{name}\r\n{url}\r\n"
-                continue
-            extra = ""
-            if s.get("tv_archive"):
-                days = s.get("tv_archive_duration") or 0
-                extra = f' timeshift="{days}" catchup="xc" catchup-days="{days}"'
-            yield (f'#EXTINF:-1{extra} tvg-id="{_clean(s.get("epg_channel_id"))}" '
-                   f'tvg-name="{name}" tvg-logo="{_clean(s.get("stream_icon"))}" '
-                   f'tvg-chno="{s.get("num", "")}" '
-                   f'group-title="{_clean(groups.get(s.get("category_id"), ""))}",{name}\r\n{url}\r\n')
-    elif kind == "movie":
-        groups = {c["category_id"]: c["category_name"] for c in bundle.get("vod_categories", [])}
-        for s in bundle.get("vod_streams", []):
-            url = f"{base}/movie/{creds}/{s['stream_id']}.{s.get('container_extension') or 'mp4'}"
-            yield _vod_line(plus, s.get("name"), s.get("stream_icon"),
-                            groups.get(s.get("category_id"), ""), url)
-    elif kind == "series":
-        for e in bundle.get("episodes", []):
-            url = f"{base}/series/{creds}/{e['id']}.{e.get('ext') or 'mp4'}"
-            yield _vod_line(plus, e.get("name"), e.get("logo"), e.get("group", ""), url)
-
-
-def _vod_line(plus: bool, name: Any, logo: Any, group: Any, url: str) -> str:
-    name = _clean(name)
-    if plus:
-        return (f'#EXTINF:-1 tvg-name="{name}" tvg-logo="{_clean(logo)}" '
-                f'group-title="{_clean(group)}",{name}\r\n{url}\r\n')
-    return f"#EXTINF:-1,{name}\r\n{url}\r\n"
+    """One template's lines: xrelay's playlist renderer with placeholders."""
+    return render_m3u(bundle, base=BASE_MARKER, username=USER_MARKER, password=PASS_MARKER,
+                      plus=style == "plus", kinds=(kind,), quoted=True, header=False,
+                      live_ext=LIVE_EXT_MARKER)
 
 
 def write_templates(bundle: dict[str, Any], directory: Path) -> PlaylistTemplates:

@@ -87,20 +87,24 @@ def _clean(value: Any) -> str:
 def render_m3u(bundle: dict[str, Any], *, base: str, username: str, password: str,
                plus: bool = True, output: str = "ts",
                kinds: tuple[str, ...] = ("live", "movie", "series"),
-               quoted: bool = False) -> Iterator[str]:
+               quoted: bool = False, header: bool = True,
+               live_ext: str | None = None) -> Iterator[str]:
     """The playlist, line by line (each line ends with CRLF, as panels send).
 
     The credentials are URL-encoded here unless *quoted* says they already
-    are (or are placeholders, as in the cached ``live.m3u``/``full.m3u``).
+    are (or are placeholders, as in the cached ``live.m3u``/``full.m3u`` and
+    the API's templates).  *live_ext* overrides the live channels' extension
+    that *output* implies (the API's templates put a placeholder there).
     """
     user = username if quoted else quote(username, safe="")
     pw = password if quoted else quote(password, safe="")
     creds = f"{user}/{pw}"
-    live_ext = "m3u8" if output in ("m3u8", "hls") else "ts"
-    if plus:
+    if live_ext is None:
+        live_ext = "m3u8" if output in ("m3u8", "hls") else "ts"
+    if header and plus:
         guide = f"{base}/xmltv.php?username={user}&password={pw}"
         yield f'#EXTM3U url-tvg="{guide}" x-tvg-url="{guide}"\r\n'
-    else:
+    elif header:
         yield "#EXTM3U\r\n"
     if "live" in kinds:
         groups = _group_names(bundle.get("live_categories", []))
