@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
 
@@ -105,3 +106,33 @@ def test_texts_on_disk(tmp_path):
             assert disk.listings(channel, NOW, tz, simple=simple, limit=None, archive_days=1) == \
                    memory.listings(channel, NOW, tz, simple=simple, limit=None, archive_days=1)
     assert (tmp_path / "texts.bin").read_bytes() == bytes(memory.texts)
+
+
+def test_a_big_guide_is_indexed_in_a_child_process(tmp_path, monkeypatch) -> None:
+    """The same index comes back from the child process as from a thread."""
+    from xrelay import epg as epg_module
+
+    generation = tmp_path / "gen"
+    generation.mkdir()
+    now = int(time.time()) // 3600 * 3600
+    lines = ['<?xml version="1.0" encoding="utf-8"?>\n<tv>\n']
+    for ch in range(20):
+        lines.append(f'<channel id="c{ch}"><display-name>C{ch}</display-name></channel>\n')
+        for h in range(-2, 6):
+            start = time.strftime("%Y%m%d%H%M%S +0000", time.gmtime(now + h * 3600))
+            stop = time.strftime("%Y%m%d%H%M%S +0000", time.gmtime(now + (h + 1) * 3600))
+            lines.append(f'<programme start="{start}" stop="{stop}" channel="c{ch}">'
+                         f'<title>T{ch}-{h}</title><desc>D</desc></programme>\n')
+    lines.append("</tv>\n")
+    (generation / "guide.xml").write_text("".join(lines))
+    bundle = {"live_streams": []}
+    in_thread = epg_module.index_generation(generation, bundle)
+    monkeypatch.setattr(epg_module, "CHILD_PROCESS_BYTES", 0)
+    calls = []
+    real = epg_module._in_child
+    monkeypatch.setattr(epg_module, "_in_child", lambda *a: calls.append(a) or real(*a))
+    in_child = epg_module.index_generation(generation, bundle)
+    assert calls, "the child process path was taken"
+    assert len(in_child) == len(in_thread) == 160
+    assert list(in_child.starts) == list(in_thread.starts)
+    assert in_child.channels == in_thread.channels

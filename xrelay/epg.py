@@ -19,12 +19,18 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
 
+from twisted.logger import Logger
+
 from .scrub import BASE_MARKER
+
+log = Logger()
 
 __all__ = ["EpgIndex", "build_index", "index_generation", "parse_xmltv_time"]
 
@@ -298,9 +304,40 @@ def _grouped_and_sorted(p: _Parser) -> bool:
 
 def index_generation(generation: Path, bundle: dict[str, Any]) -> EpgIndex:
     """The EPG index of a cache generation's guide (blocking): programmes back
-    as far as the deepest catch-up archive, texts in ``api/epg-texts.bin``."""
+    as far as the deepest catch-up archive, texts in ``api/epg-texts.bin``.
+
+    A big guide is parsed in a child process: seconds of expat callbacks in
+    a thread would share the GIL with the reactor and slow every answer."""
     days = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
                 if s.get("tv_archive")] or [1])
+    guide = generation / "guide.xml"
+    try:
+        big = guide.stat().st_size > CHILD_PROCESS_BYTES
+    except OSError:
+        big = False
+    if big:
+        try:
+            return _in_child(_index_for_days, generation, days)
+        except (OSError, RuntimeError, BrokenProcessPool) as e:
+            log.warn("indexing the guide in a child process failed ({error}); indexing here",
+                     error=str(e))
+    return _index_for_days(generation, days)
+
+
+#: Guides bigger than this are indexed in a child process.
+CHILD_PROCESS_BYTES = 16 * 1024 * 1024
+
+
+def _index_for_days(generation: Path, days: int) -> EpgIndex:
     (generation / "api").mkdir(parents=True, exist_ok=True)
     return build_index(generation / "guide.xml", None, days * 86400, DEFAULT_FUTURE,
                        generation / "api" / "epg-texts.bin")
+
+
+def _in_child(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in a fresh child process and return its result
+    (blocking: call from a thread; waiting releases the GIL)."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
