@@ -41,3 +41,14 @@ async def test_details_are_fetched_once_and_kept_on_disk(tmp_path: Path) -> None
                 assert secret.encode() not in data.read_bytes()
     finally:
         await relay.stop()
+
+
+def test_dispose_takes_the_old_catalog_apart() -> None:
+    from xrelay.cache import _dispose
+
+    rows = [{"stream_id": i} for i in range(10)]
+    bundle = {"live_streams": rows, "account": {"x": 1}}
+    index = {r["stream_id"]: r for r in rows}
+    ids = {1, 2}
+    _dispose((bundle, index, ids))
+    assert bundle == {} and index == {} and ids == set() and rows == []

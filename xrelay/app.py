@@ -34,7 +34,7 @@ class XRelay:
         self.client = ProviderClient(reactor, config.upstream, self.scrubber)
         self.store = CacheStore(config.ingest.data_dir)
         self.users = UserDB(config.users)
-        self.cache = CatalogCache(self.store, self.client, self.scrubber)
+        self.cache = CatalogCache(self.store, self.client, self.scrubber, clock=reactor)
         self.ingester = ProcessIngester(reactor, self.client, self.store, config.ingest, self.scrubber)
         self.ingester.listeners.append(self._after_ingest)
         # Set by the feature modules as they are wired in (see xrelay.tap):

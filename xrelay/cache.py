@@ -28,6 +28,9 @@ __all__ = ["CatalogCache"]
 
 log = Logger()
 
+#: Seconds after a reload before the previous catalog is taken apart.
+DISPOSE_DELAY = 5.0
+
 _DETAILS = {
     # kind: (index attribute, provider action, id parameter, normaliser)
     "vod": ("vod_by_id", "get_vod_info", "vod_id", catalog.normalise_vod_info),
@@ -37,7 +40,8 @@ _DETAILS = {
 
 class CatalogCache:
     def __init__(self, store: CacheStore, client: ProviderClient | None,
-                 scrubber: Scrubber | None = None) -> None:
+                 scrubber: Scrubber | None = None, clock: Any = None) -> None:
+        self.clock = clock
         self.store = store
         self.client = client
         self.scrubber = scrubber or (client.scrubber if client else None)
@@ -67,6 +71,7 @@ class CatalogCache:
             return False
         if loaded is None:
             return False
+        old = (self.bundle, self.live_by_id, self.vod_by_id, self.series_by_id, self.episode_ids)
         (self.generation, self.bundle, self.live_by_id, self.vod_by_id,
          self.series_by_id, self.episode_ids) = loaded
         self._inflight.clear()
@@ -81,6 +86,14 @@ class CatalogCache:
                 await defer.maybeDeferred(listener, self)
             except Exception:
                 log.failure("catalog listener failed")
+        if self.clock is not None and old[0]:
+            # Freeing the previous catalog's million objects in one go would
+            # stall the reactor for half a second.  Once every user of it has
+            # moved on (the listeners above, then a grace period for requests
+            # in flight), take it apart row by row in a thread, so that the
+            # GIL changes hands between rows.
+            self.clock.callLater(DISPOSE_DELAY, lambda: threads.deferToThread(_dispose, old).addErrback(
+                lambda f: log.failure("freeing the previous catalog", f)))
         return True
 
     def _load(self) -> tuple[Any, ...] | None:
@@ -144,3 +157,18 @@ class CatalogCache:
             log.warn("cannot cache {kind} {ident} details: {error}", kind=kind, ident=ident,
                      error=e.strerror)
         return detail
+
+
+def _dispose(parts: tuple[Any, ...]) -> None:
+    """Drop references one at a time (indexes first, then the lists)."""
+    containers = list(parts[1:]) + [parts[0]]
+    for container in containers:
+        if isinstance(container, dict):
+            while container:
+                _, value = container.popitem()
+                if isinstance(value, list):
+                    while value:
+                        value.pop()
+        elif isinstance(container, (set, list)):
+            while container:
+                container.pop()
