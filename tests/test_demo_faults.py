@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
@@ -12,19 +12,10 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import LoggedFailures, open_stream, start_provider, within
+from xrelay.demo.testing import open_stream, start_provider, within
 
 USER, PASS = "provider-user", "provider-pass"
 CREDS = {"username": USER, "password": PASS}
-
-
-@pytest.fixture(autouse=True)
-def no_logged_errors() -> Iterator[None]:
-    collector = LoggedFailures()
-    collector.start()
-    yield
-    collector.stop()
-    assert not collector.failures, collector.failures
 
 
 @pytest_twisted.async_yield_fixture

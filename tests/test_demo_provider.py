@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
@@ -21,18 +21,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThread
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import LoggedFailures, start_provider, within
+from xrelay.demo.testing import start_provider, within
 
 USER, PASS = "provider-user", "provider-pass"
-
-
-@pytest.fixture(autouse=True)
-def no_logged_errors() -> Iterator[None]:
-    collector = LoggedFailures()
-    collector.start()
-    yield
-    collector.stop()
-    assert not collector.failures, collector.failures
 
 
 @pytest_twisted.async_yield_fixture

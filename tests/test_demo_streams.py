@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
@@ -23,20 +23,11 @@ from xrelay.demo import hls
 from xrelay.demo.provider import DemoProvider
 from xrelay.demo.sample import TS_PACKET, sample_clip
 from xrelay.demo.testing import (
-    LoggedFailures, open_stream, read_stream, start_provider, within,
+    open_stream, read_stream, start_provider, within,
 )
 
 USER, PASS = "provider-user", "provider-pass"
 LIVE = f"/live/{USER}/{PASS}"
-
-
-@pytest.fixture(autouse=True)
-def no_logged_errors() -> Iterator[None]:
-    collector = LoggedFailures()
-    collector.start()
-    yield
-    collector.stop()
-    assert not collector.failures, collector.failures
 
 
 @pytest_twisted.async_yield_fixture

@@ -77,31 +77,6 @@ async def read_stream(url: str, want: int, timeout: float = 30.0, **kw: Any) -> 
     return reader.data[:want]
 
 
-class LoggedFailures:
-    """Collects failures logged while a test runs (pytest-twisted ignores them).
-
-        collector = LoggedFailures(); collector.start()
-        ...; collector.stop(); assert not collector.failures
-    """
-
-    def __init__(self) -> None:
-        self.failures: list[Any] = []
-
-    def _observe(self, event: dict[str, Any]) -> None:
-        if event.get("log_failure") is not None or event.get("isError"):
-            self.failures.append(event)
-
-    def start(self) -> None:
-        from twisted.logger import globalLogPublisher
-
-        globalLogPublisher.addObserver(self._observe)
-
-    def stop(self) -> None:
-        from twisted.logger import globalLogPublisher
-
-        globalLogPublisher.removeObserver(self._observe)
-
-
 def within(d: Deferred[Any], seconds: float = 15.0, clock: Any = None) -> Deferred[Any]:
     """``d``, failing with TimeoutError after ``seconds``: a broken test fails
     instead of hanging the suite."""
