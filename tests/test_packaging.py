@@ -27,6 +27,7 @@ def test_installed_copy_finds_the_plugin(tmp_path: Path) -> None:
     assert (site / "twisted" / "plugins" / "xrelay_plugin.py").is_file()
     assert not (site / "twisted" / "__init__.py").exists()
     assert (site / "xrelay" / "demo" / "sample.ts").is_file(), "package data is installed"
+    assert (site / "xrelay" / "static" / "admin.js").is_file(), "the admin page's assets too"
     # Run from elsewhere, so that only the installed copy can be imported.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(site)
