@@ -212,6 +212,9 @@ max_connections = 4
             found = re.search(r"API ready in [0-9.]+ s[^\n]*", text[start:])
             if found:
                 ingest_line = found.group(0)
+        # and a few windows after the reload, while the previous catalog is freed
+        for _ in range(3):
+            during.append(loadgen(exe, port, args.clients, 5, True, mixed))
         results["during_ingest"] = {
             "windows": len(during),
             "requests": sum(d["requests"] for d in during),

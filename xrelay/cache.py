@@ -160,7 +160,8 @@ class CatalogCache:
 
 
 def _dispose(parts: tuple[Any, ...]) -> None:
-    """Drop references one at a time (indexes first, then the lists)."""
+    """Drop references one at a time (indexes first, then the lists), then
+    hand the freed memory back to the system."""
     containers = list(parts[1:]) + [parts[0]]
     for container in containers:
         if isinstance(container, dict):
@@ -172,3 +173,14 @@ def _dispose(parts: tuple[Any, ...]) -> None:
         elif isinstance(container, (set, list)):
             while container:
                 container.pop()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Return free heap pages to the system (glibc); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
