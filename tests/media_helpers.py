@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+
+from xrelay.demo.testing import wait_until
 
 
 class RawResponse(Protocol):
@@ -99,12 +101,7 @@ async def raw_request(port: int, path: str, *, method: str = "GET",
 
 async def poll(condition: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
     """Wait until ``condition()`` holds (only where no event exists to wait on)."""
-    waited = 0.0
-    while not condition():
-        if waited >= timeout:
-            raise AssertionError("condition not reached within %.1f s" % timeout)
-        await task.deferLater(reactor, step, lambda: None)
-        waited += step
+    await wait_until(condition, timeout, step)
 
 
 def assert_no_secrets(relay: Any, *answers: RawResponse) -> None:

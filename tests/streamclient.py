@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import treq
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
+
+from xrelay.demo.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 
 class StreamReader(Protocol):
@@ -65,12 +66,3 @@ async def open_stream(url: str, keep: int = 256 * 1024) -> tuple[Any, StreamRead
     return response, reader
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0,
-                     step: float = 0.02) -> None:
-    """Bounded poll, only for conditions that have no event to wait on."""
-    waited = 0.0
-    while not condition():
-        if waited >= timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await deferLater(global_reactor, step, lambda: None)
-        waited += step

@@ -10,6 +10,7 @@ from typing import Any
 import pytest_twisted
 import treq
 
+from xrelay.demo.provider import DemoSettings
 from harness import ADMIN, start_relay
 from streamclient import open_stream, wait_until
 from xrelay.admin import AdminPage, _e
@@ -180,7 +181,9 @@ def test_names_are_escaped() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_movies_are_listed_and_can_be_disconnected(tmp_path: Path) -> None:
-    relay = await start_relay(tmp_path)
+    # paced, so the movie is still playing when the page is read (unpaced, the
+    # 4 MB file could be read to its end before the page was asked for)
+    relay = await start_relay(tmp_path, settings=DemoSettings(vod_bitrate_bps=4_000_000))
     try:
         movie = relay.xr.cache.bundle["vod_streams"][0]
         ext = movie.get("container_extension") or "mp4"

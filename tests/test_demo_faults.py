@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import open_stream, start_provider, within
+from xrelay.demo.testing import open_stream, start_provider, wait_until as poll, within
 
 USER, PASS = "provider-user", "provider-pass"
 CREDS = {"username": USER, "password": PASS}
@@ -23,15 +22,6 @@ async def provider() -> AsyncIterator[DemoProvider]:
     p = await start_provider(reactor, live=40, redirect_streams=False)
     yield p
     await p.stop()
-
-
-async def poll(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Bounded poll, only for conditions no event reports (bytes in flight)."""
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("condition not met in time")
 
 
 async def api_body(p: DemoProvider, action: str = "") -> tuple[int, bytes, list[str]]:

@@ -166,8 +166,8 @@ def build(reactor: Any, config: Config, *, demo: bool = False,
     if demo:
         DemoProviderService(reactor, xr).setServiceParent(root)
     CatalogService(xr).setServiceParent(root)
-    for wire in _FEATURES:
-        service = wire(reactor, xr)
+    for module_name in FEATURES:
+        service = _wire(module_name, reactor, xr)
         if service is not None:
             service.setServiceParent(root)
     ingest = IngestService(reactor, xr.ingester, config.ingest.interval)
@@ -183,41 +183,22 @@ def build(reactor: Any, config: Config, *, demo: bool = False,
     return root, xr
 
 
-def _wire_api(reactor: Any, xr: XRelay) -> IService | None:
+#: Feature modules, each exposing ``wire(reactor, xr) -> IService | None``:
+#: it sets its component on ``xr`` and may return a service to run.  A
+#: module that is absent leaves its routes answering 501.
+FEATURES = ("xrelay.api", "xrelay.live", "xrelay.vod", "xrelay.ops")
+
+
+def _wire(module_name: str, reactor: Any, xr: XRelay) -> IService | None:
+    import importlib
+
     try:
-        from .api import wire
-    except ImportError:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise  # a broken import inside the module must not pass silently
         return None
-    return wire(reactor, xr)
-
-
-def _wire_relay(reactor: Any, xr: XRelay) -> IService | None:
-    try:
-        from .live import wire
-    except ImportError:
-        return None
-    return wire(reactor, xr)
-
-
-def _wire_vod(reactor: Any, xr: XRelay) -> IService | None:
-    try:
-        from .vod import wire
-    except ImportError:
-        return None
-    return wire(reactor, xr)
-
-
-def _wire_ops(reactor: Any, xr: XRelay) -> IService | None:
-    try:
-        from .ops import wire
-    except ImportError:
-        return None
-    return wire(reactor, xr)
-
-
-#: Each feature module exposes ``wire(reactor, xr) -> IService | None``: it
-#: sets its component on ``xr`` and may return a service to run.
-_FEATURES = [_wire_api, _wire_relay, _wire_vod, _wire_ops]
+    return module.wire(reactor, xr)
 
 
 def makeService(options: Options) -> MultiService:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import treq
 from twisted.internet.defer import Deferred
@@ -83,3 +83,19 @@ def within(d: Deferred[Any], seconds: float = 15.0, clock: Any = None) -> Deferr
     if clock is None:
         from twisted.internet import reactor as clock
     return d.addTimeout(seconds, clock)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0,
+                     step: float = 0.02, clock: Any = None) -> None:
+    """A bounded poll: only for conditions that no event reports (bytes in
+    flight in the kernel, a counter in another component)."""
+    if clock is None:
+        from twisted.internet import reactor as clock
+    from twisted.internet.task import deferLater
+
+    waited = 0.0
+    while not condition():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await deferLater(clock, step, lambda: None)
+        waited += step
