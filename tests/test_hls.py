@@ -14,8 +14,8 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from tests.harness import start_relay
-from tests.media_helpers import LogCapture, assert_no_secrets, poll, raw_request
+from harness import start_relay
+from media_helpers import LogCapture, assert_no_secrets, poll, raw_request
 from xrelay.config import RelayConfig
 from xrelay.demo import hls as demo_hls
 from xrelay.demo.provider import DemoSettings

@@ -12,8 +12,8 @@ import pytest
 import pytest_twisted
 import treq
 
-from tests.harness import start_relay
-from tests.media_helpers import LogCapture, assert_no_secrets, raw_request
+from harness import start_relay
+from media_helpers import LogCapture, assert_no_secrets, raw_request
 from xrelay.config import ServerConfig
 from xrelay.demo.provider import DemoSettings
 from xrelay.demo.sample import sample_clip

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tests.harness import start_relay
-from tests.media_helpers import LogCapture, assert_no_secrets, poll, raw_request
+from harness import start_relay
+from media_helpers import LogCapture, assert_no_secrets, poll, raw_request
 from xrelay.demo.provider import DemoSettings
 
 LAST_MODIFIED = b"Tue, 14 Nov 2023 22:13:20 GMT"
