@@ -54,10 +54,15 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
     for section in ("upstream", "server", "ingest", "relay", "admin", "log"):
         assert f"[{section}]" in text
     assert "[[users]]" in text
-    for key in ("listen", "public_url", "interval", "data_dir", "timeout", "max_connections",
-                "exp_date", "enabled", "linger", "max_behind", "silence_timeout",
-                "reconnect_bound", "handover_pause", "format"):
-        assert key in text, key
+    from dataclasses import fields
+
+    from xrelay import config as config_module
+
+    for record in (config_module.UpstreamConfig, config_module.ServerConfig,
+                   config_module.IngestConfig, config_module.UserConfig, config_module.AdminConfig,
+                   config_module.RelayConfig, config_module.LogConfig):
+        for f in fields(record):
+            assert f"{f.name} =" in text, f"{record.__name__}.{f.name} is not documented"
     assert len(config.users) >= 1
 
 
