@@ -14,6 +14,7 @@ xrelay over HTTP like any player and read the provider's counters.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,28 @@ class Relay:
     async def ingest(self) -> Any:
         return await self.xr.ingest_service.trigger("test")
 
+    @property
+    def bundle(self) -> dict[str, Any]:
+        """The catalog xrelay serves now, read from its cache (the daemon
+        itself never holds it as Python objects)."""
+        return bundle_of(self.xr)
+
+    @property
+    def live_by_id(self) -> dict[int, dict[str, Any]]:
+        return {s["stream_id"]: s for s in self.bundle["live_streams"]}
+
+    @property
+    def vod_by_id(self) -> dict[int, dict[str, Any]]:
+        return {s["stream_id"]: s for s in self.bundle["vod_streams"]}
+
+    @property
+    def series_by_id(self) -> dict[int, dict[str, Any]]:
+        return {s["series_id"]: s for s in self.bundle["series"]}
+
+    @property
+    def episode_ids(self) -> set[int]:
+        return {int(e["id"]) for e in self.bundle["episodes"]}
+
     async def stop(self) -> None:
         if self.stopped:
             return
@@ -60,6 +83,19 @@ class Relay:
         await defer.maybeDeferred(self.service.stopService)
         await self.xr.client.close()
         await self.provider.stop()
+
+
+_bundles: dict[Path, dict[str, Any]] = {}
+
+
+def bundle_of(xr: Any) -> dict[str, Any]:
+    """The bundle of *xr*'s current generation (read once per generation)."""
+    generation = xr.cache.generation
+    assert generation is not None, "no catalog loaded"
+    if generation not in _bundles:
+        _bundles.clear()
+        _bundles[generation] = json.loads((generation / "bundle.json").read_bytes())
+    return _bundles[generation]
 
 
 def make_config(data_dir: Path, provider: DemoProvider, **overrides: Any) -> Config:

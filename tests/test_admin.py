@@ -59,7 +59,7 @@ async def test_every_admin_path_needs_the_login(tmp_path: Path) -> None:
 async def test_page_shows_channel_viewer_and_ingests(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path)
     try:
-        row = relay.xr.cache.bundle["live_streams"][0]
+        row = relay.bundle["live_streams"][0]
         response, reader = await open_stream(f"{relay.url}/live/alice/alicepw/{row['stream_id']}.ts")
         await reader.wait_bytes(188 * 50)
         code, slash, _ = await get(relay, "/admin/", auth=AUTH)
@@ -139,7 +139,7 @@ async def test_ingest_now_runs_an_ingest(tmp_path: Path) -> None:
 async def test_disconnect_a_viewer(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path)
     try:
-        stream_id = relay.xr.cache.bundle["live_streams"][0]["stream_id"]
+        stream_id = relay.bundle["live_streams"][0]["stream_id"]
         _, alice = await open_stream(f"{relay.url}/live/alice/alicepw/{stream_id}.ts")
         _, bob = await open_stream(f"{relay.url}/live/bob/bobpw/{stream_id}.ts")
         await alice.wait_bytes(188 * 10)
@@ -185,7 +185,7 @@ async def test_movies_are_listed_and_can_be_disconnected(tmp_path: Path) -> None
     # 4 MB file could be read to its end before the page was asked for)
     relay = await start_relay(tmp_path, settings=DemoSettings(vod_bitrate_bps=4_000_000))
     try:
-        movie = relay.xr.cache.bundle["vod_streams"][0]
+        movie = relay.bundle["vod_streams"][0]
         ext = movie.get("container_extension") or "mp4"
         response, reader = await open_stream(f"{relay.url}/movie/bob/bobpw/{movie['stream_id']}.{ext}")
         assert response.code == 200

@@ -38,7 +38,7 @@ async def test_admin_page_in_chromium(tmp_path: Path) -> None:
             "return document.querySelector('#channels .empty') !== null")
 
         # a viewer starts watching: the page shows it without a reload
-        row = relay.xr.cache.bundle["live_streams"][0]
+        row = relay.bundle["live_streams"][0]
         _, reader = await open_stream(f"{relay.url}/live/alice/alicepw/{row['stream_id']}.ts")
         await reader.wait_bytes(188 * 50)
         await browser.wait_for(

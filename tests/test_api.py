@@ -130,7 +130,7 @@ async def test_account_info_by_post_form_and_query_wins(relay):
                     headers={"content-type": "application/x-www-form-urlencoded"},
                     body=b"username=bob&password=wrong&action=get_vod_categories")
     assert a.code == 200
-    assert a.json() == relay.xr.cache.bundle["live_categories"]
+    assert a.json() == relay.bundle["live_categories"]
     # empty POST body, credentials in the query
     a = await fetch(f"{relay.url}/player_api.php?{query()}", method="POST", body=b"")
     check_account(a.json())
@@ -161,7 +161,7 @@ async def test_server_info_from_public_url_and_timezone(tmp_path):
         shown = datetime.strptime(server["time_now"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Tokyo"))
         assert abs((shown - now).total_seconds()) < 60
         # EPG strings are in the server timezone too
-        live = relay.xr.cache.bundle["live_streams"][0]
+        live = relay.bundle["live_streams"][0]
         rows = (await api(relay.url, user="bob", password="bobpw", action="get_short_epg",
                           stream_id=live["stream_id"])).json()["epg_listings"]
         assert rows
@@ -195,7 +195,7 @@ async def test_refused_logins_get_401_and_nothing_else(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_lists_types_aliases_and_counts(relay):
-    bundle = relay.xr.cache.bundle
+    bundle = relay.bundle
     checks = {
         "get_live_categories": ("201", check_category, "live_categories"),
         "get_vod_categories": ("200", check_category, "vod_categories"),
@@ -220,7 +220,7 @@ async def test_lists_types_aliases_and_counts(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_category_filters_and_limit(relay):
-    bundle = relay.xr.cache.bundle
+    bundle = relay.bundle
     for action, cats_key, rows_key in (("get_live_streams", "live_categories", "live_streams"),
                                        ("get_vod_streams", "vod_categories", "vod_streams"),
                                        ("get_series", "series_categories", "series")):
@@ -263,7 +263,7 @@ async def test_empty_lists_are_empty_arrays(tmp_path):
         for action in ("get_vod_streams", "get_series"):
             a = await api(relay.url, action=action)
             assert (a.code, a.body) == (200, b"[]"), action
-        cat = relay.xr.cache.bundle["vod_categories"][0]["category_id"]
+        cat = relay.bundle["vod_categories"][0]["category_id"]
         a = await api(relay.url, action="get_vod_streams", category_id=cat)
         assert (a.code, a.body) == (200, b"[]")
         a = await fetch(f"{relay.url}/get.php?{query(type='m3u_plus')}")
@@ -276,7 +276,7 @@ async def test_empty_lists_are_empty_arrays(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_vod_info(relay):
-    for row in relay.xr.cache.bundle["vod_streams"][:10]:
+    for row in relay.bundle["vod_streams"][:10]:
         for action in ("get_vod_info", "209"):
             data = (await api(relay.url, action=action, vod_id=row["stream_id"])).json()
             info, movie = data["info"], data["movie_data"]
@@ -294,7 +294,7 @@ async def test_vod_info(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_series_info_shapes(relay):
-    for row in relay.xr.cache.bundle["series"]:
+    for row in relay.bundle["series"]:
         for action in ("get_series_info", "204"):
             data = (await api(relay.url, action=action, series_id=row["series_id"])).json()
             episodes, seasons, info = data["episodes"], data["seasons"], data["info"]
@@ -334,7 +334,7 @@ async def test_unknown_and_bad_ids_do_not_reach_the_provider(relay):
     assert missing.json() == {"info": {}, "movie_data": {}}
     assert relay.provider.stats.requests == before
     # a known item is fetched once, then served from the cache
-    movie = relay.xr.cache.bundle["vod_streams"][-1]["stream_id"]
+    movie = relay.bundle["vod_streams"][-1]["stream_id"]
     for _ in range(3):
         await api(relay.url, action="get_vod_info", vod_id=movie)
     assert relay.provider.stats.requests["player_api:get_vod_info"] == before["player_api:get_vod_info"] + 1
@@ -345,12 +345,12 @@ async def test_details_when_the_provider_fails(tmp_path):
     relay = await start_relay(tmp_path, settings=DemoSettings(live=5, vod=5, series=2))
     try:
         relay.provider.faults.api = "http500"
-        movie = relay.xr.cache.bundle["vod_streams"][0]
+        movie = relay.bundle["vod_streams"][0]
         data = (await api(relay.url, action="get_vod_info", vod_id=movie["stream_id"])).json()
         assert data["movie_data"]["stream_id"] == movie["stream_id"]
         assert data["movie_data"]["container_extension"] == movie["container_extension"]
         assert isinstance(data["info"], dict) and data["info"]["name"] == movie["name"]
-        series = relay.xr.cache.bundle["series"][0]
+        series = relay.bundle["series"][0]
         a = await api(relay.url, action="get_series_info", series_id=series["series_id"])
         assert a.code == 200
         data = a.json()
@@ -367,7 +367,7 @@ async def test_details_when_the_provider_fails(tmp_path):
 # -- EPG -------------------------------------------------------------------------------------
 
 def _epg_channel(relay):
-    return next(r for r in relay.xr.cache.bundle["live_streams"] if r["epg_channel_id"] and r["tv_archive"])
+    return next(r for r in relay.bundle["live_streams"] if r["epg_channel_id"] and r["tv_archive"])
 
 
 @pytest_twisted.ensureDeferred
@@ -405,7 +405,7 @@ async def test_simple_data_table(relay):
             assert r["has_archive"] == (1 if int(r["stop_timestamp"]) <= now else 0)
         starts = [int(r["start_timestamp"]) for r in rows]
         assert starts == sorted(starts)
-    no_archive = next(r for r in relay.xr.cache.bundle["live_streams"]
+    no_archive = next(r for r in relay.bundle["live_streams"]
                       if r["epg_channel_id"] and not r["tv_archive"])
     rows = (await api(relay.url, action="get_simple_data_table",
                       stream_id=no_archive["stream_id"])).json()["epg_listings"]
@@ -420,7 +420,7 @@ async def test_panel_api(relay):
     data = a.json()
     check_account(data)
     assert set(data["categories"]) == {"live", "movie", "series"}
-    bundle = relay.xr.cache.bundle
+    bundle = relay.bundle
     assert len(data["available_channels"]) == len(bundle["live_streams"])
     some = data["available_channels"][str(bundle["live_streams"][0]["stream_id"])]
     assert some["direct_source"] == "" and isinstance(some["stream_id"], int)
@@ -476,7 +476,7 @@ async def test_unknown_paths_answer_404(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_big_lists_stream_from_their_template_files(tmp_path, monkeypatch):
-    monkeypatch.setattr("xrelay.api_answers.IN_MEMORY", 1000)
+    monkeypatch.setattr("xrelay.list_template.IN_MEMORY", 1000)
     relay = await start_relay(tmp_path, settings=DemoSettings(live=60, vod=40, series=5))
     try:
         assert relay.xr.api.answers.templates["live_streams"].data is None
@@ -485,7 +485,7 @@ async def test_big_lists_stream_from_their_template_files(tmp_path, monkeypatch)
             plain = await api(relay.url, action=action)
             assert plain.code == 200 and plain.length == len(plain.body)
             rows = plain.json()
-            assert len(rows) == len(relay.xr.cache.bundle[key])
+            assert len(rows) == len(relay.bundle[key])
             assert b"@XRELAY" not in plain.body
             zipped = await fetch(f"{relay.url}/player_api.php?{query(action=action)}",
                                  headers={"accept-encoding": "gzip"})
@@ -522,7 +522,7 @@ async def test_active_cons_counts_the_users_open_streams(tmp_path):
                 if not got_data.called:
                     got_data.callback(None)
 
-        stream_id = relay.xr.cache.bundle["live_streams"][0]["stream_id"]
+        stream_id = relay.bundle["live_streams"][0]["stream_id"]
         response = await treq.get(f"{relay.url}/live/alice/alicepw/{stream_id}.ts", unbuffered=True)
         assert response.code == 200
         reader = Reader()
@@ -554,7 +554,7 @@ async def test_logs_never_show_provider_secrets(relay):
         for path in ("player_api.php", "get.php", "xmltv.php", "panel_api.php"):
             a = await fetch(f"{relay.url}/{path}?{query(user, password)}")
             assert a.code == 401
-        await api(relay.url, action="get_vod_info", vod_id=relay.xr.cache.bundle["vod_streams"][1]["stream_id"])
+        await api(relay.url, action="get_vod_info", vod_id=relay.bundle["vod_streams"][1]["stream_id"])
     finally:
         globalLogPublisher.removeObserver(observer)
     assert any("refused" in line for line in lines)
@@ -576,6 +576,6 @@ async def test_restart_serves_the_cached_catalog_at_once(tmp_path):
         assert a.code == 200 and json.loads(a.body) == json.loads(expected.replace(
             str(first.port).encode(), str(second.port).encode()))
         m3u = await fetch(f"{second.url}/get.php?{query()}")
-        assert m3u.code == 200 and m3u.body.count(b"#EXTINF") == 12 + 6 + len(second.xr.cache.bundle["episodes"])
+        assert m3u.code == 200 and m3u.body.count(b"#EXTINF") == 12 + 6 + len(second.bundle["episodes"])
     finally:
         await second.stop()

@@ -9,7 +9,7 @@ import random
 
 import pytest_twisted
 
-from xrelay.api_answers import ListAnswers, ListTemplate, StreamAnswer
+from xrelay.api_answers import ListAnswers, ListTemplate, StreamAnswer, build_templates
 from xrelay.api_body import MarkerReplacer, MarkerStream
 
 MARKER_B = b"@XRELAY_BASE@"
@@ -87,7 +87,7 @@ def test_list_template_in_memory_and_on_disk(tmp_path):
 
 
 def test_big_template_stays_on_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr("xrelay.api_answers.IN_MEMORY", 100)
+    monkeypatch.setattr("xrelay.list_template.IN_MEMORY", 100)
     t = ListTemplate.build(ROWS, tmp_path / "big.json")
     assert t.data is None
     base = b"http://x:1"
@@ -99,7 +99,7 @@ def test_big_template_stays_on_disk(tmp_path, monkeypatch):
 @pytest_twisted.ensureDeferred
 async def test_list_answers_cache_and_gzip():
     answers = ListAnswers(budget=10_000_000)
-    await answers.reload({"live_streams": ROWS})
+    answers.adopt(build_templates({"live_streams": ROWS}))
     base = b"http://a:1"
     first = await answers.answer("live_streams", base)
     assert await answers.answer("live_streams", base) is first  # served from the cache
@@ -108,15 +108,15 @@ async def test_list_answers_cache_and_gzip():
     other = await answers.answer("live_streams", b"http://b:2")
     assert b"http://b:2/asset/" in other and base not in other
     assert await answers.answer("vod_streams", base) == b"[]"
-    await answers.reload({"live_streams": ROWS[:3]})
+    answers.adopt(build_templates({"live_streams": ROWS[:3]}))
     assert len(json.loads(await answers.answer("live_streams", base))) == 3
 
 
 @pytest_twisted.ensureDeferred
 async def test_list_answers_stream_big_lists(tmp_path, monkeypatch):
-    monkeypatch.setattr("xrelay.api_answers.IN_MEMORY", 100)
+    monkeypatch.setattr("xrelay.list_template.IN_MEMORY", 100)
     answers = ListAnswers()
-    await answers.reload({"live_streams": ROWS}, tmp_path)
+    answers.adopt(build_templates({"live_streams": ROWS}, tmp_path))
     base = b"http://a:1"
     streamed = await answers.answer("live_streams", base)
     assert isinstance(streamed, StreamAnswer)
@@ -129,14 +129,3 @@ async def test_list_answers_stream_big_lists(tmp_path, monkeypatch):
     assert json.loads(await answers.answer("live_streams", base, limit=4)) == json.loads(body)[:4]
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_older_reload_never_replaces_a_newer_one():
-    from twisted.internet import defer
-
-    answers = ListAnswers()
-    big = {"live_streams": ROWS * 500}
-    small = {"live_streams": ROWS[:2]}
-    older = defer.ensureDeferred(answers.reload(big))
-    newer = defer.ensureDeferred(answers.reload(small))
-    await defer.gatherResults([older, newer])
-    assert len(json.loads(await answers.answer("live_streams", b"http://a:1"))) == 2

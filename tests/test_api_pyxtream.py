@@ -43,7 +43,7 @@ async def test_pyxtream_loads_the_whole_catalog(tmp_path):
         cache.mkdir()
         got = await threads.deferToThread(_load, relay.url, str(cache))
         xt = got["xt"]
-        bundle = relay.xr.cache.bundle
+        bundle = relay.bundle
         assert sorted(c.id for c in xt.channels) == sorted(r["stream_id"] for r in bundle["live_streams"])
         assert sorted(m.id for m in xt.movies) == sorted(r["stream_id"] for r in bundle["vod_streams"])
         assert sorted(s.name for s in xt.series) == sorted(r["name"] for r in bundle["series"])

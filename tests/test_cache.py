@@ -16,8 +16,8 @@ async def test_details_are_fetched_once_and_kept_on_disk(tmp_path: Path) -> None
     relay = await start_relay(tmp_path, settings=DemoSettings(quirky=True))
     try:
         cache, stats = relay.xr.cache, relay.provider.stats
-        vod_id = next(iter(cache.vod_by_id))
-        series_id = next(iter(cache.series_by_id))
+        vod_id = next(iter(relay.vod_by_id))
+        series_id = next(iter(relay.series_by_id))
         first = await defer.gatherResults([
             defer.ensureDeferred(cache.details("vod", vod_id)) for _ in range(5)])
         assert stats.requests["player_api:get_vod_info"] == 1, "concurrent askers share one fetch"
@@ -43,12 +43,3 @@ async def test_details_are_fetched_once_and_kept_on_disk(tmp_path: Path) -> None
         await relay.stop()
 
 
-def test_dispose_takes_the_old_catalog_apart() -> None:
-    from xrelay.cache import _dispose
-
-    rows = [{"stream_id": i} for i in range(10)]
-    bundle = {"live_streams": rows, "account": {"x": 1}}
-    index = {r["stream_id"]: r for r in rows}
-    ids = {1, 2}
-    _dispose((bundle, index, ids))
-    assert bundle == {} and index == {} and ids == set() and rows == []

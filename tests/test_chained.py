@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from apiclient import api, fetch, query
-from harness import start_relay
+from harness import bundle_of, start_relay
 from xrelay.config import Config, IngestConfig, RelayConfig, ServerConfig, UpstreamConfig, UserConfig
 from xrelay.demo.provider import DemoSettings
 from xrelay.tap import build
@@ -51,7 +51,7 @@ async def test_edge_relay_gets_the_same_catalog(tmp_path):
         service, xr, edge_url = await start_edge(tmp_path, central.url)
         result = await xr.ingest_service.trigger("test")
         assert result.ok, result.reason
-        a, b = central.xr.cache.bundle, xr.cache.bundle
+        a, b = central.bundle, bundle_of(xr)
         for key in ("live_categories", "vod_categories", "series_categories",
                     "live_streams", "vod_streams", "series", "episodes"):
             assert same_urls(b[key], True) == same_urls(a[key], False), key

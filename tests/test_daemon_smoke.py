@@ -15,7 +15,7 @@ async def test_starts_ingests_and_answers(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path)
     try:
         assert relay.xr.cache.loaded
-        assert len(relay.xr.cache.live_by_id) == relay.provider.settings.live
+        assert len(relay.live_by_id) == relay.provider.settings.live
         response = await treq.get(relay.url + "/no/such/thing/at/all")
         assert response.code == 404
         assert (await response.text()).strip() == "not found"

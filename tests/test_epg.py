@@ -108,9 +108,9 @@ def test_texts_on_disk(tmp_path):
     assert (tmp_path / "texts.bin").read_bytes() == bytes(memory.texts)
 
 
-def test_a_big_guide_is_indexed_in_a_child_process(tmp_path, monkeypatch) -> None:
-    """The same index comes back from the child process as from a thread."""
-    from xrelay import epg as epg_module
+def test_an_index_saved_and_loaded_answers_the_same(tmp_path) -> None:
+    """What the ingest writes is what the daemon serves, after a restart too."""
+    from xrelay.epg import EpgIndex, archive_days, index_guide
 
     generation = tmp_path / "gen"
     generation.mkdir()
@@ -118,21 +118,26 @@ def test_a_big_guide_is_indexed_in_a_child_process(tmp_path, monkeypatch) -> Non
     lines = ['<?xml version="1.0" encoding="utf-8"?>\n<tv>\n']
     for ch in range(20):
         lines.append(f'<channel id="c{ch}"><display-name>C{ch}</display-name></channel>\n')
-        for h in range(-2, 6):
+        for h in range(-30, 6):
             start = time.strftime("%Y%m%d%H%M%S +0000", time.gmtime(now + h * 3600))
             stop = time.strftime("%Y%m%d%H%M%S +0000", time.gmtime(now + (h + 1) * 3600))
             lines.append(f'<programme start="{start}" stop="{stop}" channel="c{ch}">'
                          f'<title>T{ch}-{h}</title><desc>D</desc></programme>\n')
     lines.append("</tv>\n")
     (generation / "guide.xml").write_text("".join(lines))
-    bundle = {"live_streams": []}
-    in_thread = epg_module.index_generation(generation, bundle)
-    monkeypatch.setattr(epg_module, "CHILD_PROCESS_BYTES", 0)
-    calls = []
-    real = epg_module._in_child
-    monkeypatch.setattr(epg_module, "_in_child", lambda *a: calls.append(a) or real(*a))
-    in_child = epg_module.index_generation(generation, bundle)
-    assert calls, "the child process path was taken"
-    assert len(in_child) == len(in_thread) == 160
-    assert list(in_child.starts) == list(in_thread.starts)
-    assert in_child.channels == in_thread.channels
+    assert archive_days([{"tv_archive": 1, "tv_archive_duration": 3}, {"tv_archive": 0, "tv_archive_duration": 9}]) == 3
+    assert archive_days([]) == 1
+    built = index_guide(generation, 1, now)
+    assert len(built) == 20 * (24 + 6 + 1)  # one day back, programmes ending since then included
+    entry = built.save(generation / "api")
+    loaded = EpgIndex.load(generation / "api", entry)
+    tz = ZoneInfo("UTC")
+    assert loaded.channels == built.channels and len(loaded) == len(built)
+    assert (loaded.markers, loaded.size, loaded.built_at) == (built.markers, built.size, built.built_at)
+    for simple in (True, False):
+        assert loaded.listings("c3", now, tz, simple=simple, limit=None, archive_days=1) == \
+               built.listings("c3", now, tz, simple=simple, limit=None, archive_days=1)
+    # a texts file that does not match the arrays is refused, not misread
+    (generation / "api" / entry["texts"]).write_bytes(b"short")
+    with pytest.raises(ValueError):
+        EpgIndex.load(generation / "api", entry)

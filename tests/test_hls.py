@@ -287,7 +287,7 @@ async def test_hls_channel_holds_one_slot_and_releases_it_after_linger(tmp_path:
     try:
         files = relay.xr.vod.files
         relay.xr.hls.linger_targets = 0.0
-        mid = sorted(relay.xr.cache.vod_by_id)[0]
+        mid = sorted(relay.vod_by_id)[0]
         first = await raw_request(relay.port, "/live/alice/alicepw/1.m3u8")
         assert first.status == 200 and files.slots.used == 1
         again = await raw_request(relay.port, "/live/alice/alicepw/1.m3u8")
@@ -312,7 +312,7 @@ async def test_same_client_zap_from_hls_to_a_movie_hands_the_slot_over(tmp_path:
         files = relay.xr.vod.files
         entry = await raw_request(relay.port, "/live/bob/bobpw/1.m3u8")
         assert entry.status == 200
-        mid = sorted(relay.xr.cache.vod_by_id)[0]
+        mid = sorted(relay.vod_by_id)[0]
         movie = await raw_request(relay.port, f"/movie/bob/bobpw/{mid}.mp4",
                                   headers={"Range": "bytes=0-99"})
         assert movie.status == 206
@@ -330,7 +330,7 @@ async def test_hls_catch_up_playlist_is_rewritten(tmp_path: Any) -> None:
     provider's credentials) is rewritten like live HLS."""
     relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
     try:
-        sid = next(s for s, r in sorted(relay.xr.cache.live_by_id.items()) if r["tv_archive"])
+        sid = next(s for s, r in sorted(relay.live_by_id.items()) if r["tv_archive"])
         seen: list[tuple[str, str]] = []
 
         def fake_timeshift(request: Any, parts: list[str]) -> bytes:
@@ -367,7 +367,7 @@ async def test_hls_catch_up_refuses_an_answer_that_is_not_a_playlist(tmp_path: A
     a non-playlist through (502) rather than leak anything."""
     relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
     try:
-        sid = next(s for s, r in sorted(relay.xr.cache.live_by_id.items()) if r["tv_archive"])
+        sid = next(s for s, r in sorted(relay.live_by_id.items()) if r["tv_archive"])
         start = time.strftime("%Y-%m-%d:%H-%M", time.gmtime(time.time() - 3600))
         answer = await raw_request(relay.port, f"/timeshift/alice/alicepw/30/{start}/{sid}.m3u8")
         assert answer.status == 502
@@ -388,7 +388,7 @@ async def test_user_limit_closes_an_hls_session(tmp_path: Any) -> None:
         files = relay.xr.vod.files
         entry = await raw_request(relay.port, "/live/bob/bobpw/1.m3u8")
         assert entry.status == 200 and files.user_streams.count("bob") == 1
-        mid = sorted(relay.xr.cache.vod_by_id)[0]
+        mid = sorted(relay.vod_by_id)[0]
         movie = await raw_request(relay.port, f"/movie/bob/bobpw/{mid}.mp4",
                                   headers={"Range": "bytes=0-99"})
         assert movie.status == 206

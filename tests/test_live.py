@@ -28,7 +28,7 @@ FAST = RelayConfig(linger=0.3, max_behind=10.0, silence_timeout=2.0, reconnect_b
 
 
 def live_ids(relay) -> list[int]:
-    return sorted(relay.xr.cache.live_by_id)
+    return sorted(relay.live_by_id)
 
 
 def url(relay, stream_id: int, user: str = "alice", password: str = "alicepw",

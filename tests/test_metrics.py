@@ -75,7 +75,7 @@ async def test_metrics_need_the_admin_login(tmp_path: Path) -> None:
 async def test_live_figures(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path, relay=RelayConfig(linger=0))
     try:
-        stream_id = relay.xr.cache.bundle["live_streams"][0]["stream_id"]
+        stream_id = relay.bundle["live_streams"][0]["stream_id"]
         _, before = await scrape(relay)
         assert value(before, "xrelay_viewers") == 0
         assert value(before, "xrelay_ingests_total", outcome="ok", trigger="test") == 1
@@ -140,7 +140,7 @@ async def test_refused_for_lack_of_provider_slots(tmp_path: Path) -> None:
         # the demo account allows more: hold the pool at one slot
         relay.xr.relay.slots.set_capacity(1)
         relay.xr.relay.refresh_capacity = lambda: None
-        ids = [row["stream_id"] for row in relay.xr.cache.bundle["live_streams"][:2]]
+        ids = [row["stream_id"] for row in relay.bundle["live_streams"][:2]]
         _, first = await open_stream(f"{relay.url}/live/alice/alicepw/{ids[0]}.ts")
         await first.wait_bytes(188)
         response, _ = await open_stream(f"{relay.url}/live/bob/bobpw/{ids[1]}.ts")
@@ -158,7 +158,7 @@ async def test_refused_for_lack_of_provider_slots(tmp_path: Path) -> None:
 async def test_movies_being_watched(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path)
     try:
-        movie = relay.xr.cache.bundle["vod_streams"][0]
+        movie = relay.bundle["vod_streams"][0]
         ext = movie.get("container_extension") or "mp4"
         response, reader = await open_stream(f"{relay.url}/movie/alice/alicepw/{movie['stream_id']}.{ext}")
         assert response.code == 200

@@ -13,7 +13,7 @@ from xrelay.overview import INGEST_HISTORY, Overview
 
 def fake_xr(history: list[dict[str, Any]] | None = None) -> Any:
     store = SimpleNamespace(history=lambda: list(history or []))
-    cache = SimpleNamespace(generation=None, bundle={"counts": {"live_streams": 3, "junk": "x"}})
+    cache = SimpleNamespace(generation=None, current=SimpleNamespace(counts={"live_streams": 3, "junk": "x"}))
     return SimpleNamespace(store=store, cache=cache, relay=None, vod=None,
                            ingester=SimpleNamespace(running=None))
 

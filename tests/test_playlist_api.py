@@ -34,7 +34,7 @@ def entries(body: bytes):
 
 @pytest_twisted.ensureDeferred
 async def test_m3u_plus_lists_everything_with_xrelay_urls(relay):
-    bundle = relay.xr.cache.bundle
+    bundle = relay.bundle
     a = await fetch(f"{relay.url}/get.php?{query(type='m3u_plus', output='ts')}")
     assert a.code == 200
     assert a.length == len(a.body)
@@ -69,7 +69,7 @@ async def test_m3u_plus_lists_everything_with_xrelay_urls(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_types_outputs_and_post(relay):
-    live = relay.xr.cache.bundle["live_streams"]
+    live = relay.bundle["live_streams"]
     total = len(entries((await fetch(f"{relay.url}/get.php?{query()}")).body))
     for output, ext in (("ts", "ts"), ("mpegts", "ts"), ("m3u8", "m3u8"), ("hls", "m3u8"), ("", "ts"), ("rtmp", "ts")):
         for kind in ("m3u", "m3u_plus"):
@@ -123,10 +123,10 @@ async def test_xmltv_plain_and_gzip(relay):
     root = ElementTree.fromstring(a.body)
     assert root.tag == "tv"
     channels = {c.get("id") for c in root.iter("channel")}
-    assert {r["epg_channel_id"] for r in relay.xr.cache.bundle["live_streams"] if r["epg_channel_id"]} <= channels
+    assert {r["epg_channel_id"] for r in relay.bundle["live_streams"] if r["epg_channel_id"]} <= channels
     icons = [i.get("src") for i in root.iter("icon")]
     assert icons and all(src.startswith(f"{relay.url}/asset/") for src in icons)
-    assert len(list(root.iter("programme"))) == relay.xr.cache.bundle["counts"]["programmes"]
+    assert len(list(root.iter("programme"))) == relay.bundle["counts"]["programmes"]
     # gzip: compressed on the fly first, then from the cached .gz
     for _ in range(2):
         z = await fetch(f"{relay.url}/xmltv.php?{query()}", headers={"accept-encoding": "gzip"})
@@ -150,7 +150,7 @@ async def _wait_for_gz(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_asset_proxy(relay):
-    live = next(r for r in relay.xr.cache.bundle["live_streams"] if r["stream_icon"])
+    live = next(r for r in relay.bundle["live_streams"] if r["stream_icon"])
     url = live["stream_icon"].replace("@XRELAY_BASE@", relay.url)
     assert url.startswith(f"{relay.url}/asset/")
     a = await fetch(url)
@@ -168,13 +168,13 @@ async def test_asset_proxy(relay):
     again = await fetch(url)
     assert again.body == a.body and relay.provider.stats.requests["image"] == fetched
     # concurrent requests for a new image share one provider fetch
-    fresh = [r for r in relay.xr.cache.bundle["vod_streams"] if r["stream_icon"]][-1]
+    fresh = [r for r in relay.bundle["vod_streams"] if r["stream_icon"]][-1]
     fresh_url = fresh["stream_icon"].replace("@XRELAY_BASE@", relay.url)
     answers = await defer.gatherResults([defer.ensureDeferred(fetch(fresh_url)) for _ in range(5)])
     assert {x.code for x in answers} == {200}
     assert relay.provider.stats.requests["image"] == fetched + 1
     # the size cap
-    other = next(r for r in relay.xr.cache.bundle["live_streams"][1:] if r["stream_icon"])
+    other = next(r for r in relay.bundle["live_streams"][1:] if r["stream_icon"])
     relay.xr.api.assets.max_bytes = 100
     try:
         big = await fetch(other["stream_icon"].replace("@XRELAY_BASE@", relay.url))
@@ -192,7 +192,7 @@ async def test_asset_proxy(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_no_answer_leaks_provider_secrets(relay):
-    bundle = relay.xr.cache.bundle
+    bundle = relay.bundle
     live = bundle["live_streams"][0]["stream_id"]
     urls = [f"/player_api.php?{query(action=a)}" for a in (
         "", "get_live_categories", "get_vod_categories", "get_series_categories",

@@ -35,7 +35,7 @@ async def test_stop_order_port_first(tmp_path: Path) -> None:
 async def test_stop_ends_streams_cancels_ingest_keeps_cache(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path)
     provider = relay.provider
-    stream_id = relay.xr.cache.bundle["live_streams"][0]["stream_id"]
+    stream_id = relay.bundle["live_streams"][0]["stream_id"]
     _, alice = await open_stream(f"{relay.url}/live/alice/alicepw/{stream_id}.ts")
     _, bob = await open_stream(f"{relay.url}/live/bob/bobpw/{stream_id}.ts")
     await alice.wait_bytes(188 * 50)
@@ -93,7 +93,7 @@ def test_reload_policy() -> None:
 async def test_reload_closes_only_revoked_users_streams(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path)
     try:
-        stream_id = relay.xr.cache.bundle["live_streams"][0]["stream_id"]
+        stream_id = relay.bundle["live_streams"][0]["stream_id"]
         _, alice = await open_stream(f"{relay.url}/live/alice/alicepw/{stream_id}.ts")
         _, bob = await open_stream(f"{relay.url}/live/bob/bobpw/{stream_id}.ts")
         await alice.wait_bytes(188 * 20)

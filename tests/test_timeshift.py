@@ -63,7 +63,7 @@ def _recent(minutes_ago: int) -> datetime:
 
 
 def _archive_channel(relay: Any) -> int:
-    return next(sid for sid, row in sorted(relay.xr.cache.live_by_id.items()) if row["tv_archive"])
+    return next(sid for sid, row in sorted(relay.live_by_id.items()) if row["tv_archive"])
 
 
 @pytest_twisted.ensureDeferred
@@ -115,7 +115,7 @@ async def test_both_forms_convert_start_into_the_providers_timezone(tmp_path: An
 async def test_refusals_are_clear_and_never_reach_the_provider(tmp_path: Any) -> None:
     relay = await _start(tmp_path)
     try:
-        rows = relay.xr.cache.live_by_id
+        rows = relay.live_by_id
         sid = _archive_channel(relay)
         plain = next(s for s, row in sorted(rows.items()) if not row["tv_archive"])
         days = rows[sid]["tv_archive_duration"]
@@ -151,13 +151,13 @@ async def test_archive_flags_served_match_what_the_relay_accepts(tmp_path: Any) 
     edge of their window and are refused just beyond it; others are refused."""
     relay = await _start(tmp_path, live=10)
     try:
-        rows = relay.xr.cache.live_by_id
+        rows = relay.live_by_id
         if relay.xr.api is not None:  # what players really read: the API's answer
             response = await treq.get(f"{relay.url}/player_api.php?username=bob&password=bobpw"
                                       "&action=get_live_streams")
             served = json.loads(await response.content())
             rows = {int(r["stream_id"]): r for r in served}
-            assert set(rows) == set(relay.xr.cache.live_by_id)
+            assert set(rows) == set(relay.live_by_id)
         assert any(r["tv_archive"] for r in rows.values())
         assert any(not r["tv_archive"] for r in rows.values())
         for sid, row in sorted(rows.items()):

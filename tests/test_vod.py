@@ -15,12 +15,12 @@ LAST_MODIFIED = b"Tue, 14 Nov 2023 22:13:20 GMT"
 
 
 def first_movie(relay: Any, index: int = 0) -> tuple[int, str]:
-    mid = sorted(relay.xr.cache.vod_by_id)[index]
-    return mid, relay.xr.cache.vod_by_id[mid]["container_extension"]
+    mid = sorted(relay.vod_by_id)[index]
+    return mid, relay.vod_by_id[mid]["container_extension"]
 
 
 def first_episode(relay: Any) -> int:
-    return sorted(relay.xr.cache.episode_ids)[0]
+    return sorted(relay.episode_ids)[0]
 
 
 @pytest_twisted.ensureDeferred
@@ -135,10 +135,11 @@ async def test_episode_known_only_from_cached_series_details(tmp_path: Any) -> N
     relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
     try:
         cache = relay.xr.cache
-        series_id = sorted(cache.series_by_id)[0]
+        series_id = sorted(relay.series_by_id)[0]
         detail = await cache.details("series", series_id)
         ep = int(next(iter(detail["episodes"].values()))[0]["id"])
-        cache.episode_ids.discard(ep)  # as if the provider's playlist missed it
+        cache.current.episodes.remove(ep)  # as if the provider's playlist missed it
+        assert not cache.has("episode", ep)
         answer = await raw_request(relay.port, f"/series/alice/alicepw/{ep}.mp4",
                                    headers={"Range": "bytes=0-99"})
         assert answer.status == 206 and len(answer.body) == 100

@@ -3,9 +3,10 @@
 Everything is answered from the cached catalog; only an item's details
 (get_vod_info / get_series_info) are fetched from the provider, once per
 ingest (:meth:`xrelay.cache.CatalogCache.details`).  What can be prepared
-is prepared when the catalog reloads, in threads: the JSON lists
-(:mod:`xrelay.api_answers`), the playlist templates
-(:mod:`xrelay.api_playlists`) and the EPG index (:mod:`xrelay.epg`).
+is prepared by each ingest, beside its bundle (:mod:`xrelay.prepare`): the
+JSON lists (:mod:`xrelay.api_answers`), the playlist templates
+(:mod:`xrelay.api_playlists`) and the EPG index (:mod:`xrelay.epg`); the
+daemon loads their indexes and streams the files.
 
 Field types follow ../shared/xtream-api.md section 8.1.  Failed logins get
 HTTP 401 with ``{"user_info":{"auth":0}}`` on every endpoint.
@@ -25,14 +26,14 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from . import catalog
-from .api_answers import LIST_KEYS, ListAnswers, StreamAnswer, dumps, panel_extra
+from .api_answers import LIST_KEYS, ListAnswers, StreamAnswer, dumps
 from .api_body import ThreadedBody
-from .api_playlists import PlaylistTemplates, serve_playlist, write_templates
+from .api_playlists import PlaylistTemplates, serve_playlist
 from .api_request import (ACTION_ALIASES, AUTH_FAILED, accepts_gzip, category_arg, ident_arg,
                           limit_arg, request_args)
 from .api_xmltv import GuideServer
 from .assets import AssetProxy
-from .epg import EpgIndex, index_generation
+from .epg import EpgIndex
 from .scrub import BASE_MARKER
 from .web import public_base
 
@@ -87,7 +88,6 @@ class XtreamApi:
         except OSError:
             self._cached_on_disk = False
         self._generation: Any = None
-        self._sequence = 0
         try:
             self.tz = ZoneInfo(xr.config.server.timezone)
             self.tz_name = xr.config.server.timezone
@@ -108,38 +108,16 @@ class XtreamApi:
                 self._reloading = None
 
     async def _prepare(self, cache: Any) -> None:
-        generation, bundle = cache.generation, cache.bundle
-        self._sequence += 1
-        sequence = self._sequence
-        started = time.monotonic()
-        try:
-            await self.answers.reload(bundle, generation / "api")
-        except OSError as e:
-            log.warn("cannot write the API templates ({error}); keeping them in memory", error=e.strerror)
-            await self.answers.reload(bundle, None)
+        """Adopt the new generation's prepared answers (written by the ingest)."""
+        current = cache.current
+        self.answers.adopt(current.lists)
+        self.playlists = current.playlists
+        self.epg = current.epg
         self._panel = None
-        try:
-            playlists = await threads.deferToThread(write_templates, bundle, generation / "api")
-        except OSError as e:
-            log.warn("cannot write the playlist templates: {error}", error=e.strerror)
-            playlists = None
-        if sequence != self._sequence:
-            return  # a newer catalog is being prepared
-        if playlists is not None:
-            self.playlists = playlists
-        self._generation = generation
-        self._release_waiters()  # lists and playlists are ready; the EPG index follows
-        try:
-            epg = await threads.deferToThread(index_generation, generation, bundle)
-        except Exception as e:
-            log.warn("cannot index the guide: {error}", error=str(e))
-            epg = EpgIndex()
-        if sequence != self._sequence:
-            return
-        self.epg = epg
-        await self.guide.reloaded(generation, self.epg)
-        log.info("API ready in {seconds:.1f} s: {programmes} programmes indexed",
-                 seconds=time.monotonic() - started, programmes=len(self.epg))
+        self._generation = current.path
+        self._release_waiters()
+        await self.guide.reloaded(current.path, current.epg)
+        log.info("API ready: {programmes} programmes in the EPG index", programmes=len(current.epg))
         # not awaited: the reload (and the ingest waiting on it) is done
         defer.Deferred.fromCoroutine(self.answers.warm()).addErrback(
             lambda f: log.failure("warming the API answers", f))
@@ -216,7 +194,7 @@ class XtreamApi:
             port = 80
         account = self.xr.cache.account
         exp = user.exp_date or account.get("exp_date") or FAR_FUTURE
-        created = account.get("created_at") or self.xr.cache.bundle.get("generated_at") or 0
+        created = account.get("created_at") or self.xr.cache.generated_at or 0
         now = time.time()
         return {
             "user_info": {
@@ -291,7 +269,7 @@ class XtreamApi:
     async def _details(self, request: IRequest, kind: str, value: str | None) -> bytes:
         ident = ident_arg(value)
         cache = self.xr.cache
-        row = (cache.vod_by_id if kind == "vod" else cache.series_by_id).get(ident) if ident is not None else None
+        row = await cache.row(kind, ident) if ident is not None else None
         if row is None:
             # unknown id: answered here, the provider is not asked
             return b'{"info":{},"movie_data":{}}' if kind == "vod" else b'{"seasons":[],"info":{},"episodes":{}}'
@@ -309,15 +287,15 @@ class XtreamApi:
 
     async def _epg(self, args: dict[str, str], simple: bool) -> bytes:
         ident = ident_arg(args.get("stream_id"))
-        row = self.xr.cache.live_by_id.get(ident) if ident is not None else None
-        if row is None or not row.get("epg_channel_id"):
+        channel = self.xr.cache.live(ident) if ident is not None else None
+        if channel is None or not channel.epg_channel_id:
             return b'{"epg_listings":[]}'
         index = self.epg
-        if not index.programmes(row["epg_channel_id"]):
+        if not index.programmes(channel.epg_channel_id):
             return b'{"epg_listings":[]}'
-        days = (row.get("tv_archive_duration") or 0) if row.get("tv_archive") else 0
-        call = (index.listings, row["epg_channel_id"], time.time(), self.tz)
-        options = {"simple": simple, "limit": limit_arg(args.get("limit")), "archive_days": int(days)}
+        days = channel.archive_days if channel.tv_archive else 0
+        call = (index.listings, channel.epg_channel_id, time.time(), self.tz)
+        options = {"simple": simple, "limit": limit_arg(args.get("limit")), "archive_days": days}
         if index.on_disk:  # the texts are read from disk: not on the reactor thread
             rows = await threads.deferToThread(*call, **options)
         else:
@@ -327,9 +305,11 @@ class XtreamApi:
     async def _panel_extra(self, base: str) -> bytes:
         """``"categories":{...},"available_channels":{...}`` for panel_api.php."""
         key = (self.answers.generation, base)
+        current = self.xr.cache.current
+        if current is None:
+            return b'"categories":{"live":[],"movie":[],"series":[]},"available_channels":{}'
         if self._panel is None or self._panel[0] != key:
-            bundle = self.xr.cache.bundle
-            body = await threads.deferToThread(panel_extra, bundle)
+            body = await threads.deferToThread(current.panel_path.read_bytes)
             self._panel = (key, body.replace(BASE_MARKER.encode(), base.encode()))
         return self._panel[1]
 

@@ -1,10 +1,11 @@
 """Precomputed JSON answers for the player_api.php list actions.
 
-When the catalog reloads, each list (categories, live streams, movies,
-series) is serialised once, in a thread, row by row into a template file
+Each list (categories, live streams, movies, series) is serialised once per
+ingest, where the catalog is (:mod:`xrelay.prepare`), into a template file
 ``GENERATION/api/KEY.json`` that still holds the ``@XRELAY_BASE@`` marker;
-only each row's offset, marker count and the rows of each category stay in
-memory (:class:`ListTemplate`).  Small lists are also kept in memory.
+the daemon loads only each row's offset, marker count and the rows of each
+category (:class:`~xrelay.list_template.ListTemplate`).  Small lists are
+also kept in memory.
 
 Answers:
 
@@ -18,26 +19,22 @@ Answers:
 from __future__ import annotations
 
 import gzip
-import json
-import os
-from array import array
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from .api_body import MarkerStream
 from .deferutil import Shared
-from .scrub import BASE_MARKER
+from .list_template import GZIP_LEVEL, MARKER, ListTemplate, dumps
 
-__all__ = ["ListTemplate", "ListAnswers", "StreamAnswer", "LIST_KEYS", "dumps", "panel_extra"]
+__all__ = ["ListTemplate", "ListAnswers", "StreamAnswer", "LIST_KEYS", "ID_KEYS", "dumps",
+           "panel_extra", "build_templates"]
 
 log = Logger()
-
-MARKER = BASE_MARKER.encode()
 
 #: player_api action -> bundle key
 LIST_KEYS = {
@@ -48,16 +45,10 @@ LIST_KEYS = {
     "get_vod_streams": "vod_streams",
     "get_series": "series",
 }
-#: gzip level of cached answers (built in a thread, once per base).
-GZIP_LEVEL = 6
+#: bundle key -> the integer id field its rows are looked up by
+ID_KEYS = {"live_streams": "stream_id", "vod_streams": "stream_id", "series": "series_id"}
 #: Byte budget of the answer cache (gzip full lists, slices).
 CACHE_BUDGET = 48 * 1024 * 1024
-#: Templates up to this size are also kept in memory.
-IN_MEMORY = 1024 * 1024
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass
@@ -72,139 +63,12 @@ class StreamAnswer:
         return MarkerStream([self.path], self.replacements)
 
 
-@dataclass
-class ListTemplate:
-    """One list serialised: ``[row0,row1,...]`` with markers left in."""
-
-    path: str | None
-    size: int
-    #: offsets[i] = where row i starts; offsets[n] - 1 = where "]" is
-    offsets: array
-    #: markers[i] = base markers before row i
-    markers: array
-    by_category: dict[int, array] = field(default_factory=dict)
-    data: bytes | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self.offsets) - 1
-
-    @classmethod
-    def build(cls, rows: Iterable[dict[str, Any]], path: Path | None = None) -> "ListTemplate":
-        """Serialise *rows* (blocking) into *path*, or into memory if None."""
-        offsets = array("q")
-        markers = array("q")
-        by_category: dict[int, list[int]] = {}
-        pos, marks = 1, 0
-        parts: list[bytes] = [b"["]
-        out = open(f"{path}.tmp", "wb") if path is not None else None
-        try:
-            pending = 0
-            for i, row in enumerate(rows):
-                encoded = dumps(row)
-                if i:
-                    parts.append(b",")
-                offsets.append(pos)
-                markers.append(marks)
-                parts.append(encoded)
-                pos += len(encoded) + 1
-                pending += len(encoded)
-                marks += encoded.count(MARKER)
-                for cid in _categories(row):
-                    by_category.setdefault(cid, []).append(i)
-                if out is not None and pending > 1 << 20:
-                    out.write(b"".join(parts))
-                    parts.clear()
-                    pending = 0
-            offsets.append(pos)
-            markers.append(marks)
-            parts.append(b"]")
-            tail = b"".join(parts)
-            if out is not None:
-                out.write(tail)
-                out.close()
-                out = None
-                os.replace(f"{path}.tmp", path)
-                size = pos if len(offsets) > 1 else 2
-                data = None
-                if size <= IN_MEMORY:
-                    with open(path, "rb") as f:
-                        data = f.read()
-            else:
-                data, size = tail, len(tail)
-        finally:
-            if out is not None:
-                out.close()
-        cats = {k: array("i", v) for k, v in by_category.items()}
-        return cls(str(path) if path is not None else None, size, offsets, markers, cats, data)
-
-    def length_for(self, base: bytes) -> int:
-        return self.size + self.markers[-1] * (len(base) - len(MARKER))
-
-    def full(self, base: bytes) -> bytes:
-        """The whole answer in memory (blocking)."""
-        data = self.data
-        if data is None:
-            with open(self.path, "rb") as f:  # type: ignore[arg-type]
-                data = f.read()
-        return data.replace(MARKER, base) if self.markers[-1] else data
-
-    def full_gzip(self, base: bytes) -> bytes:
-        """The whole answer gzip-compressed, read in chunks (blocking)."""
-        if self.data is not None:
-            return gzip.compress(self.full(base), GZIP_LEVEL, mtime=0)
-        stream = MarkerStream([self.path], [(MARKER, base)], gzip=True, level=GZIP_LEVEL)  # type: ignore[list-item]
-        try:
-            chunks = []
-            while (chunk := stream()) is not None:
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            stream.close()
-
-    def slice(self, base: bytes, category: int | None, limit: int | None) -> bytes:
-        """A category's rows and/or the first *limit* rows (blocking)."""
-        if category is None:
-            indexes: Iterable[int] = range(min(limit or 0, self.count))
-        else:
-            picked = self.by_category.get(category, array("i"))
-            indexes = picked[:limit] if limit is not None else picked
-        ranges: list[list[int]] = []
-        for i in indexes:
-            start, end = self.offsets[i], self.offsets[i + 1] - 1
-            if ranges and ranges[-1][1] + 1 == start:
-                ranges[-1][1] = end  # contiguous rows: one read
-            else:
-                ranges.append([start, end])
-        if self.data is not None:
-            view = memoryview(self.data)
-            pieces = [view[a:b] for a, b in ranges]
-            out = b"[" + b",".join(pieces) + b"]"
-        else:
-            fd = os.open(self.path, os.O_RDONLY)  # type: ignore[arg-type]
-            try:
-                pieces_b = [os.pread(fd, b - a, a) for a, b in ranges]
-            finally:
-                os.close(fd)
-            out = b"[" + b",".join(pieces_b) + b"]"
-        return out.replace(MARKER, base) if MARKER in out else out
-
-
-def _categories(row: dict[str, Any]) -> list[int]:
-    cats = row.get("category_ids")
-    if isinstance(cats, list) and cats:
-        return [c for c in cats if isinstance(c, int)]
-    cid = row.get("category_id")
-    if isinstance(cid, str) and cid.isascii() and cid.isdigit():
-        return [int(cid)]
-    return []
-
-
 def build_templates(bundle: dict[str, Any], directory: Path | None = None) -> dict[str, ListTemplate]:
     """Every list's template (blocking)."""
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    return {key: ListTemplate.build(bundle.get(key, []), directory / f"{key}.json" if directory else None)
+    return {key: ListTemplate.build(bundle.get(key, []), directory / f"{key}.json" if directory else None,
+                                    ID_KEYS.get(key))
             for key in LIST_KEYS.values()}
 
 
@@ -214,7 +78,6 @@ class ListAnswers:
     def __init__(self, budget: int = CACHE_BUDGET) -> None:
         self.templates: dict[str, ListTemplate] = {}
         self.generation = 0
-        self._reloads = 0
         self.budget = budget
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._size = 0
@@ -226,18 +89,14 @@ class ListAnswers:
     def ready(self) -> bool:
         return bool(self.templates)
 
-    async def reload(self, bundle: dict[str, Any], directory: Path | None = None) -> None:
-        self._reloads += 1
-        reload = self._reloads
-        templates = await threads.deferToThread(build_templates, bundle, directory)
-        if reload != self._reloads:
-            return  # a newer catalog's templates are being built
+    def adopt(self, templates: dict[str, ListTemplate]) -> None:
+        """Serve *templates* (a new catalog's) from now on."""
         self.templates = templates
         self.generation += 1
         self._cache.clear()
         self._size = 0
         self._building.clear()
-        log.info("API answers precomputed: {sizes}",
+        log.info("API answers ready: {sizes}",
                  sizes=", ".join(f"{k} {t.size // 1024} KiB" for k, t in templates.items()))
 
     async def warm(self) -> None:
@@ -315,6 +174,8 @@ class ListAnswers:
             _, old = self._cache.popitem(last=False)
             self._size -= len(old)
         return body
+
+
 def panel_extra(bundle: dict[str, Any]) -> bytes:
     """The categories and available_channels of panel_api.php (blocking).
 

@@ -1,7 +1,7 @@
 """get.php playlists, rendered once per catalog and streamed per request.
 
-When the catalog reloads, one template file per (style, kind) is written in
-a thread to ``GENERATION/api/`` (``plus-live.m3u``, ``plain-movie.m3u``...)
+With each ingest, one template file per (style, kind) is written to
+``GENERATION/api/`` (:mod:`xrelay.prepare`) (``plus-live.m3u``, ``plain-movie.m3u``...)
 with placeholders for the base URL, the user's URL-encoded credentials and
 the live extension.  A request streams the wanted files through
 :class:`~xrelay.api_body.MarkerStream`, which fills the placeholders in;
@@ -45,6 +45,22 @@ class PlaylistTemplates:
 
     def parts(self, style: str, kinds: tuple[str, ...]) -> list[TemplateFile]:
         return [self.files[(style, kind)] for kind in KINDS if kind in kinds and (style, kind) in self.files]
+
+    def manifest(self) -> list[dict[str, Any]]:
+        return [{"style": style, "kind": kind, "file": Path(t.path).name, "size": t.size, "counts": t.counts}
+                for (style, kind), t in self.files.items()]
+
+    @classmethod
+    def load(cls, directory: Path, entries: list[dict[str, Any]]) -> "PlaylistTemplates":
+        """The templates a manifest describes (blocking: checks their sizes)."""
+        out = cls()
+        for e in entries:
+            path = directory / e["file"]
+            if path.stat().st_size != int(e["size"]):
+                raise ValueError(f"{path}: not the size the manifest says")
+            out.files[(e["style"], e["kind"])] = TemplateFile(str(path), int(e["size"]),
+                                                              {str(k): int(v) for k, v in e["counts"].items()})
+        return out
 
 
 def _lines(bundle: dict[str, Any], style: str, kind: str) -> Iterator[str]:

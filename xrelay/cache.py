@@ -1,17 +1,19 @@
-"""The current catalog in memory, and item details fetched once.
+"""The current catalog, and item details fetched once.
 
-:class:`CatalogCache` holds the bundle of the current generation with
-indexes by id.  It reloads after each successful ingest and tells its
-listeners (the API precomputes its answers then).  Movie and series details
-are not in the bundle: the first request for one asks the provider, and
-the answer is kept on disk beside the bundle until the next ingest, so the
-provider is asked at most once per item per ingest interval.
+:class:`CatalogCache` holds the current generation as prepared for serving
+(:class:`~xrelay.generation.Generation`: lookups by id, the API's templates,
+the EPG index), never the catalog as Python objects.  It reloads after each
+successful ingest and tells its listeners (the API adopts the new answers
+then).  Movie and series details are not in the bundle: the first request
+for one asks the provider, and the answer is kept on disk beside the bundle
+until the next ingest, so the provider is asked at most once per item per
+ingest interval.
 """
 
 from __future__ import annotations
 
-import gc
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +22,8 @@ from twisted.logger import Logger
 
 from . import catalog
 from .deferutil import Shared
+from .generation import Generation, LiveChannel, NotPrepared, load_generation
+from .prepare import prepare_existing, refresh_epg, run_in_child
 from .provider import ProviderClient, ProviderError
 from .scrub import Scrubber
 from .store import CacheStore
@@ -28,13 +32,14 @@ __all__ = ["CatalogCache"]
 
 log = Logger()
 
-#: Seconds after a reload before the previous catalog is taken apart.
-DISPOSE_DELAY = 5.0
+#: An EPG index built longer ago than this (a daemon started long after the
+#: last ingest) is built again around the present time.
+EPG_MAX_AGE = 86400.0
 
 _DETAILS = {
-    # kind: (index attribute, provider action, id parameter, normaliser)
-    "vod": ("vod_by_id", "get_vod_info", "vod_id", catalog.normalise_vod_info),
-    "series": ("series_by_id", "get_series_info", "series_id", catalog.normalise_series_info),
+    # kind: (provider action, id parameter, normaliser)
+    "vod": ("get_vod_info", "vod_id", catalog.normalise_vod_info),
+    "series": ("get_series_info", "series_id", catalog.normalise_series_info),
 }
 
 
@@ -45,74 +50,85 @@ class CatalogCache:
         self.store = store
         self.client = client
         self.scrubber = scrubber or (client.scrubber if client else None)
-        self.generation: Path | None = None
-        self.bundle: dict[str, Any] = {}
-        self.live_by_id: dict[int, dict[str, Any]] = {}
-        self.vod_by_id: dict[int, dict[str, Any]] = {}
-        self.series_by_id: dict[int, dict[str, Any]] = {}
-        self.episode_ids: set[int] = set()
+        self.current: Generation | None = None
         self.listeners: list[Callable[["CatalogCache"], Any]] = []
         self._inflight: dict[tuple[str, str, int], Shared[Any]] = {}
+        self._sequence = 0
 
     @property
     def loaded(self) -> bool:
-        return self.generation is not None
+        return self.current is not None
+
+    @property
+    def generation(self) -> Path | None:
+        return self.current.path if self.current is not None else None
 
     @property
     def account(self) -> dict[str, Any]:
-        return self.bundle.get("account", {})
+        return self.current.account if self.current is not None else {}
+
+    @property
+    def generated_at(self) -> int:
+        return self.current.generated_at if self.current is not None else 0
+
+    def has(self, kind: str, ident: int) -> bool:
+        """Is *ident* a ``live`` channel, ``vod`` movie, ``series`` or ``episode``?"""
+        return self.current is not None and self.current.has(kind, ident)
+
+    def live(self, ident: int) -> LiveChannel | None:
+        return self.current.live(ident) if self.current is not None else None
+
+    async def row(self, kind: str, ident: int) -> dict[str, Any] | None:
+        """An item's list row (read from the list file in a thread)."""
+        current = self.current
+        if current is None or not current.has(kind, ident):
+            return None
+        return await threads.deferToThread(current.row, kind, ident)
 
     async def reload(self) -> bool:
-        """Load the current generation (off the reactor thread)."""
+        """Load the current generation (off the reactor thread).  One made by
+        an older xrelay is prepared first, in a child process."""
+        self._sequence += 1
+        sequence = self._sequence
+        path = await threads.deferToThread(self.store.current)
+        if path is None:
+            return False
         try:
-            loaded = await threads.deferToThread(self._load)
-        except (OSError, ValueError) as e:
-            log.error("cannot load the cache: {error}", error=str(e))
-            return False
-        if loaded is None:
-            return False
-        old = (self.bundle, self.live_by_id, self.vod_by_id, self.series_by_id, self.episode_ids)
-        (self.generation, self.bundle, self.live_by_id, self.vod_by_id,
-         self.series_by_id, self.episode_ids) = loaded
+            loaded = await threads.deferToThread(load_generation, path)
+        except Exception as e:  # written by an older xrelay, or damaged: prepare it again
+            if isinstance(e, NotPrepared):
+                log.info("preparing the cached catalog for serving ({why})", why=str(e))
+            else:
+                log.warn("the cached catalog's prepared files are unusable ({why}); preparing them again",
+                         why=str(e))
+            try:
+                await threads.deferToThread(run_in_child, prepare_existing, str(path))
+                loaded = await threads.deferToThread(load_generation, path)
+            except Exception as e2:
+                log.error("cannot load the cache: {error}", error=str(e2))
+                return False
+        if sequence != self._sequence:
+            return False  # a newer generation is being loaded
+        self.current = loaded
         self._inflight.clear()
-        # The catalog is a million long-lived objects with no reference
-        # cycles: keep the cyclic collector's full passes (hundreds of ms on
-        # the reactor thread) off them.  Reference counting still frees them.
-        gc.freeze()
         log.info("catalog loaded: {live} live, {vod} movies, {series} series",
-                 live=len(self.live_by_id), vod=len(self.vod_by_id), series=len(self.series_by_id))
+                 live=loaded.count("live"), vod=loaded.count("vod"), series=loaded.count("series"))
         for listener in list(self.listeners):
             try:
                 await defer.maybeDeferred(listener, self)
             except Exception:
                 log.failure("catalog listener failed")
-        if self.clock is not None and old[0]:
-            # Freeing the previous catalog's million objects in one go would
-            # stall the reactor for half a second.  Once every user of it has
-            # moved on (the listeners above, then a grace period for requests
-            # in flight), take it apart row by row in a thread, so that the
-            # GIL changes hands between rows.
-            self.clock.callLater(DISPOSE_DELAY, lambda: threads.deferToThread(_dispose, old).addErrback(
-                lambda f: log.failure("freeing the previous catalog", f)))
+        if loaded.epg.built_at and time.time() - loaded.epg.built_at > EPG_MAX_AGE:
+            defer.Deferred.fromCoroutine(self._refresh_epg(loaded)).addErrback(
+                lambda f: log.failure("refreshing the EPG index", f))
         return True
 
-    def _load(self) -> tuple[Any, ...] | None:
-        found = self.store.load_bundle()
-        if found is None:
-            return None
-        generation, bundle = found
-        return (
-            generation,
-            bundle,
-            {s["stream_id"]: s for s in bundle.get("live_streams", [])},
-            {s["stream_id"]: s for s in bundle.get("vod_streams", [])},
-            {s["series_id"]: s for s in bundle.get("series", [])},
-            {int(e["id"]) for e in bundle.get("episodes", [])},
-        )
-
-    def stream(self, kind: str, ident: int) -> dict[str, Any] | None:
-        """The catalog row of a live channel (``live``) or movie (``movie``)."""
-        return (self.live_by_id if kind == "live" else self.vod_by_id).get(ident)
+    async def _refresh_epg(self, stale: Generation) -> None:
+        log.info("the EPG index is from {hours:.0f} h ago: indexing the guide again",
+                 hours=(time.time() - stale.epg.built_at) / 3600)
+        await threads.deferToThread(run_in_child, refresh_epg, str(stale.path))
+        if self.current is stale:
+            await self.reload()
 
     async def details(self, kind: str, ident: int) -> dict[str, Any] | None:
         """get_vod_info / get_series_info for a known item, fetched once.
@@ -120,9 +136,8 @@ class CatalogCache:
         Returns None for an id that is not in the catalog (without asking
         the provider); raises ProviderError when the provider fails.
         """
-        index_name, action, param, normalise = _DETAILS[kind]
-        row = getattr(self, index_name).get(ident)
         generation = self.generation
+        row = await self.row(kind, ident)
         if row is None or generation is None:
             return None
         cached = await threads.deferToThread(self.store.read_detail, generation, kind, ident)
@@ -141,7 +156,7 @@ class CatalogCache:
     async def _fetch(self, generation: Path, kind: str, ident: int, row: dict[str, Any]) -> dict[str, Any]:
         if self.client is None:
             raise ProviderError(f"{kind} {ident}: no provider configured")
-        _, action, param, normalise = _DETAILS[kind]
+        action, param, normalise = _DETAILS[kind]
         raw = await self.client.get_json(action, timeout=30, **{param: ident})
         if isinstance(raw, dict) and isinstance(raw.get("user_info"), dict):
             raise ProviderError(f"{action}: the provider answered with the account object")
@@ -157,30 +172,3 @@ class CatalogCache:
             log.warn("cannot cache {kind} {ident} details: {error}", kind=kind, ident=ident,
                      error=e.strerror)
         return detail
-
-
-def _dispose(parts: tuple[Any, ...]) -> None:
-    """Drop references one at a time (indexes first, then the lists), then
-    hand the freed memory back to the system."""
-    containers = list(parts[1:]) + [parts[0]]
-    for container in containers:
-        if isinstance(container, dict):
-            while container:
-                _, value = container.popitem()
-                if isinstance(value, list):
-                    while value:
-                        value.pop()
-        elif isinstance(container, (set, list)):
-            while container:
-                container.pop()
-    _trim_heap()
-
-
-def _trim_heap() -> None:
-    """Return free heap pages to the system (glibc); a no-op elsewhere."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

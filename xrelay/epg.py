@@ -1,10 +1,12 @@
 """The EPG index behind get_short_epg and get_simple_data_table.
 
-Built from the cached ``guide.xml`` in a thread each time the catalog
-reloads, with a streaming (expat) parse: only programmes inside a time
-window around the build time are kept, packed into flat arrays and one
-byte blob (title, description, language per programme), so a 100 MB guide
-costs a few tens of MB and no per-programme Python objects.
+Built from a generation's ``guide.xml`` once per ingest, where the ingest
+runs (:mod:`xrelay.prepare`), with a streaming (expat) parse: only
+programmes inside a time window around the build time are kept, packed
+into flat arrays and one text file (title, description, language per
+programme).  The daemon loads the arrays (:meth:`EpgIndex.load`): a 100 MB
+guide costs it a few tens of MB and no per-programme Python objects, and a
+restart serves the guide at once.
 
 The same pass counts the ``@XRELAY_BASE@`` markers in the guide, which
 ``xmltv.php`` needs for its Content-Length.
@@ -14,13 +16,12 @@ from __future__ import annotations
 
 import base64
 import calendar
+import json
 import os
 import time
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 from xml.parsers import expat
@@ -28,11 +29,12 @@ from zoneinfo import ZoneInfo
 
 from twisted.logger import Logger
 
+from .packed import read_arrays, write_arrays
 from .scrub import BASE_MARKER
 
 log = Logger()
 
-__all__ = ["EpgIndex", "build_index", "index_generation", "parse_xmltv_time"]
+__all__ = ["EpgIndex", "build_index", "index_guide", "archive_days", "parse_xmltv_time"]
 
 #: Kept: programmes that end less than this long before the build...
 DEFAULT_PAST = 2 * 86400
@@ -83,6 +85,32 @@ class EpgIndex:
 
     def __len__(self) -> int:
         return len(self.starts)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write the index beside its texts file in *directory* (blocking);
+        returns the manifest entry."""
+        if self.text_path is None:
+            raise ValueError("only an index whose texts are on disk can be saved")
+        table = write_arrays(directory / "epg.idx", {
+            "starts": self.starts, "stops": self.stops, "text_at": self.text_at})
+        tmp = directory / "epg-channels.json.tmp"
+        tmp.write_text(json.dumps(self.channels, separators=(",", ":"), ensure_ascii=False), "utf-8")
+        os.replace(tmp, directory / "epg-channels.json")
+        return {"index": "epg.idx", "arrays": table, "channels": "epg-channels.json",
+                "texts": Path(self.text_path).name, "markers": self.markers, "size": self.size,
+                "built_at": self.built_at}
+
+    @classmethod
+    def load(cls, directory: Path, entry: dict[str, Any]) -> "EpgIndex":
+        """The index a manifest *entry* describes (blocking)."""
+        a = read_arrays(directory / entry["index"], entry["arrays"])
+        with open(directory / entry["channels"], "rb") as f:
+            channels = {str(k): (int(v[0]), int(v[1])) for k, v in json.loads(f.read()).items()}
+        texts = directory / entry["texts"]
+        if texts.stat().st_size != a["text_at"][-1]:
+            raise ValueError(f"{texts}: does not match the EPG index")
+        return cls(a["starts"], a["stops"], a["text_at"], b"", str(texts), channels,
+                   int(entry["markers"]), int(entry["size"]), float(entry["built_at"]))
 
     def programmes(self, channel_id: str | None) -> range:
         if not channel_id:
@@ -302,42 +330,17 @@ def _grouped_and_sorted(p: _Parser) -> bool:
     return True
 
 
-def index_generation(generation: Path, bundle: dict[str, Any]) -> EpgIndex:
-    """The EPG index of a cache generation's guide (blocking): programmes back
-    as far as the deepest catch-up archive, texts in ``api/epg-texts.bin``.
-
-    A big guide is parsed in a child process: seconds of expat callbacks in
-    a thread would share the GIL with the reactor and slow every answer."""
-    days = max([s.get("tv_archive_duration") or 0 for s in bundle.get("live_streams", [])
-                if s.get("tv_archive")] or [1])
-    guide = generation / "guide.xml"
-    try:
-        big = guide.stat().st_size > CHILD_PROCESS_BYTES
-    except OSError:
-        big = False
-    if big:
-        try:
-            return _in_child(_index_for_days, generation, days)
-        except (OSError, RuntimeError, BrokenProcessPool) as e:
-            log.warn("indexing the guide in a child process failed ({error}); indexing here",
-                     error=str(e))
-    return _index_for_days(generation, days)
+def archive_days(live_rows: Any) -> int:
+    """How many days back the guide is kept: the deepest catch-up archive
+    of the live channels (at least one)."""
+    return max([int(s.get("tv_archive_duration") or 0) for s in live_rows if s.get("tv_archive")] or [1]) or 1
 
 
-#: Guides bigger than this are indexed in a child process.
-CHILD_PROCESS_BYTES = 16 * 1024 * 1024
-
-
-def _index_for_days(generation: Path, days: int) -> EpgIndex:
-    (generation / "api").mkdir(parents=True, exist_ok=True)
-    return build_index(generation / "guide.xml", None, days * 86400, DEFAULT_FUTURE,
-                       generation / "api" / "epg-texts.bin")
-
-
-def _in_child(fn: Any, *args: Any) -> Any:
-    """Run ``fn(*args)`` in a fresh child process and return its result
-    (blocking: call from a thread; waiting releases the GIL)."""
-    import multiprocessing
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+def index_guide(directory: Path, days: int, now: float | None = None) -> EpgIndex:
+    """The index of ``directory/guide.xml`` with programmes back *days* days
+    (blocking), its texts in ``directory/api/epg-texts-BUILT.bin`` (a new
+    name per build: a daemon reading the previous one is never misled)."""
+    now = time.time() if now is None else now
+    (directory / "api").mkdir(parents=True, exist_ok=True)
+    return build_index(directory / "guide.xml", now, days * 86400, DEFAULT_FUTURE,
+                       directory / "api" / f"epg-texts-{int(now)}.bin")

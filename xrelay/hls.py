@@ -280,7 +280,7 @@ class HlsServer:
             return text_error(request, 404, "unknown stream")
         if not self.xr.cache.loaded:
             return text_error(request, 503, "the channel list is not loaded yet, try again soon")
-        if stream_id not in self.xr.cache.live_by_id:
+        if not self.xr.cache.has("live", stream_id):
             return text_error(request, 404, "unknown stream")
         url = self.xr.client.stream_url("live", stream_id, "m3u8")
         return self.remote_playlist(request, account, ("hls", stream_id), url,

@@ -10,7 +10,6 @@ previous cache byte-identical, is logged in one line and is recorded in
 
 from __future__ import annotations
 
-import gc
 import gzip
 import json
 import os
@@ -33,6 +32,7 @@ from . import catalog
 from .config import IngestConfig
 from .deferutil import Shared
 from .playlist import episodes_from_playlist, render_m3u
+from .prepare import prepare
 from .provider import ProviderClient, ProviderError
 from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER, Scrubber
 from .store import CacheStore
@@ -86,7 +86,6 @@ class Ingester:
         self.running: Shared[IngestResult] | None = None
         self.listeners: list[Callable[[IngestResult], Any]] = []
         self.last: IngestResult | None = None
-        self._gc_was_enabled = True
 
     def run(self, trigger: str = "schedule", force: bool = False) -> defer.Deferred[IngestResult]:
         """Start an ingest, or join the one running.  Never fails."""
@@ -95,12 +94,6 @@ class Ingester:
         started = self.reactor.seconds()
         wall = time.time()
         log.info("ingest started ({trigger})", trigger=trigger)
-        # The new catalog is built from hundreds of thousands of acyclic
-        # objects: without this the cyclic collector makes repeated full
-        # passes over the old and the new catalog, each one stalling the
-        # reactor.  Re-enabled when the ingest ends, whatever its outcome.
-        self._gc_was_enabled = gc.isenabled()
-        gc.disable()
         d = defer.Deferred.fromCoroutine(self._ingest(force))
         d.addTimeout(self.config.timeout, self.reactor)
 
@@ -135,11 +128,7 @@ class Ingester:
 
     async def _finish(self, result: IngestResult) -> IngestResult:
         self.running = None
-        try:
-            return await self._report(result)
-        finally:
-            if self._gc_was_enabled:
-                gc.enable()
+        return await self._report(result)
 
     async def _report(self, result: IngestResult) -> IngestResult:
         self.last = result
@@ -180,6 +169,9 @@ class Ingester:
             counts.update(await self._ingest_guide(scratch, staging.path("guide.xml")))
             bundle["counts"] = counts
             await threads.deferToThread(_write_bundle, bundle, staging.dir)
+            # What the daemon serves, written now while the catalog is in
+            # memory here, so that the daemon never loads it (xrelay.prepare).
+            await threads.deferToThread(prepare, bundle, staging.dir)
             final = await threads.deferToThread(staging.commit)
             staging = None
             return counts, final.name

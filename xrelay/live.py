@@ -188,10 +188,10 @@ class Channel:
                 "behind_seconds": round(v.behind() / rate, 2) if rate else None,
                 "paused": v.paused,
             })
-        row = self.relay.catalog_row(self.stream_id) or {}
+        channel = self.relay.catalog_row(self.stream_id)
         return {
             "stream_id": self.stream_id,
-            "name": row.get("name", ""),
+            "name": channel.name if channel is not None else "",
             "opened": self.created,
             "state": "lingering" if self._linger is not None else (
                 up.state.value if up is not None else "waiting for a slot"),
@@ -318,8 +318,9 @@ class LiveRelay:
     def open_url(self, url: str) -> Deferred[Any]:
         return self.xr.client.request(url, timeout=30.0, what="live stream")
 
-    def catalog_row(self, stream_id: int) -> dict[str, Any] | None:
-        return self.xr.cache.live_by_id.get(stream_id)
+    def catalog_row(self, stream_id: int) -> Any:
+        """The channel's :class:`~xrelay.generation.LiveChannel`, or None."""
+        return self.xr.cache.live(stream_id)
 
     # -- requests ------------------------------------------------------------
 

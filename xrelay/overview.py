@@ -95,9 +95,9 @@ class Overview:
             return None
 
     def catalog_counts(self) -> dict[str, int]:
-        bundle = getattr(self.xr.cache, "bundle", None) or {}
-        counts = bundle.get("counts")
-        return {k: v for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
+        current = getattr(self.xr.cache, "current", None)
+        counts = current.counts if current is not None else {}
+        return {k: v for k, v in counts.items() if isinstance(v, int)}
 
     # -- live relay -----------------------------------------------------------
 

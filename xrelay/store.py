@@ -9,8 +9,9 @@ Layout::
       full.m3u    -> current/full.m3u
       guide.xml   -> current/guide.xml
       ingests.json                    the record of the last ingests
-      generations/G/                  one complete ingest, never modified
+      generations/G/                  one complete ingest
         bundle.json live.m3u full.m3u guide.xml
+        api/                          what the daemon serves (xrelay.prepare)
         details/vod/ID.json details/series/ID.json   (fetched on demand)
       staging/                        an ingest in progress
 
@@ -83,10 +84,11 @@ class Staging:
 
     def commit(self) -> Path:
         """Make this generation the current one, atomically."""
-        for name in os.listdir(self.dir):
-            with open(self.dir / name, "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(self.dir)
+        for top, dirs, files in os.walk(self.dir, topdown=False):
+            for name in files:
+                with open(os.path.join(top, name), "rb") as f:
+                    os.fsync(f.fileno())
+            fsync_dir(Path(top))
         final = self.store.generations_dir / self.name
         os.rename(self.dir, final)
         fsync_dir(self.store.generations_dir)

@@ -129,10 +129,10 @@ class TimeshiftServer:
         cache = self.xr.cache
         if not cache.loaded:
             return text_error(request, 503, "the catalog is not loaded yet, try again soon")
-        row = cache.live_by_id.get(stream_id)
-        if row is None:
+        channel = cache.live(stream_id)
+        if channel is None:
             return text_error(request, 404, "unknown channel")
-        if not row.get("tv_archive"):
+        if not channel.tv_archive:
             return text_error(request, 404, "this channel has no catch-up")
         try:
             minutes = int(str(duration).strip())
@@ -145,7 +145,7 @@ class TimeshiftServer:
             return text_error(request, 400, f"bad start {start!r}: use YYYY-MM-DD:HH-MM or a UNIX time")
         now = self.xr.reactor.seconds()
         at = moment.timestamp()
-        days = int(row.get("tv_archive_duration") or 0)
+        days = channel.archive_days
         if at > now + FUTURE_SLACK:
             return text_error(request, 404, "that programme has not started yet")
         if days and at < now - days * 86400 - WINDOW_SLACK:

@@ -364,10 +364,10 @@ class VodServer:
         if not cache.loaded:
             return text_error(request, 503, "the catalog is not loaded yet, try again soon")
         if kind == "movie":
-            if stream_id not in cache.vod_by_id:
+            if not cache.has("vod", stream_id):
                 return text_error(request, 404, "unknown movie")
             return self._play(request, account, kind, stream_id, ext)
-        if stream_id in cache.episode_ids:
+        if cache.has("episode", stream_id):
             return self._play(request, account, kind, stream_id, ext)
         return Deferred.fromCoroutine(self._episode_from_details(request, account, stream_id, ext))
 
