@@ -2,7 +2,10 @@
 
     python bench/api_gil_probe.py DATA_DIR
 
-Runs each step of an ingest-and-reload (on the cached files of DATA_DIR,
+The first line is what the daemon does at each reload since the ingest
+prepares its files (:mod:`xrelay.prepare`); the other steps now run in the
+ingest's child process, and are kept here to show what they would cost in
+the daemon.  Runs each step of an ingest-and-reload (on the cached files of DATA_DIR,
 e.g. a ``bench/api_load.py --keep`` work dir's ``data``) in a worker thread,
 as xrelay does, while the main thread plays the reactor: it sleeps 1 ms in
 a loop and records how late it wakes up.  A step that holds the GIL inside
@@ -26,6 +29,7 @@ from xrelay.api import SWITCH_INTERVAL  # noqa: E402
 from xrelay.api_answers import ListTemplate, build_templates  # noqa: E402
 from xrelay.api_playlists import write_templates  # noqa: E402
 from xrelay.epg import build_index  # noqa: E402
+from xrelay.generation import load_generation  # noqa: E402
 from xrelay.store import CacheStore  # noqa: E402
 
 
@@ -59,6 +63,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="xrelay-gil-"))
     held: dict[str, Any] = {}
     print("| step (in a thread) | took | longest reactor stall | p99 stall |\n|---|---|---|---|")
+    probe("daemon: load_generation (the prepared files)", lambda: load_generation(current.resolve()))
     probe("json.load(bundle.json) in one call", lambda: json.load(open(current / "bundle.json", "rb")))
     probe("cache: CacheStore.load_bundle()", lambda: held.setdefault("b", CacheStore(data).load_bundle()[1]))
     bundle = held["b"]

@@ -169,6 +169,8 @@ max_connections = 4
                                  stderr=subprocess.STDOUT)
         line, pos = wait_for_log(xrelay_log, r"ingest succeeded in [0-9.]+ s[^\n]*", 0, 1800, relay)
         results["ingest"] = line
+        line, pos = wait_for_log(xrelay_log, r"the ingest process used at most [0-9]+ MB", 0, 60, relay)
+        results["ingest_child_peak"] = line
         line, pos = wait_for_log(xrelay_log, r"API ready in [0-9.]+ s[^\n]*", 0, 600, relay)
         results["api_ready"] = line
         results["first_ready_s"] = round(time.time() - t0, 1)
@@ -212,7 +214,7 @@ max_connections = 4
             found = re.search(r"API ready in [0-9.]+ s[^\n]*", text[start:])
             if found:
                 ingest_line = found.group(0)
-        # and a few windows after the reload, while the previous catalog is freed
+        # and a few windows after the reload
         for _ in range(3):
             during.append(loadgen(exe, port, args.clients, 5, True, mixed))
         results["during_ingest"] = {
@@ -225,6 +227,8 @@ max_connections = 4
             "ingest_s": round(time.time() - t_ingest, 1),
         }
         results["rss_after_ingest"] = rss(relay.pid)
+        peaks = re.findall(r"the ingest process used at most ([0-9]+) MB", xrelay_log.read_text(errors="replace"))
+        results["ingest_child_peak_mb"] = [int(p) for p in peaks]
     finally:
         for proc in (relay, demo):
             if proc is not None:

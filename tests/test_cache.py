@@ -1,12 +1,18 @@
-"""Item details are fetched from the provider once per item per ingest."""
+"""The catalog cache: prepared generations loaded at start-up and after
+each ingest, and item details fetched from the provider once per item per ingest."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer
 
+from apiclient import api, fetch, query
 from harness import start_relay
 from xrelay.demo.provider import DemoSettings
 
@@ -43,3 +49,85 @@ async def test_details_are_fetched_once_and_kept_on_disk(tmp_path: Path) -> None
         await relay.stop()
 
 
+
+
+async def restart(relay: Any, tmp_path: Path) -> Any:
+    """Stop *relay* and start another xrelay on the same data directory,
+    without an ingest: it serves what is cached."""
+    await relay.stop()
+    return await start_relay(tmp_path, ingest=False)
+
+
+def archive_channel(relay: Any) -> int:
+    return next(r["stream_id"] for r in relay.bundle["live_streams"] if r["epg_channel_id"] and r["tv_archive"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restart_serves_lists_and_guide_at_once(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        assert (relay.xr.store.current() / "api" / "manifest.json").is_file(), "the ingest prepared it"
+        channel = archive_channel(relay)
+        before = (await api(relay.url, action="get_simple_data_table", stream_id=channel)).json()
+        relay = await restart(relay, tmp_path)
+        # the first request waits for the start-up load, then has everything
+        rows = (await api(relay.url, action="get_live_streams")).json()
+        assert len(rows) == len(relay.bundle["live_streams"])
+        after = (await api(relay.url, action="get_simple_data_table", stream_id=channel)).json()
+        assert after["epg_listings"] and [r["start_timestamp"] for r in after["epg_listings"]] == \
+               [r["start_timestamp"] for r in before["epg_listings"]]
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_generation_from_an_older_xrelay_is_prepared_at_start_up(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        api_dir = relay.xr.store.current() / "api"
+        shutil.rmtree(api_dir)  # as an xrelay without prepared files left it
+        relay = await restart(relay, tmp_path)
+        rows = (await api(relay.url, action="get_vod_streams")).json()
+        assert len(rows) == len(relay.bundle["vod_streams"])
+        assert (api_dir / "manifest.json").is_file()
+        m3u = await fetch(f"{relay.url}/get.php?{query(type='m3u_plus')}")
+        assert m3u.code == 200 and m3u.body.count(b"#EXTINF") > len(rows)
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_damaged_prepared_files_are_prepared_again(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path)
+    try:
+        api_dir = relay.xr.store.current() / "api"
+        (api_dir / "live_streams.idx").write_bytes(b"\0" * 10)
+        relay = await restart(relay, tmp_path)
+        rows = (await api(relay.url, action="get_live_streams")).json()
+        assert len(rows) == len(relay.bundle["live_streams"])
+        assert (await fetch(f"{relay.url}/live/alice/alicepw/999999.ts")).code == 404
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stale_guide_index_is_built_again(tmp_path: Path) -> None:
+    """A daemon started days after the last ingest indexes the guide around
+    the present time again (in a child process), then serves that index."""
+    relay = await start_relay(tmp_path)
+    try:
+        manifest_path = relay.xr.store.current() / "api" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["epg"]["built_at"] -= 3 * 86400
+        manifest_path.write_text(json.dumps(manifest))
+        reloaded = defer.Deferred()
+        relay = await restart(relay, tmp_path)
+        await api(relay.url, action="get_live_categories")  # waits for the start-up load
+        relay.xr.cache.listeners.append(lambda cache: reloaded.called or reloaded.callback(cache))
+        cache = relay.xr.cache
+        if time.time() - cache.current.epg.built_at > 600:
+            await reloaded  # the refreshed index, once loaded
+        assert time.time() - cache.current.epg.built_at < 600
+        assert json.loads(manifest_path.read_text())["epg"]["built_at"] == cache.current.epg.built_at
+    finally:
+        await relay.stop()

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness import ADMIN, start_relay
 from streamclient import open_stream, wait_until
 from xrelay.config import RelayConfig
+from xrelay.demo.provider import DemoSettings
 from xrelay.metrics import endpoint_of
 
 AUTH = (ADMIN.username, ADMIN.password)
@@ -156,7 +157,8 @@ async def test_refused_for_lack_of_provider_slots(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_movies_being_watched(tmp_path: Path) -> None:
-    relay = await start_relay(tmp_path)
+    # paced: an unpaced movie can end before the scrape
+    relay = await start_relay(tmp_path, settings=DemoSettings(vod_bitrate_bps=4_000_000))
     try:
         movie = relay.bundle["vod_streams"][0]
         ext = movie.get("container_extension") or "mp4"

@@ -109,6 +109,7 @@ class XtreamApi:
 
     async def _prepare(self, cache: Any) -> None:
         """Adopt the new generation's prepared answers (written by the ingest)."""
+        started = time.monotonic()
         current = cache.current
         self.answers.adopt(current.lists)
         self.playlists = current.playlists
@@ -117,7 +118,8 @@ class XtreamApi:
         self._generation = current.path
         self._release_waiters()
         await self.guide.reloaded(current.path, current.epg)
-        log.info("API ready: {programmes} programmes in the EPG index", programmes=len(current.epg))
+        log.info("API ready in {seconds:.2f} s: {programmes} programmes in the EPG index",
+                 seconds=time.monotonic() - started, programmes=len(current.epg))
         # not awaited: the reload (and the ingest waiting on it) is done
         defer.Deferred.fromCoroutine(self.answers.warm()).addErrback(
             lambda f: log.failure("warming the API answers", f))

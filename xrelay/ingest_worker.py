@@ -88,6 +88,8 @@ class ProcessIngester(Ingester):
         answer = _last_json_line(b"".join(child.out))
         for warning in answer.get("warnings", []):
             log.warn("ingest: {warning}", warning=warning)
+        if answer.get("peak_rss_mb"):
+            log.info("the ingest process used at most {mb:.0f} MB of memory", mb=answer["peak_rss_mb"])
         if code != 0 or not answer:
             raise IngestError(answer.get("reason") or f"the ingest process exited with status {code}")
         if not answer.get("ok"):
@@ -186,9 +188,17 @@ async def _child(reactor: Any, upstream: UpstreamConfig, config: IngestConfig, f
     except Exception as e:  # reported to the parent, which logs and records it
         answer = {"ok": False, "reason": scrubber.text(_reason(e))}
     answer["warnings"] = [scrubber.text(w) for w in warnings]
+    answer["peak_rss_mb"] = _peak_rss_mb()
     await client.close()
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory, MB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _reason(e: Exception) -> str:
