@@ -21,6 +21,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
 from xrelay import ingest as ingest_module
+from xrelay import prepare as prepare_module
 from xrelay.config import IngestConfig, UpstreamConfig
 from xrelay.demo.provider import DemoProvider, DemoSettings
 from xrelay.ingest import Ingester
@@ -197,7 +198,7 @@ async def test_full_disk_keeps_the_cache(setup: Any, monkeypatch: pytest.MonkeyP
     def no_space(*args: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ingest_module, "_write_bundle", no_space)
+    monkeypatch.setattr(prepare_module.BundleWriter, "rows", no_space)
     result = await s.ingester.run()
     assert not result.ok and "No space left on device" in result.reason
     assert s.snapshot() == before

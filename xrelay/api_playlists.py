@@ -70,12 +70,13 @@ def _lines(bundle: dict[str, Any], style: str, kind: str) -> Iterator[str]:
                       live_ext=LIVE_EXT_MARKER)
 
 
-def write_templates(bundle: dict[str, Any], directory: Path) -> PlaylistTemplates:
-    """Write every template file (blocking: run in a thread)."""
+def write_templates(bundle: dict[str, Any], directory: Path,
+                    kinds: tuple[str, ...] = KINDS) -> PlaylistTemplates:
+    """Write the template files of *kinds* (blocking: run in a thread)."""
     directory.mkdir(parents=True, exist_ok=True)
     out = PlaylistTemplates()
     for style in STYLES:
-        for kind in KINDS:
+        for kind in kinds:
             path = directory / f"{style}-{kind}.m3u"
             tmp = path.with_name(path.name + ".tmp")
             counts = dict.fromkeys(MARKERS, 0)

@@ -9,6 +9,7 @@ API can serve the cache as it is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Iterable
 
 __all__ = [
@@ -104,12 +105,35 @@ def as_object(value: Any) -> dict[str, Any]:
 
 
 def _rows(data: Any) -> Iterable[dict[str, Any]]:
-    """The rows of a list answer: lists, dicts keyed by id, or garbage."""
+    """The rows of a list answer: lists, dicts keyed by id, an iterator of
+    rows (:func:`consume`), or garbage."""
     if isinstance(data, dict):
         data = list(data.values())
+    elif isinstance(data, Iterator):
+        return (row for row in data if isinstance(row, dict))
     if not isinstance(data, list):
         return ()
     return (row for row in data if isinstance(row, dict))
+
+
+def consume(data: Any) -> Any:
+    """*data*'s rows one by one, each released from *data* as it is taken
+    (an iterator for the normalisers), so that normalising a 100k-row
+    answer never holds it twice.  *data* is empty afterwards."""
+    if isinstance(data, dict):
+        values = list(data.values())
+        data.clear()
+        data = values
+    if not isinstance(data, list):
+        return data
+
+    def rows() -> Iterator[Any]:
+        for i in range(len(data)):
+            row, data[i] = data[i], None
+            yield row
+        data.clear()
+
+    return rows()
 
 
 def _category_ids(row: dict[str, Any]) -> list[int]:

@@ -31,17 +31,16 @@ from twisted.python.failure import Failure
 from . import catalog
 from .config import IngestConfig
 from .deferutil import Shared
-from .playlist import episodes_from_playlist, render_m3u
-from .prepare import prepare
+from .playlist import episodes_from_playlist
+from .prepare import Preparer
 from .provider import ProviderClient, ProviderError
-from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER, Scrubber
+from .scrub import Scrubber
 from .store import CacheStore
 
 __all__ = ["IngestError", "IngestResult", "Ingester", "IngestService"]
 
 log = Logger()
 
-BUNDLE_FORMAT = 1
 LISTS = (
     ("live_categories", "get_live_categories", catalog.normalise_categories),
     ("vod_categories", "get_vod_categories", catalog.normalise_categories),
@@ -161,49 +160,43 @@ class Ingester:
         scratch = await threads.deferToThread(tempfile.mkdtemp, prefix=SCRATCH_PREFIX)
         staging = None
         try:
-            bundle, counts = await self._download_catalog(scratch)
+            # Everything goes into a private staging directory, list by list
+            # (xrelay.prepare), and becomes visible only with the commit.
+            staging = await threads.deferToThread(self.store.begin)
+            preparer, counts = await self._download_catalog(scratch, staging.dir)
             previous = await threads.deferToThread(self._previous_counts)
             if not force:
                 _check_shrink(previous, counts, self.config.max_shrink)
-            staging = await threads.deferToThread(self.store.begin)
             counts.update(await self._ingest_guide(scratch, staging.path("guide.xml")))
-            bundle["counts"] = counts
-            await threads.deferToThread(_write_bundle, bundle, staging.dir)
-            # What the daemon serves, written now while the catalog is in
-            # memory here, so that the daemon never loads it (xrelay.prepare).
-            await threads.deferToThread(prepare, bundle, staging.dir)
+            await threads.deferToThread(preparer.finish, counts)
             final = await threads.deferToThread(staging.commit)
             staging = None
             return counts, final.name
         finally:
             if staging is not None:
-                staging.discard()
+                await threads.deferToThread(staging.discard)
             shutil.rmtree(scratch, ignore_errors=True)
 
-    async def _download_catalog(self, scratch: str) -> tuple[dict[str, Any], dict[str, int]]:
+    async def _download_catalog(self, scratch: str, directory: Path) -> tuple[Preparer, dict[str, int]]:
+        """Download, check, normalise and scrub each list in turn, and hand
+        it to the :class:`~xrelay.prepare.Preparer` before the next one, so
+        that one list at a time is held in memory."""
         raw_account = await self.client.get_json(None, timeout=60)
         account = catalog.normalise_account(raw_account)
-        bundle: dict[str, Any] = {
-            "format": BUNDLE_FORMAT,
-            "generated_at": int(time.time()),
-            "account": account,
-        }
+        preparer = await threads.deferToThread(Preparer, directory, int(time.time()), account)
         counts: dict[str, int] = {}
         for key, action, normalise in LISTS:
-            raw = await self.client.get_json(action, timeout=300, scratch_dir=scratch,
-                                             max_bytes=self.config.max_download)
-            if isinstance(raw, dict) and isinstance(raw.get("user_info"), dict):
-                # XC answers every action with the account object when the line is not valid.
-                catalog.normalise_account(raw)
-                raise IngestError(f"{action}: the provider answered with the account object, not a list")
-            if not isinstance(raw, (list, dict)):
-                raise IngestError(f"{action}: expected a list, got {type(raw).__name__}")
-            rows = await threads.deferToThread(lambda: self.scrubber.tree(normalise(raw)))
-            bundle[key] = rows
+            answer = [await self.client.get_json(action, timeout=300, scratch_dir=scratch,
+                                                 max_bytes=self.config.max_download)]
+            _check_list_answer(action, answer[0])
+            rows = await threads.deferToThread(_clean_rows, normalise, answer, self.scrubber)
+            await threads.deferToThread(preparer.add, key, rows)
             counts[key] = len(rows)
-        bundle["episodes"] = await self._episodes(scratch)
-        counts["episodes"] = len(bundle["episodes"])
-        return bundle, counts
+            del rows
+        episodes = await self._episodes(scratch)
+        await threads.deferToThread(preparer.add_episodes, episodes)
+        counts["episodes"] = len(episodes)
+        return preparer, counts
 
     async def _episodes(self, scratch: str) -> list[dict[str, Any]]:
         """Series episodes from the provider's playlist (empty if it refuses one)."""
@@ -320,15 +313,24 @@ def _check_and_copy_guide(raw: str, dest: Path, scrubber: Scrubber) -> dict[str,
     return counts
 
 
-def _write_bundle(bundle: dict[str, Any], directory: Path) -> None:
-    data = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False).encode()
-    with open(directory / "bundle.json", "wb") as f:
-        f.write(data)
-    for name, kinds in (("live.m3u", ("live",)), ("full.m3u", ("live", "movie", "series"))):
-        with open(directory / name, "w", encoding="utf-8", newline="") as f:
-            for line in render_m3u(bundle, base=BASE_MARKER, username=USER_MARKER,
-                                   password=PASS_MARKER, kinds=kinds, quoted=True):
-                f.write(line)
+def _check_list_answer(action: str, raw: Any) -> None:
+    if isinstance(raw, dict) and isinstance(raw.get("user_info"), dict):
+        # XC answers every action with the account object when the line is not valid.
+        catalog.normalise_account(raw)
+        raise IngestError(f"{action}: the provider answered with the account object, not a list")
+    if not isinstance(raw, (list, dict)):
+        raise IngestError(f"{action}: expected a list, got {type(raw).__name__}")
+
+
+def _clean_rows(normalise: Callable[[Any], list[dict[str, Any]]], holder: list[Any],
+               scrubber: Scrubber) -> list[dict[str, Any]]:
+    """Normalise and scrub a parsed answer (blocking).  *holder* is a
+    one-item list holding it: it is emptied, so the answer is freed as soon
+    as its rows are normalised, and each row is scrubbed in place."""
+    rows = normalise(catalog.consume(holder.pop()))
+    for i, row in enumerate(rows):
+        rows[i] = scrubber.tree(row)
+    return rows
 
 
 class IngestService(Service):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from array import array
 from pathlib import Path
@@ -36,14 +37,17 @@ from xml.parsers import expat
 
 from twisted.logger import Logger
 
-from .api_answers import build_templates, panel_extra
+from .api_answers import ID_KEYS, LIST_KEYS, panel_extra
 from .api_playlists import write_templates
 from .epg import EpgIndex, archive_days, index_guide
+from .list_template import ListTemplate
 from .packed import write_arrays
+from .playlist import render_m3u
+from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
 from .store import fsync_dir, write_atomic
 
-__all__ = ["prepare", "prepare_existing", "refresh_epg", "run_in_child", "PREPARED_FORMAT",
-           "MANIFEST"]
+__all__ = ["Preparer", "BundleWriter", "prepare", "prepare_existing", "refresh_epg", "run_in_child",
+           "PREPARED_FORMAT", "MANIFEST", "ORDER"]
 
 log = Logger()
 
@@ -53,49 +57,173 @@ PREPARED_FORMAT = 1
 MANIFEST = "manifest.json"
 
 
-def prepare(bundle: dict[str, Any], directory: Path, now: float | None = None) -> dict[str, Any]:
-    """Write ``directory/api/`` for *bundle*, whose guide is
-    ``directory/guide.xml``; returns the manifest."""
-    api = directory / "api"
-    api.mkdir(parents=True, exist_ok=True)
-    try:
-        (api / MANIFEST).unlink()  # being rewritten: not valid until the end
-    except FileNotFoundError:
-        pass
-    lists = {key: template.save_index(api / f"{key}.idx")
-             for key, template in build_templates(bundle, api).items()}
-    playlists = write_templates(bundle, api).manifest()
-    live_rows = bundle.get("live_streams", [])
-    live_table = write_arrays(api / "live.idx", {
-        "archive": array("b", (1 if s.get("tv_archive") else 0 for s in live_rows)),
-        "days": array("i", (_small_int(s.get("tv_archive_duration")) for s in live_rows)),
-    })
-    _write_json(api / "live.json", {
-        "names": [str(s.get("name") or "") for s in live_rows],
-        "epg": [str(s.get("epg_channel_id") or "") for s in live_rows],
-    })
-    episodes = sorted({int(e["id"]) for e in bundle.get("episodes", [])
-                       if str(e.get("id", "")).isascii() and str(e.get("id", "")).isdigit()})
-    episodes_table = write_arrays(api / "episodes.idx", {"ids": array("q", episodes)})
-    with open(api / "panel.json.tmp", "wb") as f:
-        f.write(panel_extra(bundle))
-    os.replace(api / "panel.json.tmp", api / "panel.json")
-    days = archive_days(live_rows)
-    manifest = {
-        "format": PREPARED_FORMAT,
-        "generated_at": int(bundle.get("generated_at") or 0),
-        "account": bundle.get("account", {}),
-        "counts": bundle.get("counts", {}),
-        "lists": lists,
-        "playlists": playlists,
-        "live": {"index": "live.idx", "arrays": live_table, "texts": "live.json"},
-        "episodes": {"index": "episodes.idx", "arrays": episodes_table},
-        "panel": "panel.json",
-        "archive_days": days,
-        "epg": _epg_entry(directory, days, now),
-    }
-    _finish(api, manifest)
-    return manifest
+class Preparer:
+    """Writes a generation's files list by list, as the ingest gets them,
+    so that no more than one list is ever held: the ingest of a
+    50k/100k/10k catalog stays within a few hundred MB.
+
+    Call :meth:`add` for each list in :data:`ORDER` (categories first: the
+    other lists' files name their groups), :meth:`add_episodes`, then
+    :meth:`finish` once ``guide.xml`` is in place.  With *write_bundle*,
+    ``bundle.json``, ``live.m3u`` and ``full.m3u`` are written too (an
+    ingest); without, only ``api/`` (a generation that has them already).
+    """
+
+    def __init__(self, directory: Path, generated_at: int, account: dict[str, Any],
+                 write_bundle: bool = True) -> None:
+        self.directory = directory
+        self.api = directory / "api"
+        self.api.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.api / MANIFEST).unlink()  # being rewritten: not valid until the end
+        except FileNotFoundError:
+            pass
+        self.manifest: dict[str, Any] = {
+            "format": PREPARED_FORMAT, "generated_at": int(generated_at or 0), "account": account,
+            "lists": {}, "playlists": [], "panel": "panel.json", "archive_days": 1,
+        }
+        self.categories: dict[str, list[dict[str, Any]]] = {}
+        self.bundle: BundleWriter | None = None
+        if write_bundle:
+            self.bundle = BundleWriter(directory / "bundle.json")
+            self.bundle.value("format", BUNDLE_FORMAT)
+            self.bundle.value("generated_at", int(generated_at or 0))
+            self.bundle.value("account", account)
+
+    def add(self, key: str, rows: list[dict[str, Any]]) -> None:
+        """One normalised, scrubbed list (blocking)."""
+        if self.bundle is not None:
+            self.bundle.rows(key, rows)
+        if key.endswith("_categories"):
+            self.categories[key] = rows
+        if key in LIST_KEYS.values():
+            template = ListTemplate.build(rows, self.api / f"{key}.json", ID_KEYS.get(key))
+            self.manifest["lists"][key] = template.save_index(self.api / f"{key}.idx")
+        if key == "live_streams":
+            self._live(rows)
+        kind = {"live_streams": "live", "vod_streams": "movie"}.get(key)
+        if kind is not None:
+            groups = "live_categories" if kind == "live" else "vod_categories"
+            self._playlists(kind, {key: rows, groups: self.categories.get(groups, [])})
+
+    def add_episodes(self, episodes: list[dict[str, Any]]) -> None:
+        if self.bundle is not None:
+            self.bundle.rows("episodes", episodes)
+        ids = sorted({int(str(e["id"])) for e in episodes
+                      if str(e.get("id", "")).isascii() and str(e.get("id", "")).isdigit()})
+        self.manifest["episodes"] = {"index": "episodes.idx",
+                                     "arrays": write_arrays(self.api / "episodes.idx", {"ids": array("q", ids)})}
+        self._playlists("series", {"episodes": episodes})
+
+    def finish(self, counts: dict[str, int], now: float | None = None) -> dict[str, Any]:
+        """Index the guide, close every file and write the manifest (blocking)."""
+        for key in LIST_KEYS.values():  # a list the ingest never had is empty
+            if key not in self.manifest["lists"]:
+                self.add(key, [])
+        if "episodes" not in self.manifest:
+            self.add_episodes([])
+        if self.bundle is not None:
+            self.bundle.value("counts", counts)
+            self.bundle.close()
+            self._playlist_files()
+        self.manifest["counts"] = counts
+        self.manifest["epg"] = _epg_entry(self.directory, self.manifest["archive_days"], now)
+        _finish(self.api, self.manifest)
+        return self.manifest
+
+    def _live(self, rows: list[dict[str, Any]]) -> None:
+        self.manifest["live"] = {"index": "live.idx", "texts": "live.json", "arrays": write_arrays(
+            self.api / "live.idx", {
+                "archive": array("b", (1 if s.get("tv_archive") else 0 for s in rows)),
+                "days": array("i", (_small_int(s.get("tv_archive_duration")) for s in rows)),
+            })}
+        _write_json(self.api / "live.json", {"names": [str(s.get("name") or "") for s in rows],
+                                             "epg": [str(s.get("epg_channel_id") or "") for s in rows]})
+        self.manifest["archive_days"] = archive_days(rows)
+        panel = panel_extra({"live_streams": rows, **self.categories})
+        with open(self.api / "panel.json.tmp", "wb") as f:
+            f.write(panel)
+        os.replace(self.api / "panel.json.tmp", self.api / "panel.json")
+
+    def _playlists(self, kind: str, part: dict[str, Any]) -> None:
+        """The get.php templates of one kind, and (ingest) its share of
+        ``live.m3u`` / ``full.m3u``."""
+        self.manifest["playlists"] += write_templates(part, self.api, (kind,)).manifest()
+        if self.bundle is not None:
+            with open(self.directory / f".{kind}.m3u.part", "w", encoding="utf-8", newline="") as f:
+                for line in _cache_playlist(part, (kind,), header=False):
+                    f.write(line)
+
+    def _playlist_files(self) -> None:
+        """``live.m3u`` and ``full.m3u``: the header, then the parts."""
+        head = "".join(_cache_playlist({}, (), header=True)).encode()
+        for name, kinds in (("live.m3u", ("live",)), ("full.m3u", ("live", "movie", "series"))):
+            with open(self.directory / name, "wb") as out:
+                out.write(head)
+                for kind in kinds:
+                    with open(self.directory / f".{kind}.m3u.part", "rb") as part:
+                        shutil.copyfileobj(part, out, 1 << 20)
+        for kind in ("live", "movie", "series"):
+            os.unlink(self.directory / f".{kind}.m3u.part")
+
+
+#: The order of :meth:`Preparer.add` calls (the ingest's download order).
+ORDER = ("live_categories", "vod_categories", "series_categories", "live_streams", "vod_streams", "series")
+BUNDLE_FORMAT = 1
+
+
+def _cache_playlist(bundle: dict[str, Any], kinds: tuple[str, ...], header: bool) -> Any:
+    """The data directory's playlists: xrelay's renderer with placeholders."""
+    return render_m3u(bundle, base=BASE_MARKER, username=USER_MARKER, password=PASS_MARKER,
+                      kinds=kinds, quoted=True, header=header)
+
+
+class BundleWriter:
+    """``bundle.json`` written one value or one row at a time (blocking)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb")
+        self.first = True
+
+    def _key(self, key: str) -> None:
+        self.file.write((b"{" if self.first else b",") + json.dumps(key).encode() + b":")
+        self.first = False
+
+    def value(self, key: str, value: Any) -> None:
+        self._key(key)
+        self.file.write(_dumps(value))
+
+    def rows(self, key: str, rows: list[Any]) -> None:
+        self._key(key)
+        self.file.write(b"[")
+        batch: list[bytes] = []
+        for i, row in enumerate(rows):
+            batch.append(_dumps(row))
+            if len(batch) >= 2000:
+                self.file.write(b",".join(batch) + (b"," if i + 1 < len(rows) else b""))
+                batch.clear()
+        self.file.write(b",".join(batch) + b"]")
+
+    def close(self) -> None:
+        self.file.write(b"}" if not self.first else b"{}")
+        self.file.close()
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def prepare(bundle: dict[str, Any], directory: Path, now: float | None = None,
+            write_bundle: bool = False) -> dict[str, Any]:
+    """Write ``directory/api/`` for a whole *bundle*, whose guide is
+    ``directory/guide.xml`` (and, with *write_bundle*, the bundle's own
+    files); returns the manifest."""
+    preparer = Preparer(directory, int(bundle.get("generated_at") or 0), bundle.get("account", {}),
+                        write_bundle)
+    for key in ORDER:
+        preparer.add(key, bundle.get(key, []))
+    preparer.add_episodes(bundle.get("episodes", []))
+    return preparer.finish(bundle.get("counts", {}), now)
 
 
 def prepare_existing(generation: str) -> None:

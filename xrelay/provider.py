@@ -388,23 +388,41 @@ def _unlink(path: str) -> None:
 
 def _parse_json_file(path: str, what: str) -> Any:
     with open(path, "rb") as f:
-        return parse_json_answer(f.read(), what)
+        head = f.read(512)
+        size = os.fstat(f.fileno()).st_size
+    _check_head(head, what)
+    try:
+        # decoded as it is read: the bytes are not kept beside the text
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+        return jsonparse.loads(text)
+    except ValueError:
+        raise _not_json(head, size, what) from None
 
 
 def parse_json_answer(body: bytes, what: str) -> Any:
     """Parse a JSON answer, naming what is wrong in one line."""
-    head = body[:512].lstrip()
+    _check_head(body[:512], what)
+    try:
+        return jsonparse.loads(body)
+    except ValueError:
+        raise _not_json(body[:512], len(body), what) from None
+
+
+def _check_head(head: bytes, what: str) -> None:
+    head = head.lstrip()
     if not head:
         raise ProviderError(f"{what}: empty answer")
     if head[:1] == b"<":
         raise ProviderError(f"{what}: the provider answered with HTML, not JSON")
-    try:
-        return jsonparse.loads(body)
-    except ValueError:
-        if head[:1] in (b"{", b"["):
-            raise ProviderError(f"{what}: malformed or truncated JSON ({len(body)} bytes)") from None
-        word = head[:20].decode("utf-8", "replace").split()[0] if head.split() else ""
-        raise ProviderError(f"{what}: not JSON (starts with {word!r})") from None
+
+
+def _not_json(head: bytes, size: int, what: str) -> ProviderError:
+    head = head.lstrip()
+    if head[:1] in (b"{", b"["):
+        return ProviderError(f"{what}: malformed or truncated JSON ({size} bytes)")
+    word = head[:20].decode("utf-8", "replace").split()[0] if head.split() else ""
+    return ProviderError(f"{what}: not JSON (starts with {word!r})")
 
 
 async def _collect(clock: IReactorTime, response: IResponse, max_bytes: int, idle: float, what: str) -> bytes:
