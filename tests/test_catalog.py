@@ -106,3 +106,35 @@ def test_series_info_episodes_as_list_of_lists() -> None:
 def test_series_info_unknown_gives_one_empty_season() -> None:
     out = catalog.normalise_series_info([], None)
     assert out["episodes"] == {} and len(out["seasons"]) == 1
+
+
+def test_encoded_rows_are_the_normalised_rows() -> None:
+    """The ingest's one-pass normaliser gives exactly what the list-based
+    one gives: duplicates merged into the first row, numbering, types."""
+    import copy
+    import json
+
+    raw = [
+        {"stream_id": "5", "name": "Five\n", "category_id": None, "tv_archive": "1", "tv_archive_duration": "3"},
+        {"stream_id": 2, "name": "Two", "category_id": "4", "category_ids": [4, "7"]},
+        {"stream_id": "5", "name": "Five again", "category_id": "9"},   # adds category 9 to the first
+        {"stream_id": 2, "category_ids": [4, 8]},                        # adds 8
+        {"stream_id": "x"}, "garbage", {"stream_id": -1},
+        {"stream_id": 11, "name": 11, "category_ids": []},
+    ]
+    for kind, reference in (("live", catalog.normalise_live), ("vod", catalog.normalise_vod),
+                            ("series", catalog.normalise_series)):
+        rows = copy.deepcopy(raw)
+        if kind == "series":
+            for r in rows:
+                if isinstance(r, dict) and "stream_id" in r:
+                    r["series_id"] = r.pop("stream_id")
+        want = reference(copy.deepcopy(rows))
+        got = catalog.normalise_encoded(copy.deepcopy(rows), kind)
+        assert list(got) == want, kind
+        assert [json.loads(e) for e in got.encoded] == want
+        assert len(got) == len(want) == 3
+    five = list(catalog.normalise_encoded(copy.deepcopy(raw), "live"))[0]
+    assert five["category_ids"] == [9] and five["category_id"] == "9" and five["num"] == 1
+    scrubbed = catalog.normalise_encoded(copy.deepcopy(raw), "vod", lambda r: {**r, "name": "x"})
+    assert {r["name"] for r in scrubbed} == {"x"}

@@ -110,7 +110,7 @@ def test_texts_on_disk(tmp_path):
 
 def test_an_index_saved_and_loaded_answers_the_same(tmp_path) -> None:
     """What the ingest writes is what the daemon serves, after a restart too."""
-    from xrelay.epg import EpgIndex, archive_days, index_guide
+    from xrelay.epg import EpgIndex, index_guide
 
     generation = tmp_path / "gen"
     generation.mkdir()
@@ -125,8 +125,6 @@ def test_an_index_saved_and_loaded_answers_the_same(tmp_path) -> None:
                          f'<title>T{ch}-{h}</title><desc>D</desc></programme>\n')
     lines.append("</tv>\n")
     (generation / "guide.xml").write_text("".join(lines))
-    assert archive_days([{"tv_archive": 1, "tv_archive_duration": 3}, {"tv_archive": 0, "tv_archive_duration": 9}]) == 3
-    assert archive_days([]) == 1
     built = index_guide(generation, 1, now)
     assert len(built) == 20 * (24 + 6 + 1)  # one day back, programmes ending since then included
     entry = built.save(generation / "api")

@@ -69,3 +69,30 @@ def test_the_gil_changes_hands_while_parsing() -> None:
     worker.join()
     assert result[0] == {"live_streams": rows}
     assert longest < 0.2, f"the main thread waited {longest * 1000:.0f} ms"
+
+
+def test_iter_rows_parses_one_row_at_a_time() -> None:
+    from xrelay.jsonparse import iter_rows
+
+    doc = '\ufeff [ {"stream_id": 1, "a": [1, {"b": 2}]}, {"stream_id": 2} ] \n'
+    shape, rows = iter_rows(doc)
+    assert shape == "list"
+    assert next(rows) == (None, {"stream_id": 1, "a": [1, {"b": 2}]})
+    assert list(rows) == [(None, {"stream_id": 2})]
+    shape, rows = iter_rows(b'{"7": {"x": 1}, "8": {"y": "\\u00e9"}}')
+    assert shape == "object" and list(rows) == [("7", {"x": 1}), ("8", {"y": "é"})]
+    assert iter_rows("[]")[0] == "list" and list(iter_rows("{}")[1]) == []
+    shape, rows = iter_rows(" 42 ")
+    assert shape == "int" and list(rows) == []
+
+
+@pytest.mark.parametrize("doc", ['[{"a": 1}, {"b": ', '[{"a": 1}] trailing', '{"a" 1}', '[1 2]', '{"a": 1,}'])
+def test_iter_rows_refuses_what_json_loads_refuses(doc: str) -> None:
+    import json
+
+    from xrelay.jsonparse import iter_rows
+
+    with pytest.raises(ValueError):
+        json.loads(doc)
+    with pytest.raises(ValueError):
+        list(iter_rows(doc)[1])

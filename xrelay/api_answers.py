@@ -32,7 +32,7 @@ from .deferutil import Shared
 from .list_template import GZIP_LEVEL, MARKER, ListTemplate, dumps
 
 __all__ = ["ListTemplate", "ListAnswers", "StreamAnswer", "LIST_KEYS", "ID_KEYS", "dumps",
-           "panel_extra", "build_templates"]
+           "panel_extra", "panel_channel", "build_templates"]
 
 log = Logger()
 
@@ -176,27 +176,28 @@ class ListAnswers:
         return body
 
 
+def panel_channel(s: dict[str, Any], groups: dict[Any, str]) -> dict[str, Any]:
+    """One live channel as panel_api.php's available_channels lists it."""
+    return {
+        "num": s.get("num"), "name": s.get("name", ""),
+        "stream_type": s.get("stream_type", "live"), "type_name": "Live Streams",
+        "stream_id": s["stream_id"], "stream_icon": s.get("stream_icon") or "",
+        "epg_channel_id": s.get("epg_channel_id"), "added": s.get("added", "0"),
+        "category_name": groups.get(s.get("category_id"), ""), "category_id": s.get("category_id"),
+        "series_no": None, "live": "1", "container_extension": None,
+        "custom_sid": "", "tv_archive": s.get("tv_archive", 0), "direct_source": "",
+        "tv_archive_duration": s.get("tv_archive_duration", 0),
+    }
+
+
 def panel_extra(bundle: dict[str, Any]) -> bytes:
     """The categories and available_channels of panel_api.php (blocking).
 
     available_channels lists the live channels (as Dispatcharr does; GSE
     reads its live list there and uses player_api for the rest), which
     keeps this answer a few MB even for a 100k-movie catalog."""
-    channels: dict[str, Any] = {}
-    for kind, key, groups_key in (("live", "live_streams", "live_categories"),):
-        names = {c["category_id"]: c["category_name"] for c in bundle.get(groups_key, [])}
-        for s in bundle.get(key, []):
-            channels[str(s["stream_id"])] = {
-                "num": s.get("num"), "name": s.get("name", ""),
-                "stream_type": s.get("stream_type", kind), "type_name": "Live Streams" if kind == "live" else "Movies",
-                "stream_id": s["stream_id"], "stream_icon": s.get("stream_icon") or "",
-                "epg_channel_id": s.get("epg_channel_id"), "added": s.get("added", "0"),
-                "category_name": names.get(s.get("category_id"), ""), "category_id": s.get("category_id"),
-                "series_no": None, "live": "1" if kind == "live" else "0",
-                "container_extension": s.get("container_extension") if kind == "movie" else None,
-                "custom_sid": "", "tv_archive": s.get("tv_archive", 0), "direct_source": "",
-                "tv_archive_duration": s.get("tv_archive_duration", 0),
-            }
+    names = {c["category_id"]: c["category_name"] for c in bundle.get("live_categories", [])}
+    channels = {str(s["stream_id"]): panel_channel(s, names) for s in bundle.get("live_streams", [])}
     categories = {"live": bundle.get("live_categories", []), "movie": bundle.get("vod_categories", []),
                   "series": bundle.get("series_categories", [])}
     body = dumps({"categories": categories, "available_channels": channels})

@@ -9,8 +9,9 @@ API can serve the cache as it is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = [
     "as_int",
@@ -22,6 +23,9 @@ __all__ = [
     "normalise_series",
     "normalise_series_info",
     "normalise_vod",
+    "normalise_encoded",
+    "EncodedRows",
+    "encode_row",
     "normalise_vod_info",
 ]
 
@@ -105,35 +109,12 @@ def as_object(value: Any) -> dict[str, Any]:
 
 
 def _rows(data: Any) -> Iterable[dict[str, Any]]:
-    """The rows of a list answer: lists, dicts keyed by id, an iterator of
-    rows (:func:`consume`), or garbage."""
+    """The rows of a list answer: lists, dicts keyed by id, or garbage."""
     if isinstance(data, dict):
         data = list(data.values())
-    elif isinstance(data, Iterator):
-        return (row for row in data if isinstance(row, dict))
     if not isinstance(data, list):
         return ()
     return (row for row in data if isinstance(row, dict))
-
-
-def consume(data: Any) -> Any:
-    """*data*'s rows one by one, each released from *data* as it is taken
-    (an iterator for the normalisers), so that normalising a 100k-row
-    answer never holds it twice.  *data* is empty afterwards."""
-    if isinstance(data, dict):
-        values = list(data.values())
-        data.clear()
-        data = values
-    if not isinstance(data, list):
-        return data
-
-    def rows() -> Iterator[Any]:
-        for i in range(len(data)):
-            row, data[i] = data[i], None
-            yield row
-        data.clear()
-
-    return rows()
 
 
 def _category_ids(row: dict[str, Any]) -> list[int]:
@@ -222,51 +203,127 @@ def _common(row: dict[str, Any], num: int) -> None:
     row["direct_source"] = ""
 
 
-def normalise_live(data: Any) -> list[dict[str, Any]]:
-    rows = _dedupe(_rows(data), "stream_id")
+def _live_row(row: dict[str, Any], num: int) -> None:
+    _common(row, num)
+    row["stream_type"] = "live"
+    row["stream_icon"] = as_str(row.get("stream_icon"))
+    epg = row.get("epg_channel_id")
+    row["epg_channel_id"] = as_str(epg) or None
+    row["tv_archive"] = 1 if as_int(row.get("tv_archive"), 0) else 0
+    row["tv_archive_duration"] = as_int(row.get("tv_archive_duration"), 0) or 0 if row["tv_archive"] else 0
+    row["thumbnail"] = as_str(row.get("thumbnail"))
+
+
+def _vod_row(row: dict[str, Any], num: int) -> None:
+    _common(row, num)
+    row["stream_type"] = "movie"
+    row["stream_icon"] = as_str(row.get("stream_icon"))
+    rating = as_float(row.get("rating"), None)
+    row["rating"] = round(rating, 1) if rating is not None else ""
+    row["rating_5based"] = round(as_float(row.get("rating_5based"), (rating or 0) / 2) or 0, 1)
+    ext = as_str(row.get("container_extension")).strip(". ").lower()
+    row["container_extension"] = ext if ext.isalnum() else "mp4"
+
+
+def _series_row(row: dict[str, Any], num: int) -> None:
+    cats = row["category_ids"]
+    row["num"] = num
+    row["name"] = as_str(row.get("name")).replace("\n", " ")
+    row["cover"] = as_str(row.get("cover"))
+    for key in ("plot", "cast", "director", "genre", "releaseDate", "youtube_trailer"):
+        row[key] = as_str(row.get(key))
+    row["last_modified"] = as_numstr(row.get("last_modified"))
+    rating = as_float(row.get("rating"), None)
+    row["rating"] = as_str(row.get("rating")) if rating is not None else "0"
+    row["rating_5based"] = round(as_float(row.get("rating_5based"), (rating or 0) / 2) or 0, 1)
+    row["backdrop_path"] = [b for b in as_list(row.get("backdrop_path")) if isinstance(b, str)]
+    row["episode_run_time"] = as_numstr(row.get("episode_run_time"))
+    row["category_id"] = str(cats[0]) if cats else None
+
+
+#: kind of list -> (id field, per-row normaliser)
+STREAM_KINDS: dict[str, tuple[str, Callable[[dict[str, Any], int], None]]] = {
+    "live": ("stream_id", _live_row),
+    "vod": ("stream_id", _vod_row),
+    "series": ("series_id", _series_row),
+}
+
+
+def _normalise(data: Any, kind: str) -> list[dict[str, Any]]:
+    key, finish = STREAM_KINDS[kind]
+    rows = _dedupe(_rows(data), key)
     for num, row in enumerate(rows, 1):
-        _common(row, num)
-        row["stream_type"] = "live"
-        row["stream_icon"] = as_str(row.get("stream_icon"))
-        epg = row.get("epg_channel_id")
-        row["epg_channel_id"] = as_str(epg) or None
-        row["tv_archive"] = 1 if as_int(row.get("tv_archive"), 0) else 0
-        row["tv_archive_duration"] = as_int(row.get("tv_archive_duration"), 0) or 0 if row["tv_archive"] else 0
-        row["thumbnail"] = as_str(row.get("thumbnail"))
+        finish(row, num)
     return rows
+
+
+def normalise_live(data: Any) -> list[dict[str, Any]]:
+    return _normalise(data, "live")
 
 
 def normalise_vod(data: Any) -> list[dict[str, Any]]:
-    rows = _dedupe(_rows(data), "stream_id")
-    for num, row in enumerate(rows, 1):
-        _common(row, num)
-        row["stream_type"] = "movie"
-        row["stream_icon"] = as_str(row.get("stream_icon"))
-        rating = as_float(row.get("rating"), None)
-        row["rating"] = round(rating, 1) if rating is not None else ""
-        row["rating_5based"] = round(as_float(row.get("rating_5based"), (rating or 0) / 2) or 0, 1)
-        ext = as_str(row.get("container_extension")).strip(". ").lower()
-        row["container_extension"] = ext if ext.isalnum() else "mp4"
-    return rows
+    return _normalise(data, "vod")
 
 
 def normalise_series(data: Any) -> list[dict[str, Any]]:
-    rows = _dedupe(_rows(data), "series_id")
-    for num, row in enumerate(rows, 1):
-        cats = row["category_ids"]
-        row["num"] = num
-        row["name"] = as_str(row.get("name")).replace("\n", " ")
-        row["cover"] = as_str(row.get("cover"))
-        for key in ("plot", "cast", "director", "genre", "releaseDate", "youtube_trailer"):
-            row[key] = as_str(row.get(key))
-        row["last_modified"] = as_numstr(row.get("last_modified"))
-        rating = as_float(row.get("rating"), None)
-        row["rating"] = as_str(row.get("rating")) if rating is not None else "0"
-        row["rating_5based"] = round(as_float(row.get("rating_5based"), (rating or 0) / 2) or 0, 1)
-        row["backdrop_path"] = [b for b in as_list(row.get("backdrop_path")) if isinstance(b, str)]
-        row["episode_run_time"] = as_numstr(row.get("episode_run_time"))
-        row["category_id"] = str(cats[0]) if cats else None
-    return rows
+    return _normalise(data, "series")
+
+
+class EncodedRows:
+    """Normalised rows kept as their compact JSON (about a fifth of their
+    size as Python objects).  Iterating decodes one row at a time."""
+
+    def __init__(self) -> None:
+        self.encoded: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (json.loads(e) for e in self.encoded)
+
+    def pairs(self) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """(row, its JSON) for each row."""
+        return ((json.loads(e), e) for e in self.encoded)
+
+
+def encode_row(row: Any) -> bytes:
+    """The compact JSON xrelay writes everywhere (bundle, templates)."""
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def normalise_encoded(rows: Iterable[Any], kind: str,
+                      finish: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row) -> EncodedRows:
+    """Rows of a ``live``, ``vod`` or ``series`` list, normalised as
+    :func:`normalise_live` and friends do, then passed through *finish*
+    (the scrubber) and kept encoded: one pass, one row in memory at a
+    time.  The rows given are changed in place (they are a parser's fresh
+    output).  A duplicate id only adds its categories to the first row."""
+    key, normalise_row = STREAM_KINDS[kind]
+    out = EncodedRows()
+    at: dict[int, int] = {}
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        ident = as_int(row.get(key), None)
+        if ident is None or ident < 0:
+            continue
+        cats = _category_ids(row)
+        position = at.get(ident)
+        if position is None:
+            row[key] = ident
+            row["category_ids"] = cats
+            normalise_row(row, len(out.encoded) + 1)
+            at[ident] = len(out.encoded)
+            out.encoded.append(encode_row(finish(row)))
+            continue
+        kept = json.loads(out.encoded[position])
+        more = [c for c in cats if c not in kept["category_ids"]]
+        if more:
+            kept["category_ids"].extend(more)
+            kept["category_id"] = str(kept["category_ids"][0])
+            out.encoded[position] = encode_row(kept)
+    return out
 
 
 # -- details (fetched on first request) ----------------------------------------

@@ -34,7 +34,7 @@ from .scrub import BASE_MARKER
 
 log = Logger()
 
-__all__ = ["EpgIndex", "build_index", "index_guide", "archive_days", "parse_xmltv_time"]
+__all__ = ["EpgIndex", "build_index", "index_guide", "parse_xmltv_time"]
 
 #: Kept: programmes that end less than this long before the build...
 DEFAULT_PAST = 2 * 86400
@@ -328,12 +328,6 @@ def _grouped_and_sorted(p: _Parser) -> bool:
         if chan[i] < chan[i - 1] or (chan[i] == chan[i - 1] and starts[i] <= starts[i - 1]):
             return False
     return True
-
-
-def archive_days(live_rows: Any) -> int:
-    """How many days back the guide is kept: the deepest catch-up archive
-    of the live channels (at least one)."""
-    return max([int(s.get("tv_archive_duration") or 0) for s in live_rows if s.get("tv_archive")] or [1]) or 1
 
 
 def index_guide(directory: Path, days: int, now: float | None = None) -> EpgIndex:

@@ -19,7 +19,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from xml.parsers import expat
 
 from twisted.application.service import Service
@@ -28,12 +28,12 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import catalog
+from . import catalog, jsonparse
 from .config import IngestConfig
 from .deferutil import Shared
 from .playlist import episodes_from_playlist
 from .prepare import Preparer
-from .provider import ProviderClient, ProviderError
+from .provider import JsonText, ProviderClient, ProviderError
 from .scrub import Scrubber
 from .store import CacheStore
 
@@ -42,12 +42,13 @@ __all__ = ["IngestError", "IngestResult", "Ingester", "IngestService"]
 log = Logger()
 
 LISTS = (
-    ("live_categories", "get_live_categories", catalog.normalise_categories),
-    ("vod_categories", "get_vod_categories", catalog.normalise_categories),
-    ("series_categories", "get_series_categories", catalog.normalise_categories),
-    ("live_streams", "get_live_streams", catalog.normalise_live),
-    ("vod_streams", "get_vod_streams", catalog.normalise_vod),
-    ("series", "get_series", catalog.normalise_series),
+    # bundle key, action, kind of rows ("categories" or a catalog.STREAM_KINDS key)
+    ("live_categories", "get_live_categories", "categories"),
+    ("vod_categories", "get_vod_categories", "categories"),
+    ("series_categories", "get_series_categories", "categories"),
+    ("live_streams", "get_live_streams", "live"),
+    ("vod_streams", "get_vod_streams", "vod"),
+    ("series", "get_series", "series"),
 )
 #: Lists whose sudden shrinkage is refused; tiny catalogs are not checked.
 SHRINK_CHECKED = ("live_streams", "vod_streams", "series")
@@ -185,11 +186,11 @@ class Ingester:
         account = catalog.normalise_account(raw_account)
         preparer = await threads.deferToThread(Preparer, directory, int(time.time()), account)
         counts: dict[str, int] = {}
-        for key, action, normalise in LISTS:
-            answer = [await self.client.get_json(action, timeout=300, scratch_dir=scratch,
-                                                 max_bytes=self.config.max_download)]
-            _check_list_answer(action, answer[0])
-            rows = await threads.deferToThread(_clean_rows, normalise, answer, self.scrubber)
+        for key, action, kind in LISTS:
+            text = await self.client.get_json_text(action, timeout=300, scratch_dir=scratch,
+                                                   max_bytes=self.config.max_download)
+            rows = await threads.deferToThread(_read_list, text, kind, self.scrubber)
+            del text
             await threads.deferToThread(preparer.add, key, rows)
             counts[key] = len(rows)
             del rows
@@ -313,24 +314,34 @@ def _check_and_copy_guide(raw: str, dest: Path, scrubber: Scrubber) -> dict[str,
     return counts
 
 
-def _check_list_answer(action: str, raw: Any) -> None:
-    if isinstance(raw, dict) and isinstance(raw.get("user_info"), dict):
-        # XC answers every action with the account object when the line is not valid.
-        catalog.normalise_account(raw)
-        raise IngestError(f"{action}: the provider answered with the account object, not a list")
-    if not isinstance(raw, (list, dict)):
-        raise IngestError(f"{action}: expected a list, got {type(raw).__name__}")
+def _read_list(answer: JsonText, kind: str, scrubber: Scrubber) -> Any:
+    """A list answer parsed, normalised and scrubbed row by row (blocking):
+    category lists as rows, stream lists as :class:`~xrelay.catalog.EncodedRows`.
+    The text is released once parsed."""
+    action, text = answer.what, answer.text
+    answer.text = ""
+    try:
+        shape, items = jsonparse.iter_rows(text)
+        del text
+        if shape not in ("list", "object"):
+            raise IngestError(f"{action}: expected a list, got {shape}")
+        rows = _values(items, action)
+        if kind == "categories":
+            return scrubber.tree(catalog.normalise_categories(list(rows)))
+        return catalog.normalise_encoded(rows, kind, scrubber.tree)
+    except ValueError:
+        raise answer.malformed() from None
 
 
-def _clean_rows(normalise: Callable[[Any], list[dict[str, Any]]], holder: list[Any],
-               scrubber: Scrubber) -> list[dict[str, Any]]:
-    """Normalise and scrub a parsed answer (blocking).  *holder* is a
-    one-item list holding it: it is emptied, so the answer is freed as soon
-    as its rows are normalised, and each row is scrubbed in place."""
-    rows = normalise(catalog.consume(holder.pop()))
-    for i, row in enumerate(rows):
-        rows[i] = scrubber.tree(row)
-    return rows
+def _values(items: Iterator[tuple[str | None, Any]], action: str) -> Iterator[Any]:
+    """The rows of a list answer; an object keyed by ids is a list too, but
+    the account object (XC's answer to every action when the line is not
+    valid) is refused."""
+    for key, value in items:
+        if key == "user_info" and isinstance(value, dict):
+            catalog.normalise_account({"user_info": value})  # auth 0: say so
+            raise IngestError(f"{action}: the provider answered with the account object, not a list")
+        yield value
 
 
 class IngestService(Service):

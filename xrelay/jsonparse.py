@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["loads"]
+__all__ = ["loads", "iter_rows"]
 
 _WS = re.compile(r"[ \t\n\r]*")
 
@@ -50,6 +50,56 @@ def loads(data: bytes | str) -> Any:
     if idx != len(text):
         raise json.JSONDecodeError("Extra data", text, idx)
     return value
+
+
+def iter_rows(data: bytes | str) -> tuple[str, Iterator[tuple[str | None, Any]]]:
+    """A list answer parsed one row at a time: ``("list", (None, element)...)``
+    for an array, ``("object", (key, value)...)`` for an object, or the
+    type name of anything else with no rows.  Only the text and the row
+    being parsed are held; the iterator raises ``ValueError`` where the
+    document is malformed or cut off, including after its last row."""
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    del data
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    idx = _WS.match(text, 0).end()
+    opener = text[idx:idx + 1]
+    if opener not in ("[", "{"):
+        value = loads(text)  # a scalar, or garbage (raises)
+        return type(value).__name__, iter(())
+    return ("list" if opener == "[" else "object"), _rows(text, idx + 1, opener == "{")
+
+
+def _rows(text: str, idx: int, keyed: bool) -> Iterator[tuple[str | None, Any]]:
+    closer = "}" if keyed else "]"
+    idx = _WS.match(text, idx).end()
+    count = 0
+    if not text.startswith(closer, idx):
+        while True:
+            key = None
+            if keyed:
+                if not text.startswith('"', idx):
+                    raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, idx)
+                key, idx = _decoder.raw_decode(text, idx)
+                idx = _WS.match(text, idx).end()
+                if not text.startswith(":", idx):
+                    raise json.JSONDecodeError("Expecting ':' delimiter", text, idx)
+                idx = _WS.match(text, idx + 1).end()
+            value, idx = _value(text, idx, 1)
+            yield key, value
+            count += 1
+            if count % _YIELD_EVERY == 0:
+                time.sleep(_YIELD_FOR)
+            idx = _WS.match(text, idx).end()
+            if text.startswith(",", idx):
+                idx = _WS.match(text, idx + 1).end()
+            elif text.startswith(closer, idx):
+                break
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
+    idx = _WS.match(text, idx + 1).end()
+    if idx != len(text):
+        raise json.JSONDecodeError("Extra data", text, idx)
 
 
 def _value(text: str, idx: int, depth: int) -> tuple[Any, int]:

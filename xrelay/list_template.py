@@ -70,10 +70,11 @@ class ListTemplate:
         pos, marks = 1, 0
         parts: list[bytes] = [b"["]
         out = open(f"{path}.tmp", "wb") if path is not None else None
+        # rows kept encoded (xrelay.catalog.EncodedRows) are not encoded again
+        pairs = rows.pairs() if hasattr(rows, "pairs") else ((row, dumps(row)) for row in rows)
         try:
             pending = 0
-            for i, row in enumerate(rows):
-                encoded = dumps(row)
+            for i, (row, encoded) in enumerate(pairs):
                 if i:
                     parts.append(b",")
                 offsets.append(pos)

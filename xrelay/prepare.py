@@ -37,9 +37,9 @@ from xml.parsers import expat
 
 from twisted.logger import Logger
 
-from .api_answers import ID_KEYS, LIST_KEYS, panel_extra
+from .api_answers import ID_KEYS, LIST_KEYS, panel_channel
 from .api_playlists import write_templates
-from .epg import EpgIndex, archive_days, index_guide
+from .epg import EpgIndex, index_guide
 from .list_template import ListTemplate
 from .packed import write_arrays
 from .playlist import render_m3u
@@ -131,18 +131,29 @@ class Preparer:
         _finish(self.api, self.manifest)
         return self.manifest
 
-    def _live(self, rows: list[dict[str, Any]]) -> None:
+    def _live(self, rows: Any) -> None:
+        """The live channels' facts (one pass over the rows) and panel.json."""
+        archive, days, names, epg = array("b"), array("i"), [], []
+        channels: list[bytes] = []
+        groups = {c["category_id"]: c["category_name"] for c in self.categories.get("live_categories", [])}
+        for s in rows:
+            archive.append(1 if s.get("tv_archive") else 0)
+            days.append(_small_int(s.get("tv_archive_duration")))
+            names.append(str(s.get("name") or ""))
+            epg.append(str(s.get("epg_channel_id") or ""))
+            channels.append(_dumps(str(s["stream_id"])) + b":" + _dumps(panel_channel(s, groups)))
         self.manifest["live"] = {"index": "live.idx", "texts": "live.json", "arrays": write_arrays(
-            self.api / "live.idx", {
-                "archive": array("b", (1 if s.get("tv_archive") else 0 for s in rows)),
-                "days": array("i", (_small_int(s.get("tv_archive_duration")) for s in rows)),
-            })}
-        _write_json(self.api / "live.json", {"names": [str(s.get("name") or "") for s in rows],
-                                             "epg": [str(s.get("epg_channel_id") or "") for s in rows]})
-        self.manifest["archive_days"] = archive_days(rows)
-        panel = panel_extra({"live_streams": rows, **self.categories})
+            self.api / "live.idx", {"archive": archive, "days": days})}
+        _write_json(self.api / "live.json", {"names": names, "epg": epg})
+        deepest = [d for a, d in zip(archive, days) if a]
+        self.manifest["archive_days"] = max(deepest or [1]) or 1
+        categories = {"live": self.categories.get("live_categories", []),
+                      "movie": self.categories.get("vod_categories", []),
+                      "series": self.categories.get("series_categories", [])}
         with open(self.api / "panel.json.tmp", "wb") as f:
-            f.write(panel)
+            f.write(b'"categories":' + _dumps(categories) + b',"available_channels":{')
+            f.write(b",".join(channels))
+            f.write(b"}")
         os.replace(self.api / "panel.json.tmp", self.api / "panel.json")
 
     def _playlists(self, kind: str, part: dict[str, Any]) -> None:
@@ -193,16 +204,24 @@ class BundleWriter:
         self._key(key)
         self.file.write(_dumps(value))
 
-    def rows(self, key: str, rows: list[Any]) -> None:
+    def rows(self, key: str, rows: Any) -> None:
+        """A list of rows (dicts, or :class:`~xrelay.catalog.EncodedRows`)."""
         self._key(key)
         self.file.write(b"[")
+        encoded = getattr(rows, "encoded", None)
+        if encoded is None:
+            encoded = (_dumps(row) for row in rows)
         batch: list[bytes] = []
-        for i, row in enumerate(rows):
-            batch.append(_dumps(row))
+        first = True
+        for data in encoded:
+            batch.append(data)
             if len(batch) >= 2000:
-                self.file.write(b",".join(batch) + (b"," if i + 1 < len(rows) else b""))
+                self.file.write((b"" if first else b",") + b",".join(batch))
                 batch.clear()
-        self.file.write(b",".join(batch) + b"]")
+                first = False
+        if batch:
+            self.file.write((b"" if first else b",") + b",".join(batch))
+        self.file.write(b"]")
 
     def close(self) -> None:
         self.file.write(b"}" if not self.first else b"{}")

@@ -28,7 +28,7 @@ from . import jsonparse
 from .config import UpstreamConfig
 from .scrub import Scrubber
 
-__all__ = ["ProviderClient", "ProviderError", "Download"]
+__all__ = ["ProviderClient", "ProviderError", "Download", "JsonText"]
 
 log = Logger()
 
@@ -338,6 +338,19 @@ class ProviderClient:
             await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), out.flush)
         return Download(path=path, size=size, content_type=ctype)
 
+    async def get_json_text(self, action: str, *, scratch_dir: str, timeout: float = 300.0,
+                            idle_timeout: float = 60.0, max_bytes: int = 1024**3) -> JsonText:
+        """Fetch a big player_api.php list through a scratch file and return
+        its text, checked to look like JSON, for parsing row by row."""
+        fd, path = _scratch(scratch_dir, action)
+        try:
+            await self.download(self.api_url(action), path, what=action, timeout=timeout,
+                                idle_timeout=idle_timeout, max_bytes=max_bytes)
+            return await threads.deferToThread(_read_json_text, path, action)
+        finally:
+            os.close(fd)
+            _unlink(path)
+
     async def get_json(self, action: str | None = None, *, timeout: float = 120.0,
                        idle_timeout: float = 60.0, max_bytes: int = 1024**3,
                        scratch_dir: str | None = None, **params: Any) -> Any:
@@ -365,6 +378,34 @@ class ProviderClient:
             _unlink(path)
 
 
+@dataclass
+class JsonText:
+    """A downloaded JSON answer, decoded but not parsed (for parsing row by
+    row: :func:`xrelay.jsonparse.iter_rows`)."""
+
+    text: str
+    head: bytes
+    size: int
+    what: str
+
+    def malformed(self) -> "ProviderError":
+        """The error for a document found malformed while parsing it."""
+        return _not_json(self.head, self.size, self.what)
+
+
+def _read_json_text(path: str, what: str) -> JsonText:
+    with open(path, "rb") as f:
+        head = f.read(512)
+        size = os.fstat(f.fileno()).st_size
+    _check_head(head, what)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except ValueError:
+        raise _not_json(head, size, what) from None
+    return JsonText(text, head, size, what)
+
+
 def _is_cancellation(failure: Failure) -> bool:
     if failure.check(defer.CancelledError):
         return True
@@ -387,17 +428,11 @@ def _unlink(path: str) -> None:
 
 
 def _parse_json_file(path: str, what: str) -> Any:
-    with open(path, "rb") as f:
-        head = f.read(512)
-        size = os.fstat(f.fileno()).st_size
-    _check_head(head, what)
+    answer = _read_json_text(path, what)
     try:
-        # decoded as it is read: the bytes are not kept beside the text
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-        return jsonparse.loads(text)
+        return jsonparse.loads(answer.text)
     except ValueError:
-        raise _not_json(head, size, what) from None
+        raise answer.malformed() from None
 
 
 def parse_json_answer(body: bytes, what: str) -> Any:
