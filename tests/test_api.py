@@ -146,6 +146,28 @@ async def test_server_info_follows_the_host_header(relay):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_host_without_port_is_the_default_port_of_the_scheme(relay):
+    """Behind a port forward (80 -> xrelay's port) or a reverse proxy, the
+    client's Host has no port: the URLs handed out must not name xrelay's
+    own listening port, which the client cannot reach."""
+    a = await fetch(f"{relay.url}/player_api.php?{query()}", headers={"host": "tv.example.net"})
+    server = a.json()["server_info"]
+    assert (server["url"], server["port"], server["server_protocol"]) == ("tv.example.net", "80", "http")
+    proxied = {"host": "tv.example.net", "x-forwarded-proto": "https"}
+    a = await fetch(f"{relay.url}/player_api.php?{query()}", headers=proxied)
+    server = a.json()["server_info"]
+    assert (server["port"], server["https_port"], server["server_protocol"]) == ("443", "443", "https")
+    a = await fetch(f"{relay.url}/get.php?{query(type='m3u_plus')}", headers=proxied)
+    assert b"https://tv.example.net:443/live/alice/alicepw/" in a.body
+    assert f":{relay.port}".encode() not in a.body
+    rows = (await fetch(f"{relay.url}/player_api.php?{query(action='get_live_streams')}", headers=proxied)).json()
+    assert all(r["stream_icon"].startswith("https://tv.example.net:443/asset/") for r in rows if r["stream_icon"])
+    # a forwarded scheme that is neither http nor https is ignored
+    a = await fetch(f"{relay.url}/player_api.php?{query()}", headers={"host": "tv.example.net", "x-forwarded-proto": "gopher"})
+    assert a.json()["server_info"]["server_protocol"] == "http"
+
+
+@pytest_twisted.ensureDeferred
 async def test_server_info_from_public_url_and_timezone(tmp_path):
     relay = await start_relay(tmp_path, server=ServerConfig(
         listen="tcp:0:interface=127.0.0.1", public_url="https://tv.example.org", timezone="Asia/Tokyo"))

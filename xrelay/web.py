@@ -39,17 +39,23 @@ def public_base(request: IRequest, public_url: str | None) -> str:
     """xrelay's base URL as the client should use it: ``scheme://host:port``.
 
     From ``[server] public_url`` when set, otherwise from the request's Host
-    header (the port is always explicit, as panels do).
+    header (the port is always explicit, as panels do).  A Host header
+    without a port means the client used its scheme's default port (a port
+    forward or a reverse proxy in front of xrelay), and a reverse proxy's
+    ``X-Forwarded-Proto`` gives the scheme the client used.
     """
     if public_url:
         return public_url
     scheme = "https" if request.isSecure() else "http"
+    forwarded = (request.getHeader(b"x-forwarded-proto") or b"").split(b",")[0].strip().lower()
+    if forwarded in (b"http", b"https"):
+        scheme = forwarded.decode()
     host = request.getHeader(b"host")
     if host:
         text = host.decode("latin-1").strip()
         if _HOST_RE.fullmatch(text):
             if not _PORT_RE.search(text):
-                text = f"{text}:{request.getHost().port}"
+                text = f"{text}:{443 if scheme == 'https' else 80}"
             return f"{scheme}://{text}"
     addr = request.getHost()
     hostname = getattr(addr, "host", "localhost")
