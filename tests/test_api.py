@@ -489,6 +489,53 @@ async def test_bad_input_never_500(relay):
 
 
 @pytest_twisted.ensureDeferred
+async def test_xui_path_aliases(relay):
+    """/player_api/U/P[/ACTION], /playlist/U/P[/TYPE], /epg/U/P[/gz] answer as
+    player_api.php, get.php and xmltv.php do."""
+    account = (await fetch(f"{relay.url}/player_api/alice/alicepw")).json()
+    check_account(account)
+    assert account["user_info"]["username"] == "alice"
+    cats = await fetch(f"{relay.url}/player_api/alice/alicepw/get_live_categories")
+    assert cats.json() == relay.bundle["live_categories"]
+    # the path's action wins over the query's
+    same = await fetch(f"{relay.url}/player_api/alice/alicepw/get_vod_categories?action=get_live_categories")
+    assert same.json() == relay.bundle["vod_categories"]
+    refused = await fetch(f"{relay.url}/player_api/alice/WRONG/get_live_streams")
+    assert refused.code == 401 and refused.json() == {"user_info": {"auth": 0}}
+    plain = await fetch(f"{relay.url}/playlist/alice/alicepw/m3u")
+    reference = await fetch(f"{relay.url}/get.php?{query(type='m3u')}")
+    assert plain.code == 200 and plain.body == reference.body
+    plus = await fetch(f"{relay.url}/playlist/alice/alicepw")
+    assert plus.body == (await fetch(f"{relay.url}/get.php?{query(type='m3u_plus')}")).body
+    assert (await fetch(f"{relay.url}/playlist/bob/WRONG")).code == 401
+    xml = await fetch(f"{relay.url}/epg/alice/alicepw")
+    assert xml.code == 200 and xml.body == (await fetch(f"{relay.url}/xmltv.php?{query()}")).body
+    gz = await fetch(f"{relay.url}/epg/alice/alicepw/gz")
+    assert gz.code == 200 and gz.header("content-type") == "application/gzip"
+    assert gz.header("content-encoding") is None and gzip.decompress(gz.body) == xml.body
+    by_query = await fetch(f"{relay.url}/xmltv.php?{query(gzip=1)}")
+    assert gzip.decompress(by_query.body) == xml.body
+    assert (await fetch(f"{relay.url}/epg/alice/alicepw/other")).code == 404
+    assert (await fetch(f"{relay.url}/epg/alice/WRONG/gz")).code == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_php_keys(relay):
+    """XUI's key=live,movie,series (radio_streams is live, vod is movie)."""
+    whole = await fetch(f"{relay.url}/get.php?{query(type='m3u')}")
+    count = lambda a: a.body.count(b"#EXTINF")  # noqa: E731
+    live = await fetch(f"{relay.url}/get.php?{query(type='m3u', key='live')}")
+    radio = await fetch(f"{relay.url}/get.php?{query(type='m3u', key='radio_streams')}")
+    movies = await fetch(f"{relay.url}/get.php?{query(type='m3u', key='vod')}")
+    series = await fetch(f"{relay.url}/get.php?{query(type='m3u', key='series')}")
+    assert count(live) == count(radio) == len(relay.bundle["live_streams"])
+    assert count(movies) == len(relay.bundle["vod_streams"])
+    assert count(series) == len(relay.bundle["episodes"])
+    assert count(live) + count(movies) + count(series) == count(whole)
+    assert b"/movie/" in movies.body and b"/live/" not in movies.body
+
+
+@pytest_twisted.ensureDeferred
 async def test_unknown_paths_answer_404(relay):
     for path in ("/nothing", "/player_api", "/api/v1", "/asset/no/such/image.png"):
         a = await fetch(relay.url + path)

@@ -154,6 +154,10 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
         await fetch(f"{base}/panel_api.php?{creds}")
         await fetch(f"{base}/get.php?{creds}&type=m3u_plus&output=ts")
         await fetch(f"{base}/xmltv.php?{creds}")
+        for alias in ("/player_api/alice/alicepw", "/player_api/alice/alicepw/get_live_categories",
+                      "/playlist/alice/alicepw/m3u_plus", "/epg/alice/alicepw/gz"):
+            code, _ = await fetch(base + alias)
+            assert code == 200, alias
         await fetch(f"{base}/player_api.php?username=alice&password=WRONG")
         # someone trying the provider's own login on xrelay
         await fetch(f"{base}/player_api.php?username={username}&password={password}")
@@ -166,6 +170,7 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
         if episode is not None:
             await read_some(f"{base}/series/alice/alicepw/{episode['id']}.{episode.get('container_extension') or 'mp4'}")
         await read_some(f"{base}/timeshift/alice/alicepw/30/2026-01-01:10-00/{live_id}.ts")
+        await read_some(f"{base}/timeshifts/alice/alicepw/30/{live_id}/2026-01-01:10-00.ts")
         await read_some(f"{base}/live/alice/WRONG/{live_id}.ts")
         await read_some(f"{base}/live/alice/alicepw/999999.ts")
 
@@ -193,3 +198,20 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
     for number, line in enumerate(daemon.lines, 1):
         for secret in (password, username, netloc):
             assert secret not in line, f"log line {number} contains a provider secret: {line}"
+
+
+@pytest.mark.parametrize("uri, logged", [
+    ("/live/alice/pw/1.ts", "/live/alice/***/1.ts"),
+    ("/alice/pw/1", "/alice/***/1"),
+    ("/player_api/alice/pw", "/player_api/alice/***"),
+    ("/player_api/alice/pw/get_live_streams", "/player_api/alice/***/get_live_streams"),
+    ("/playlist/alice/pw/m3u_plus", "/playlist/alice/***/m3u_plus"),
+    ("/epg/alice/pw", "/epg/alice/***"),
+    ("/timeshifts/alice/pw/30/7/2026-01-01:10-00.ts", "/timeshifts/alice/***/30/7/2026-01-01:10-00.ts"),
+    ("/timeshift/alice/pw/30/2026-01-01:10-00/7.ts", "/timeshift/alice/***/30/2026-01-01:10-00/7.ts"),
+    ("/get.php?username=alice&password=pw&type=m3u", "/get.php?username=alice&password=***&type=m3u"),
+])
+def test_access_log_masks_passwords_in_every_url_form(uri: str, logged: str) -> None:
+    from xrelay.web import redact_uri
+
+    assert redact_uri(uri) == logged

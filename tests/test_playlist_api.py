@@ -248,7 +248,7 @@ async def test_a_client_that_stops_reading_pauses_the_stream(tmp_path, monkeypat
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", relay.port))
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\nConnection: close\r\n\r\n".encode())
         for _ in range(500):  # bounded poll: wait until the producer is paused by the transport
             if bodies and bodies[0].paused:
                 break

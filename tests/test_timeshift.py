@@ -99,9 +99,15 @@ async def test_both_forms_convert_start_into_the_providers_timezone(tmp_path: An
         answers.append(short)
         assert short.status == 206 and short.body == body[-100:]
 
+        alternate = await raw_request(relay.port, f"/timeshifts/alice/alicepw/20/{sid}/{berlin}.ts",
+                                      headers={"Range": "bytes=0-9"})
+        answers.append(alternate)
+        assert alternate.status == 206 and alternate.body == body[:10]
+
         received = stats.timeshift
         assert [(r.stream_id, r.start, r.duration, r.form) for r in received] == [
-            (sid, expected, 60, "path"), (sid, expected, 45, "path"), (sid, expected, 30, "path")]
+            (sid, expected, 60, "path"), (sid, expected, 45, "path"), (sid, expected, 30, "path"),
+            (sid, expected, 20, "path")]
         assert all(r.start_utc == int(moment.timestamp()) for r in received)
         assert expected != berlin  # the conversion did something
         assert_no_secrets(relay, *answers)

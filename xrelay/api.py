@@ -337,7 +337,8 @@ class XtreamApi:
         args = request_args(request)
         if self.authenticate(request, args) is None:
             return self.refuse(request)
-        return self.guide.serve(request, self.base(request))
+        as_file = (args.get("gzip") or "").strip().lower() in ("1", "true", "yes")
+        return self.guide.serve(request, self.base(request), as_file)
 
     def asset(self, request: IRequest) -> Any:
         return self.assets.render(request)

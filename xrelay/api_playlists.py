@@ -116,6 +116,7 @@ async def serve_playlist(request: IRequest, templates: PlaylistTemplates, args: 
     if args.get("key"):  # XUI: key=live,movie,series
         wanted = {k.strip().lower() for k in args["key"].split(",")}
         wanted |= {"movie"} if "vod" in wanted else set()
+        wanted |= {"live"} if "radio_streams" in wanted else set()
         kinds = tuple(k for k in KINDS if k in wanted)
     user_q = quote(args.get("username", ""), safe="")
     pass_q = quote(args.get("password", ""), safe="")

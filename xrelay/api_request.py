@@ -27,8 +27,14 @@ ACTION_ALIASES = {
 _MAX_FIELDS = 200
 
 
+#: Set on a request by a path alias (``/player_api/U/P/ACTION``...): these
+#: parameters come from the path and win over the query and the body.
+PATH_ARGS = "xrelay_path_args"
+
+
 def request_args(request: IRequest) -> dict[str, str]:
-    """Parameters from the query string and a form body; the query wins."""
+    """Parameters from the query string and a form body; the query wins
+    (and a path alias's parameters win over both)."""
     args: dict[str, str] = {}
     for key, values in (getattr(request, "args", None) or {}).items():
         if values:
@@ -43,6 +49,7 @@ def request_args(request: IRequest) -> dict[str, str]:
             query = {}
         for key, values in query.items():
             args[_text(key)] = _text(values[0])
+    args.update(getattr(request, PATH_ARGS, None) or {})
     return args
 
 

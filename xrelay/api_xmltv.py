@@ -99,19 +99,27 @@ class GuideServer:
 
         threads.deferToThread(make).addCallbacks(done, failed)
 
-    def serve(self, request: IRequest, base: str) -> Any:
+    def serve(self, request: IRequest, base: str, as_file: bool = False) -> Any:
+        """The guide; gzip-encoded for clients that accept it, or with
+        *as_file* (``gzip=1``, ``/epg/U/P/gz``) as an ``epg.xml.gz`` file."""
         path = self.path
         if path is None or not path.is_file():
-            request.setResponseCode(404)
+            request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"no guide yet\n"
+            request.setHeader(b"retry-after", b"30")
+            return b"the guide is not downloaded yet, try again soon\n"
         base_b = base.encode()
-        request.setHeader(b"content-type", b"application/xml; charset=utf-8")
-        request.setHeader(b"content-disposition", b'inline; filename="epg.xml"')
         request.setHeader(b"cache-control", b"no-cache")
-        request.setHeader(b"vary", b"Accept-Encoding")
-        if accepts_gzip(request):
-            request.setHeader(b"content-encoding", b"gzip")
+        if as_file:
+            request.setHeader(b"content-type", b"application/gzip")
+            request.setHeader(b"content-disposition", b'attachment; filename="epg.xml.gz"')
+        else:
+            request.setHeader(b"content-type", b"application/xml; charset=utf-8")
+            request.setHeader(b"content-disposition", b'inline; filename="epg.xml"')
+            request.setHeader(b"vary", b"Accept-Encoding")
+        if as_file or accepts_gzip(request):
+            if not as_file:
+                request.setHeader(b"content-encoding", b"gzip")
             key = self._gz_key(base_b)
             ready = self.gz_ready.get(key)
             if ready is not None and os.path.exists(ready):

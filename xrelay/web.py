@@ -18,6 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from .api_request import PATH_ARGS
+
 from .app import XRelay
 
 __all__ = ["WebApp", "make_site", "public_base", "text_error"]
@@ -105,6 +107,28 @@ class WebApp:
             return self._missing(request, "xmltv.php")
         return self.xr.api.xmltv(request)
 
+    # XUI's path aliases (XC_VM nginx.conf): the same answers, credentials in the path.
+
+    @app.route("/player_api/<user>/<password>", methods=ANY)
+    @app.route("/player_api/<user>/<password>/<action>", methods=ANY)
+    def player_api_path(self, request: IRequest, user: str, password: str, action: str | None = None) -> Any:
+        _path_args(request, username=user, password=password, action=action)
+        return self.player_api(request)
+
+    @app.route("/playlist/<user>/<password>", methods=ANY)
+    @app.route("/playlist/<user>/<password>/<kind>", methods=ANY)
+    def playlist_path(self, request: IRequest, user: str, password: str, kind: str | None = None) -> Any:
+        _path_args(request, username=user, password=password, type=kind)
+        return self.get_php(request)
+
+    @app.route("/epg/<user>/<password>", methods=["GET", "HEAD"])
+    @app.route("/epg/<user>/<password>/<variant>", methods=["GET", "HEAD"])
+    def epg_path(self, request: IRequest, user: str, password: str, variant: str | None = None) -> Any:
+        if variant not in (None, "gz"):
+            return text_error(request, 404, "not found")
+        _path_args(request, username=user, password=password, gzip="1" if variant else None)
+        return self.xmltv(request)
+
     @app.route("/asset/", branch=True, methods=["GET", "HEAD"])
     def asset(self, request: IRequest) -> Any:
         if self.xr.api is None or not hasattr(self.xr.api, "asset"):
@@ -152,6 +176,15 @@ class WebApp:
         if self.xr.timeshift is None:
             return self._missing(request, "catch-up")
         return self.xr.timeshift.serve_path(request, user, password, duration, start, stream)
+
+    @app.route("/timeshifts/<user>/<password>/<duration>/<stream>/<start>", methods=["GET", "HEAD"])
+    def timeshifts(self, request: IRequest, user: str, password: str, duration: str,
+                   stream: str, start: str) -> Any:
+        """The alternate order some panels use: ``.../DURATION/ID/START.EXT``."""
+        start, dot, ext = start.rpartition(".")
+        if not dot:
+            start, ext = ext, "ts"
+        return self.timeshift(request, user, password, duration, start, f"{stream}.{ext}")
 
     @app.route("/streaming/timeshift.php", methods=["GET", "HEAD"])
     @app.route("/timeshift.php", methods=["GET", "HEAD"])
@@ -205,6 +238,10 @@ class WebApp:
         return text_error(request, 405, "method not allowed")
 
 
+def _path_args(request: IRequest, **values: str | None) -> None:
+    setattr(request, PATH_ARGS, {k: v for k, v in values.items() if v is not None})
+
+
 def split_stream(segment: str) -> tuple[int | None, str]:
     """``"123.ts"`` -> ``(123, "ts")``; ``"123"`` -> ``(123, "ts")``; junk -> ``(None, ext)``."""
     ident, dot, ext = segment.partition(".")
@@ -212,7 +249,7 @@ def split_stream(segment: str) -> tuple[int | None, str]:
     return (int(ident) if ident.isascii() and ident.isdigit() and len(ident) < 12 else None), ext
 
 
-_SECRET_PATH = re.compile(r"^/(live|movie|series|timeshift)/([^/]+)/([^/]+)/")
+_SECRET_PATH = re.compile(r"^/(live|movie|series|timeshifts?|player_api|playlist|epg)/([^/]+)/([^/]+)(?=/|$)")
 _SECRET_SHORT = re.compile(r"^/([^/?]+)/([^/?]+)/([^/?]+)$")
 _SECRET_QUERY = re.compile(r"(password=)[^&]*", re.I)
 
@@ -224,7 +261,7 @@ def redact_uri(uri: str) -> str:
     uri = _SECRET_QUERY.sub(r"\1***", uri)
     path, sep, query = uri.partition("?")
     if _SECRET_PATH.match(path):
-        path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/{m.group(2)}/***/", path)
+        path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/{m.group(2)}/***", path)
     else:
         path = _SECRET_SHORT.sub(lambda m: f"/{m.group(1)}/***/{m.group(3)}", path)
     return path + sep + query
