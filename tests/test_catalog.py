@@ -98,7 +98,8 @@ def test_series_info_episodes_as_list_of_lists() -> None:
                      [{"id": 101, "season": "1", "episode_num": 1, "title": "x"}]],
     }, {"name": "S", "cover": "c"})
     assert list(out["episodes"]) == ["0", "1"]
-    assert out["episodes"]["0"][0]["id"] == "100" and out["episodes"]["0"][0]["info"] == {}
+    assert out["episodes"]["0"][0]["id"] == "100"
+    assert out["episodes"]["0"][0]["info"] == {"movie_image": "", "plot": "", "duration_secs": 0, "cover_big": ""}
     assert [s["season_number"] for s in out["seasons"]] == [0, 1]
     assert all(isinstance(s["cover"], str) for s in out["seasons"])
 
@@ -138,3 +139,28 @@ def test_encoded_rows_are_the_normalised_rows() -> None:
     assert five["category_ids"] == [9] and five["category_id"] == "9" and five["num"] == 1
     scrubbed = catalog.normalise_encoded(copy.deepcopy(raw), "vod", lambda r: {**r, "name": "x"})
     assert {r["name"] for r in scrubbed} == {"x"}
+
+
+def test_details_fields_get_the_types_players_read() -> None:
+    """Provider values in the detail answers are coerced like the list rows."""
+    series = catalog.normalise_series_info({
+        "info": {"name": 5, "rating": 7, "rating_5based": "3.5", "episode_run_time": 42, "plot": None},
+        "episodes": {"1": [{"id": 7, "custom_sid": "1:0:1", "info": {
+            "duration_secs": "2580", "movie_image": None, "rating": "7.14", "bitrate": "900"}}]},
+    }, None)
+    info = series["info"]
+    assert (info["name"], info["rating"], info["rating_5based"], info["episode_run_time"], info["plot"]) == \
+           ("5", "7", 3.5, "42", "")
+    ep = series["episodes"]["1"][0]
+    assert ep["custom_sid"] == ""
+    assert ep["info"] == {"duration_secs": 2580, "movie_image": "", "plot": "", "cover_big": "",
+                          "rating": 7.1, "bitrate": 900}
+    movie = catalog.normalise_vod_info({"movie_data": {"stream_id": "5", "name": None, "category_id": 3,
+                                                       "category_ids": ["3", 4], "custom_sid": "x"}}, None)
+    data = movie["movie_data"]
+    assert (data["stream_id"], data["name"], data["category_id"], data["category_ids"], data["custom_sid"]) == \
+           (5, "", "3", [3, 4], "")
+    rows = catalog.normalise_series([{"series_id": 1, "name": "No category"}])
+    assert rows[0]["category_id"] == "0" and rows[0]["category_ids"] == []
+    live = catalog.normalise_live([{"stream_id": 1, "custom_sid": "1:0:19:2B66:3F3:1:C00000:0:0:0:"}])
+    assert live[0]["custom_sid"] == ""

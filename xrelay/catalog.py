@@ -199,7 +199,7 @@ def _common(row: dict[str, Any], num: int) -> None:
     row["added"] = as_numstr(row.get("added"))
     row["category_id"] = str(cats[0]) if cats else None
     row["is_adult"] = as_flag(row.get("is_adult"))
-    row["custom_sid"] = as_str(row.get("custom_sid"))
+    row["custom_sid"] = ""  # 8.1: "" (a provider's service-id fragments mean nothing here)
     row["direct_source"] = ""
 
 
@@ -238,7 +238,8 @@ def _series_row(row: dict[str, Any], num: int) -> None:
     row["rating_5based"] = round(as_float(row.get("rating_5based"), (rating or 0) / 2) or 0, 1)
     row["backdrop_path"] = [b for b in as_list(row.get("backdrop_path")) if isinstance(b, str)]
     row["episode_run_time"] = as_numstr(row.get("episode_run_time"))
-    row["category_id"] = str(cats[0]) if cats else None
+    # a numeric string even without a category: Jellyfin reads it as a non-nullable int
+    row["category_id"] = str(cats[0]) if cats else "0"
 
 
 #: kind of list -> (id field, per-row normaliser)
@@ -346,9 +347,14 @@ def normalise_vod_info(data: Any, stream: dict[str, Any] | None) -> dict[str, An
         movie["stream_id"] = stream["stream_id"]
         movie["container_extension"] = stream["container_extension"]
     movie["stream_id"] = as_int(movie.get("stream_id"), 0)
+    movie["name"] = as_str(movie.get("name"))
     movie["added"] = as_numstr(movie.get("added"))
+    cats = [c for c in (as_int(v, None) for v in as_list(movie.get("category_ids"))) if c is not None]
+    movie["category_ids"] = cats
+    first = as_int(movie.get("category_id"), None)
+    movie["category_id"] = str(first) if first is not None else (str(cats[0]) if cats else None)
     movie["container_extension"] = as_str(movie.get("container_extension"), "mp4") or "mp4"
-    movie["custom_sid"] = as_str(movie.get("custom_sid"))
+    movie["custom_sid"] = ""
     movie["direct_source"] = ""
     return {"info": info, "movie_data": movie}
 
@@ -380,8 +386,8 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
             ep["title"] = as_str(ep.get("title")).replace("\n", " ")
             ext = as_str(ep.get("container_extension")).strip(". ").lower()
             ep["container_extension"] = ext if ext.isalnum() else "mp4"
-            ep["info"] = as_object(ep.get("info"))
-            ep["custom_sid"] = as_str(ep.get("custom_sid"))
+            ep["info"] = _episode_info(ep.get("info"))
+            ep["custom_sid"] = ""
             ep["added"] = as_numstr(ep.get("added"))
             ep["direct_source"] = ""
             episodes.setdefault(str(season), []).append(ep)
@@ -393,6 +399,12 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
                     "youtube_trailer", "episode_run_time", "category_id"):
             info.setdefault(key, series.get(key))
     info["cover"] = as_str(info.get("cover"))
+    for key in ("name", "plot", "cast", "director", "genre", "releaseDate", "youtube_trailer"):
+        info[key] = as_str(info.get(key))
+    rating = as_float(info.get("rating"), None)
+    info["rating"] = as_str(info.get("rating")) if rating is not None else "0"
+    info["rating_5based"] = round(as_float(info.get("rating_5based"), (rating or 0) / 2) or 0, 1)
+    info["episode_run_time"] = as_numstr(info.get("episode_run_time"))
     info["category_id"] = as_numstr(info.get("category_id"))
     info["last_modified"] = as_numstr(info.get("last_modified"))
     info["backdrop_path"] = [b for b in as_list(info.get("backdrop_path")) if isinstance(b, str)]
@@ -412,6 +424,22 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
         seasons = [{"season_number": 1, "name": "Season 1", "cover": info["cover"],
                     "cover_big": info["cover"], "episode_count": 0}]
     return {"seasons": seasons, "info": info, "episodes": episodes}
+
+
+def _episode_info(value: Any) -> dict[str, Any]:
+    """An episode's ``info``: an object, with the fields players read typed."""
+    info = dict(as_object(value))
+    for key in ("movie_image", "plot", "duration", "releasedate", "name"):
+        if key in info or key in ("movie_image", "plot"):
+            info[key] = as_str(info.get(key))
+    info["duration_secs"] = as_int(info.get("duration_secs"), 0) or 0
+    info["cover_big"] = as_str(info.get("cover_big")) or info["movie_image"]
+    if "rating" in info:
+        rating = as_float(info.get("rating"), None)
+        info["rating"] = round(rating, 1) if rating is not None else 0
+    if "bitrate" in info:
+        info["bitrate"] = as_int(info.get("bitrate"), 0) or 0
+    return info
 
 
 def is_live_type(stream_type: Any) -> bool:
