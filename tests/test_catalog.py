@@ -109,9 +109,10 @@ def test_series_info_unknown_gives_one_empty_season() -> None:
     assert out["episodes"] == {} and len(out["seasons"]) == 1
 
 
-def test_encoded_rows_are_the_normalised_rows() -> None:
-    """The ingest's one-pass normaliser gives exactly what the list-based
-    one gives: duplicates merged into the first row, numbering, types."""
+def test_one_pass_normalising_merges_duplicates_and_numbers_rows() -> None:
+    """Duplicates only add their categories to the first row; rows are
+    numbered in first-seen order; the list form leaves its input alone and
+    the encoded form keeps each row as compact JSON."""
     import copy
     import json
 
@@ -123,22 +124,20 @@ def test_encoded_rows_are_the_normalised_rows() -> None:
         {"stream_id": "x"}, "garbage", {"stream_id": -1},
         {"stream_id": 11, "name": 11, "category_ids": []},
     ]
-    for kind, reference in (("live", catalog.normalise_live), ("vod", catalog.normalise_vod),
-                            ("series", catalog.normalise_series)):
-        rows = copy.deepcopy(raw)
-        if kind == "series":
-            for r in rows:
-                if isinstance(r, dict) and "stream_id" in r:
-                    r["series_id"] = r.pop("stream_id")
-        want = reference(copy.deepcopy(rows))
-        got = catalog.normalise_encoded(copy.deepcopy(rows), kind)
-        assert list(got) == want, kind
-        assert [json.loads(e) for e in got.encoded] == want
-        assert len(got) == len(want) == 3
-    five = list(catalog.normalise_encoded(copy.deepcopy(raw), "live"))[0]
-    assert five["category_ids"] == [9] and five["category_id"] == "9" and five["num"] == 1
+    kept = copy.deepcopy(raw)
+    live = catalog.normalise_live(raw)
+    assert raw == kept
+    assert [(r["stream_id"], r["num"], r["category_ids"], r["category_id"], r["name"]) for r in live] == [
+        (5, 1, [9], "9", "Five "), (2, 2, [4, 7, 8], "4", "Two"), (11, 3, [], None, "11")]
+    assert live[0]["tv_archive"] == 1 and live[0]["tv_archive_duration"] == 3
+    encoded = catalog.normalise_encoded(copy.deepcopy(raw), "live")
+    assert [json.loads(e) for e in encoded.encoded] == list(encoded) == live
+    assert all(e == catalog.encode_row(r) for r, e in encoded.pairs())
+    series = [{**r, "series_id": r.pop("stream_id")} if isinstance(r, dict) and "stream_id" in r else r
+              for r in copy.deepcopy(raw)]
+    assert [r["category_id"] for r in catalog.normalise_series(series)] == ["9", "4", "0"]
     scrubbed = catalog.normalise_encoded(copy.deepcopy(raw), "vod", lambda r: {**r, "name": "x"})
-    assert {r["name"] for r in scrubbed} == {"x"}
+    assert {r["name"] for r in scrubbed} == {"x"} and len(scrubbed) == 3
 
 
 def test_details_fields_get_the_types_players_read() -> None:

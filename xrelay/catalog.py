@@ -173,25 +173,6 @@ def normalise_categories(data: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _dedupe(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """One row per id; the categories of duplicate rows are merged."""
-    by_id: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        ident = as_int(row.get(key), None)
-        if ident is None or ident < 0:
-            continue
-        cats = _category_ids(row)
-        kept = by_id.get(ident)
-        if kept is None:
-            row = dict(row)
-            row[key] = ident
-            row["category_ids"] = cats
-            by_id[ident] = row
-        else:
-            kept["category_ids"].extend(c for c in cats if c not in kept["category_ids"])
-    return list(by_id.values())
-
-
 def _common(row: dict[str, Any], num: int) -> None:
     cats = row["category_ids"]
     row["num"] = num
@@ -251,11 +232,9 @@ STREAM_KINDS: dict[str, tuple[str, Callable[[dict[str, Any], int], None]]] = {
 
 
 def _normalise(data: Any, kind: str) -> list[dict[str, Any]]:
-    key, finish = STREAM_KINDS[kind]
-    rows = _dedupe(_rows(data), key)
-    for num, row in enumerate(rows, 1):
-        finish(row, num)
-    return rows
+    """One row per id (the categories of duplicate rows merged), numbered,
+    typed; *data* is left as it was."""
+    return list(normalise_encoded((dict(row) for row in _rows(data)), kind))
 
 
 def normalise_live(data: Any) -> list[dict[str, Any]]:
