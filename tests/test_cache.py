@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer
 
@@ -131,3 +132,37 @@ async def test_a_stale_guide_index_is_built_again(tmp_path: Path) -> None:
         assert json.loads(manifest_path.read_text())["epg"]["built_at"] == cache.current.epg.built_at
     finally:
         await relay.stop()
+
+
+@pytest.mark.allow_logged_errors  # "cannot load the cache" is the admin's cue
+@pytest_twisted.ensureDeferred
+async def test_an_unusable_cache_is_ingested_again_at_start_up(tmp_path: Path) -> None:
+    """A cache that can neither be loaded nor prepared (here a bundle that is
+    not JSON any more) does not leave xrelay without a catalog until the
+    next scheduled ingest: it ingests at once."""
+    from twisted.internet import reactor
+
+    from harness import make_config
+    from xrelay.demo.provider import DemoProvider
+    from xrelay.tap import build
+
+    relay = await start_relay(tmp_path)
+    first = relay.xr.store.current()
+    channel = min(relay.live_by_id)
+    await relay.stop()
+    shutil.rmtree(first / "api")
+    (first / "bundle.json").write_bytes(b"{not json")
+    provider = DemoProvider(reactor, DemoSettings())
+    await provider.listen("tcp:0:interface=127.0.0.1")
+    service, xr = build(reactor, make_config(tmp_path / "data", provider))
+    loaded: defer.Deferred = defer.Deferred()
+    xr.cache.listeners.append(lambda cache: loaded.called or loaded.callback(cache))
+    service.startService()
+    try:
+        cache = await loaded.addTimeout(60, reactor)
+        assert cache.generation != first and cache.has("live", channel)
+        assert provider.stats.requests["xmltv"] == 1, "one ingest, at start-up"
+    finally:
+        await defer.maybeDeferred(service.stopService)
+        await xr.client.close()
+        await provider.stop()

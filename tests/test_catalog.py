@@ -163,3 +163,16 @@ def test_details_fields_get_the_types_players_read() -> None:
     assert rows[0]["category_id"] == "0" and rows[0]["category_ids"] == []
     live = catalog.normalise_live([{"stream_id": 1, "custom_sid": "1:0:19:2B66:3F3:1:C00000:0:0:0:"}])
     assert live[0]["custom_sid"] == ""
+
+
+def test_ids_too_big_for_the_indexes_are_garbage() -> None:
+    """A row with an absurd id is dropped, not a failed ingest."""
+    rows = catalog.normalise_vod([
+        {"stream_id": "99999999999999999999", "name": "huge"},
+        {"stream_id": "1e400", "name": "infinite"},
+        {"stream_id": 3, "name": "ok", "category_id": "1e20", "category_ids": [2**70, "4"]},
+    ])
+    assert [(r["stream_id"], r["category_ids"]) for r in rows] == [(3, [4])]
+    assert catalog.as_int(float("inf"), None) is None and catalog.as_int("1e400", 7) == 7
+    assert catalog.normalise_categories([{"category_id": str(2**64)}, {"category_id": "5"}]) == [
+        {"category_id": "5", "category_name": "", "parent_id": 0}]

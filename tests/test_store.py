@@ -29,6 +29,28 @@ def test_commit_swaps_all_files_at_once(tmp_path: Path) -> None:
     assert len(list((tmp_path / "generations").iterdir())) == 2, "old generations are pruned"
 
 
+def test_the_generation_being_served_is_never_pruned(tmp_path: Path) -> None:
+    """The daemon serves G1; G2 is committed but fails to load; G3 is
+    committed: G1's files are still there for the requests reading them."""
+    store = CacheStore(tmp_path)
+    store.prepare()
+    first = make_generation(store, "one")
+    store.mark_served(first)
+    make_generation(store, "two")
+    third = make_generation(store, "three")
+    assert first.is_dir() and store.current() == third
+    assert len(list((tmp_path / "generations").iterdir())) == 3
+    store.mark_served(third)
+    make_generation(store, "four")
+    assert not first.exists() and len(list((tmp_path / "generations").iterdir())) == 2
+    # a subdirectory (the prepared api/) is flushed and committed with the rest
+    staging = store.begin()
+    (staging.dir / "api").mkdir()
+    (staging.dir / "api" / "manifest.json").write_text("{}")
+    staging.path("bundle.json").write_text("x")
+    assert (staging.commit() / "api" / "manifest.json").read_text() == "{}"
+
+
 def test_discarded_staging_changes_nothing(tmp_path: Path) -> None:
     store = CacheStore(tmp_path)
     store.prepare()

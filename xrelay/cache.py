@@ -54,6 +54,8 @@ class CatalogCache:
         self.listeners: list[Callable[["CatalogCache"], Any]] = []
         self._inflight: dict[tuple[str, str, int], Shared[Any]] = {}
         self._sequence = 0
+        #: generations whose EPG index this process tried to build again
+        self._epg_refreshed: set[Path] = set()
 
     @property
     def loaded(self) -> bool:
@@ -109,6 +111,10 @@ class CatalogCache:
                 return False
         if sequence != self._sequence:
             return False  # a newer generation is being loaded
+        try:
+            await threads.deferToThread(self.store.mark_served, loaded.path)
+        except OSError as e:
+            log.warn("cannot record the generation being served: {error}", error=e.strerror)
         self.current = loaded
         self._inflight.clear()
         log.info("catalog loaded: {live} live, {vod} movies, {series} series",
@@ -118,7 +124,9 @@ class CatalogCache:
                 await defer.maybeDeferred(listener, self)
             except Exception:
                 log.failure("catalog listener failed")
-        if loaded.epg.built_at and time.time() - loaded.epg.built_at > EPG_MAX_AGE:
+        stale = loaded.epg.built_at and time.time() - loaded.epg.built_at > EPG_MAX_AGE
+        if stale and loaded.path not in self._epg_refreshed:
+            self._epg_refreshed.add(loaded.path)
             defer.Deferred.fromCoroutine(self._refresh_epg(loaded)).addErrback(
                 lambda f: log.failure("refreshing the EPG index", f))
         return True
@@ -126,7 +134,9 @@ class CatalogCache:
     async def _refresh_epg(self, stale: Generation) -> None:
         log.info("the EPG index is from {hours:.0f} h ago: indexing the guide again",
                  hours=(time.time() - stale.epg.built_at) / 3600)
-        await threads.deferToThread(run_in_child, refresh_epg, str(stale.path))
+        if not await threads.deferToThread(run_in_child, refresh_epg, str(stale.path)):
+            log.warn("the guide could not be indexed again; keeping the index of the last ingest")
+            return
         if self.current is stale:
             await self.reload()
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, Iterable
 
 __all__ = [
+    "as_id",
     "as_int",
     "as_numstr",
     "as_str",
@@ -41,19 +42,32 @@ def as_int(value: Any, default: int | None = 0) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return int(value) if value == value else default  # NaN
+        try:
+            return int(value)
+        except (ValueError, OverflowError):  # NaN, infinities
+            return default
     if isinstance(value, str):
         text = value.strip()
-        if not text:
+        if not text or len(text) > 64:
             return default
         try:
             return int(text)
         except ValueError:
             try:
                 return int(float(text))
-            except ValueError:
+            except (ValueError, OverflowError):
                 return default
     return default
+
+
+#: Ids are kept in 64-bit arrays (xrelay.list_template): bigger ones are garbage.
+MAX_ID = 2**63 - 1
+
+
+def as_id(value: Any) -> int | None:
+    """A non-negative id that fits the indexes, or None."""
+    number = as_int(value, None)
+    return number if number is not None and 0 <= number <= MAX_ID else None
 
 
 def as_float(value: Any, default: float | None = 0.0) -> float | None:
@@ -118,8 +132,8 @@ def _rows(data: Any) -> Iterable[dict[str, Any]]:
 
 
 def _category_ids(row: dict[str, Any]) -> list[int]:
-    ids = [i for i in (as_int(v, None) for v in as_list(row.get("category_ids"))) if i is not None]
-    first = as_int(row.get("category_id"), None)
+    ids = [i for i in (as_id(v) for v in as_list(row.get("category_ids"))) if i is not None]
+    first = as_id(row.get("category_id"))
     if first is not None and first not in ids:
         ids.insert(0, first)
     return ids
@@ -161,7 +175,7 @@ def normalise_categories(data: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
     for row in _rows(data):
-        cid = as_int(row.get("category_id"), None)
+        cid = as_id(row.get("category_id"))
         if cid is None or cid in seen:
             continue
         seen.add(cid)
@@ -285,8 +299,8 @@ def normalise_encoded(rows: Iterable[Any], kind: str,
     for row in rows:
         if not isinstance(row, dict):
             continue
-        ident = as_int(row.get(key), None)
-        if ident is None or ident < 0:
+        ident = as_id(row.get(key))
+        if ident is None:
             continue
         cats = _category_ids(row)
         position = at.get(ident)

@@ -91,12 +91,15 @@ class EpgIndex:
         returns the manifest entry."""
         if self.text_path is None:
             raise ValueError("only an index whose texts are on disk can be saved")
-        table = write_arrays(directory / "epg.idx", {
+        # named after the build, like the texts: a manifest always describes
+        # files that are whole, whatever a later rebuild does
+        stem = Path(self.text_path).stem.replace("epg-texts", "epg")
+        table = write_arrays(directory / f"{stem}.idx", {
             "starts": self.starts, "stops": self.stops, "text_at": self.text_at})
-        tmp = directory / "epg-channels.json.tmp"
+        tmp = directory / f"{stem}-channels.json.tmp"
         tmp.write_text(json.dumps(self.channels, separators=(",", ":"), ensure_ascii=False), "utf-8")
-        os.replace(tmp, directory / "epg-channels.json")
-        return {"index": "epg.idx", "arrays": table, "channels": "epg-channels.json",
+        os.replace(tmp, directory / f"{stem}-channels.json")
+        return {"index": f"{stem}.idx", "arrays": table, "channels": f"{stem}-channels.json",
                 "texts": Path(self.text_path).name, "markers": self.markers, "size": self.size,
                 "built_at": self.built_at}
 

@@ -183,7 +183,7 @@ class Ingester:
         it to the :class:`~xrelay.prepare.Preparer` before the next one, so
         that one list at a time is held in memory."""
         raw_account = await self.client.get_json(None, timeout=60)
-        account = catalog.normalise_account(raw_account)
+        account = self.scrubber.tree(catalog.normalise_account(raw_account))
         preparer = await threads.deferToThread(Preparer, directory, int(time.time()), account)
         counts: dict[str, int] = {}
         for key, action, kind in LISTS:

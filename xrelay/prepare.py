@@ -1,8 +1,8 @@
 """What the daemon serves, written beside each generation's bundle.
 
-The ingest calls :func:`prepare` on its staging directory, where the
-catalog already is in memory (in the ingest's child process), before the
-generation is committed.  So the daemon never holds the catalog as Python
+The ingest hands each list, as soon as it has it, to a :class:`Preparer`
+on its staging directory (in the ingest's child process), before the
+generation is committed; :func:`prepare` does the same for a whole bundle.  So the daemon never holds the catalog as Python
 objects: it loads a manifest and flat arrays (:mod:`xrelay.generation`),
 in milliseconds, with a few bytes per row, and a restart serves at once.
 
@@ -17,7 +17,7 @@ in milliseconds, with a few bytes per row, and a restart serves at once.
     episodes.idx           the episode ids, sorted
     STYLE-KIND.m3u         get.php templates
     panel.json             panel_api.php's categories and available_channels
-    epg.idx, epg-channels.json, epg-texts.bin    the EPG index
+    epg-T.idx, epg-T-channels.json, epg-texts-T.bin   the EPG index built at T
 
 A generation written by an older xrelay has no manifest: the daemon runs
 :func:`prepare_existing` on it in a child process (:func:`run_in_child`).
@@ -39,6 +39,7 @@ from twisted.logger import Logger
 
 from .api_answers import ID_KEYS, LIST_KEYS, panel_channel
 from .api_playlists import write_templates
+from .catalog import as_id
 from .epg import EpgIndex, index_guide
 from .list_template import ListTemplate
 from .packed import write_arrays
@@ -109,8 +110,7 @@ class Preparer:
     def add_episodes(self, episodes: list[dict[str, Any]]) -> None:
         if self.bundle is not None:
             self.bundle.rows("episodes", episodes)
-        ids = sorted({int(str(e["id"])) for e in episodes
-                      if str(e.get("id", "")).isascii() and str(e.get("id", "")).isdigit()})
+        ids = sorted(i for i in {as_id(e.get("id")) for e in episodes} if i is not None)
         self.manifest["episodes"] = {"index": "episodes.idx",
                                      "arrays": write_arrays(self.api / "episodes.idx", {"ids": array("q", ids)})}
         self._playlists("series", {"episodes": episodes})
@@ -253,14 +253,19 @@ def prepare_existing(generation: str) -> None:
     prepare(bundle, path)
 
 
-def refresh_epg(generation: str) -> None:
+def refresh_epg(generation: str) -> bool:
     """Index a generation's guide again around the present time (its window
-    moved on since the ingest; run in a child process)."""
+    moved on since the ingest; run in a child process).  False if it could
+    not: the previous index stays described by the manifest."""
     api = Path(generation) / "api"
     with open(api / MANIFEST, "rb") as f:
         manifest = json.loads(f.read())
-    manifest["epg"] = _epg_entry(Path(generation), int(manifest.get("archive_days") or 1), None)
+    entry = _epg_entry(Path(generation), int(manifest.get("archive_days") or 1), None)
+    if entry is None:
+        return False
+    manifest["epg"] = entry
     _finish(api, manifest)
+    return True
 
 
 def _epg_entry(directory: Path, days: int, now: float | None) -> dict[str, Any] | None:
@@ -268,6 +273,9 @@ def _epg_entry(directory: Path, days: int, now: float | None) -> dict[str, Any] 
     try:
         index = index_guide(directory, days, now)
     except (OSError, expat.ExpatError) as e:
+        log.warn("cannot index the guide: {error}", error=str(e))
+        return None
+    except ValueError as e:  # a guide.xml that is not a guide
         log.warn("cannot index the guide: {error}", error=str(e))
         return None
     log.info("guide indexed: {programmes} programmes in {seconds:.1f} s",
@@ -278,9 +286,12 @@ def _epg_entry(directory: Path, days: int, now: float | None) -> dict[str, Any] 
 def _finish(api: Path, manifest: dict[str, Any]) -> None:
     """Flush every file, then write the manifest that makes them valid."""
     for name in os.listdir(api):
-        if name != MANIFEST and not name.endswith(".tmp"):
-            with open(api / name, "rb") as f:
-                os.fsync(f.fileno())
+        if name != MANIFEST and ".tmp" not in name:
+            try:
+                with open(api / name, "rb") as f:
+                    os.fsync(f.fileno())
+            except FileNotFoundError:
+                pass  # a file the daemon was replacing meanwhile
     fsync_dir(api)
     write_atomic(api / MANIFEST, json.dumps(manifest, separators=(",", ":")).encode())
 

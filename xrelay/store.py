@@ -4,6 +4,7 @@ Layout::
 
     DATA_DIR/
       current -> generations/G        the last good ingest (a symlink)
+      served -> generations/G         the one the daemon serves (kept when pruning)
       bundle.json -> current/bundle.json
       live.m3u    -> current/live.m3u
       full.m3u    -> current/full.m3u
@@ -20,7 +21,9 @@ file and the directory, renames it into ``generations/`` and then swaps the
 ``current`` symlink with one atomic ``rename``.  Until that rename the old
 generation is untouched; after it the new one is complete.  A power cut,
 a full disk or a refused download at any point leaves the previous cache
-byte for byte as it was.
+byte for byte as it was.  Later, only ``details/`` grows and ``api/`` may be
+prepared again (a generation from an older xrelay, a stale EPG index),
+each file atomically and the manifest last.
 
 Every method here blocks on the disk: call them through ``deferToThread``.
 """
@@ -109,6 +112,7 @@ class CacheStore:
         self.generations_dir = self.root / "generations"
         self.staging_dir = self.root / "staging"
         self.current_link = self.root / "current"
+        self.served_link = self.root / "served"
 
     def prepare(self) -> None:
         """Create the layout and sweep what an interrupted ingest left."""
@@ -141,17 +145,30 @@ class CacheStore:
         return path if (path / "bundle.json").is_file() else None
 
     def _point_current_at(self, generation: Path) -> None:
-        tmp = self.root / f".current.tmp-{os.getpid()}"
+        self._link(self.current_link, generation)
+
+    def _link(self, link: Path, generation: Path) -> None:
+        tmp = self.root / f".{link.name}.tmp-{os.getpid()}"
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
-        tmp.symlink_to(generation.relative_to(self.root))
-        os.replace(tmp, self.current_link)
+        tmp.symlink_to(generation.resolve().relative_to(self.root.resolve()))
+        os.replace(tmp, link)
         fsync_dir(self.root)
 
+    def mark_served(self, generation: Path) -> None:
+        """Record the generation the daemon serves from (``served``): an
+        ingest never prunes it, even when a newer one failed to load."""
+        self._link(self.served_link, generation)
+
     def _prune(self, keep: set[Path | None]) -> None:
-        """Remove every generation but the new current one and the one before it."""
+        """Remove every generation but the new current one, the one before
+        it and the one being served."""
+        try:
+            keep = keep | {(self.root / os.readlink(self.served_link))}
+        except OSError:
+            pass
         kept = {p.resolve() for p in keep if p is not None}
         for old in self.generations_dir.iterdir():
             if old.is_dir() and old.resolve() not in kept:

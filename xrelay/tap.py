@@ -116,9 +116,21 @@ class CatalogService(Service):
         from twisted.internet import defer
 
         d = defer.Deferred.fromCoroutine(self.xr.cache.reload())
-        d.addCallback(lambda ok: None if ok else log.info(
-            "no cached catalog yet in {path}; serving once the first ingest completes",
-            path=str(self.xr.store.root)))
+        d.addCallback(self._loaded)
+
+    def _loaded(self, ok: bool) -> None:
+        if ok:
+            return
+        if self.xr.store.current() is None:
+            log.info("no cached catalog yet in {path}; serving once the first ingest completes",
+                     path=str(self.xr.store.root))
+            return
+        # A cache that cannot be loaded (or prepared) would otherwise leave
+        # nothing to serve until the next scheduled ingest, hours away.
+        ingest = getattr(self.xr, "ingest_service", None)
+        if ingest is not None and ingest.running:
+            log.warn("the cached catalog cannot be loaded; ingesting it again now")
+            ingest.trigger("unusable cache")
 
 
 class SignalService(Service):
