@@ -450,6 +450,75 @@ async def test_panel_api(relay):
     assert a.json() == bundle["live_categories"]
 
 
+@pytest_twisted.ensureDeferred
+async def test_panel_api_categories_and_channel_types(relay):
+    data = (await fetch(f"{relay.url}/panel_api.php?{query()}")).json()
+    bundle = relay.bundle
+    assert data["categories"] == {"live": bundle["live_categories"], "movie": bundle["vod_categories"],
+                                  "series": bundle["series_categories"]}
+    names = {c["category_id"]: c["category_name"] for c in bundle["live_categories"]}
+    for row in bundle["live_streams"]:
+        channel = data["available_channels"][str(row["stream_id"])]
+        assert isinstance(channel["num"], int) and isinstance(channel["tv_archive"], int)
+        assert isinstance(channel["tv_archive_duration"], int) and channel["live"] == "1"
+        assert channel["category_id"] == row["category_id"] and channel["custom_sid"] == ""
+        assert channel["category_name"] == names.get(row["category_id"], "")
+        assert b"@XRELAY" not in json.dumps(channel).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_gzip_slices_and_limits_are_the_plain_ones(relay):
+    cat = relay.bundle["vod_categories"][0]["category_id"]
+    for params in ({"category_id": cat}, {"limit": 3}, {"category_id": cat, "limit": 2}):
+        plain = await api(relay.url, action="get_vod_streams", **params)
+        zipped = await fetch(f"{relay.url}/player_api.php?{query(action='get_vod_streams', **params)}",
+                             headers={"accept-encoding": "gzip"})
+        assert zipped.header("content-encoding") == "gzip", params
+        assert gzip.decompress(zipped.body) == plain.body, params
+
+
+@pytest_twisted.ensureDeferred
+async def test_epg_of_a_channel_without_a_guide_is_empty(relay):
+    without = [r for r in relay.bundle["live_streams"] if not r["epg_channel_id"]]
+    assert without, "the demo catalog has channels without an EPG id"
+    for action in ("get_short_epg", "get_simple_data_table"):
+        a = await api(relay.url, action=action, stream_id=without[0]["stream_id"])
+        assert a.code == 200 and a.json() == {"epg_listings": []}
+    rows = (await api(relay.url, action="get_simple_data_table", stream_id=_epg_channel(relay)["stream_id"],
+                      limit=3)).json()["epg_listings"]
+    assert len(rows) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_ipv6_host_and_simple_playlist_and_guide_head(relay):
+    a = await fetch(f"{relay.url}/player_api.php?{query()}", headers={"host": "[fd00::5]:8080"})
+    server = a.json()["server_info"]
+    assert (server["url"], server["port"]) == ("[fd00::5]", "8080")
+    assert a.json()["server_info"]["process"] is True and a.json()["user_info"]["auth"] == 1
+    simple = await fetch(f"{relay.url}/get.php?{query(type='simple')}")
+    assert simple.body == (await fetch(f"{relay.url}/get.php?{query(type='m3u')}")).body
+    guide = await fetch(f"{relay.url}/xmltv.php?{query()}")
+    head = await fetch(f"{relay.url}/xmltv.php?{query()}", method="HEAD")
+    assert head.code == 200 and head.body == b""
+    assert int(head.header("content-length")) == len(guide.body)
+    assert guide.header("content-disposition") == 'inline; filename="epg.xml"'
+
+
+@pytest_twisted.ensureDeferred
+async def test_before_the_first_ingest(tmp_path):
+    """Nothing cached yet: lists answer empty at once, the playlist and the
+    guide say 503 with Retry-After; a wrong login is still a 401."""
+    relay = await start_relay(tmp_path, ingest=False)
+    try:
+        assert (await api(relay.url, action="get_live_streams")).json() == []
+        for path in (f"/get.php?{query()}", f"/xmltv.php?{query()}", "/epg/alice/alicepw/gz"):
+            a = await fetch(relay.url + path)
+            assert a.code == 503 and a.header("retry-after") == "30", path
+        assert (await fetch(f"{relay.url}/get.php?{query(password='nope')}")).code == 401
+    finally:
+        await relay.stop()
+
+
 # -- bad input --------------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
