@@ -50,3 +50,13 @@ def test_any_case_and_url_encoded_forms() -> None:
     out = s.bytes_(b'<icon src="HTTP://PANEL.EXAMPLE:8080/i.png"/><x>p%40ss%20w%2Frd</x>')
     assert out == b'<icon src="' + BASE_MARKER.encode() + b'/asset/i.png"/><x></x>'
     assert s.url("http://cdn.example/x/prov%20user/y.png") == ""
+
+
+def test_a_loopback_provider_is_masked_with_its_port() -> None:
+    """The demo provider runs on 127.0.0.1 beside xrelay: the log masks its
+    address with the port, and keeps xrelay's own 127.0.0.1:8080 readable."""
+    s = Scrubber(UpstreamConfig(url="http://127.0.0.1:41234", username="prov", password="secretpw"))
+    line = "demo: open http://127.0.0.1:8080/get.php ; upstream http://127.0.0.1:41234/live/prov/secretpw/1.ts"
+    assert s.text(line) == "demo: open http://127.0.0.1:8080/get.php ; upstream http://***/live/***/***/1.ts"
+    remote = Scrubber(UpstreamConfig(url="http://panel.example:8000", username="prov", password="secretpw"))
+    assert remote.text("panel.example is down") == "*** is down"

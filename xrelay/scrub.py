@@ -29,6 +29,17 @@ PASS_MARKER = "@XRELAY_PASS@"
 ASSET_PREFIX = "/asset"
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Scrubber:
     """Removes one provider account's secrets from text and catalog data."""
 
@@ -51,7 +62,11 @@ class Scrubber:
 
     def _compile(self) -> "re.Pattern[str]":
         # Longest first so that a host containing the username is masked whole.
-        values = {self.netloc, self.host} | self._forms(self.password)
+        # A provider on a loopback address (the built-in demo, a relay on the
+        # same box) is masked with its port: the bare address is xrelay's own
+        # too, and masking it would hide xrelay's URLs in its own log.
+        host = "" if _is_loopback(self.host) and self.netloc != self.host else self.host
+        values = {self.netloc, host} | self._forms(self.password)
         if len(self.username) >= 3:
             values |= self._forms(self.username)
         ordered = sorted((v for v in values if v), key=len, reverse=True)
