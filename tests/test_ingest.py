@@ -278,3 +278,35 @@ async def test_killed_midway_leaves_the_cache_intact(setup: Any) -> None:
     assert (await s.ingester.run()).ok
     assert list((s.data_dir / "staging").iterdir()) == []
     assert not any(p.exists() for p in leftovers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_guide_times_are_cached_in_utc(setup: Any) -> None:
+    """A provider in New York sends -0500/-0400 times; the cache has the same
+    moments written +0000 (../shared/xtream-api.md 8.1)."""
+    import re
+
+    import treq
+
+    from xrelay.epg import parse_xmltv_time
+
+    s = await setup(settings=DemoSettings(timezone="America/New_York"))
+    assert (await s.ingester.run("test")).ok
+    original = await (await treq.get(s.client.xmltv_url())).content()
+    cached = (s.data_dir / "guide.xml").read_bytes()
+    pattern = re.compile(rb' (start|stop)="([^"]+)"')
+    theirs = [parse_xmltv_time(m.group(2).decode()) for m in pattern.finditer(original)]
+    ours = pattern.findall(cached)
+    assert theirs and all(not v.endswith(b"+0000") for v in (m.group(2) for m in pattern.finditer(original)))
+    assert all(value.endswith(b" +0000") for _, value in ours)
+    assert [parse_xmltv_time(v.decode()) for _, v in ours] == theirs
+
+
+def test_utc_times_across_chunks_and_odd_values() -> None:
+    from xrelay.ingest import utc_times
+
+    assert utc_times(b' start="20250101070000 +0100" stop="20250101080000 -0230"') == \
+           b' start="20250101060000 +0000" stop="20250101103000 +0000"'
+    same = b' start="20250101070000" stop="garbage +0100" start="20251301070000 +0100"'
+    assert utc_times(same) == same  # no offset, not a time, not a date: left alone
+    assert utc_times(utc_times(b' start="20250101070000 +0100"')) == b' start="20250101060000 +0000"'

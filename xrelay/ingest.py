@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -31,6 +32,7 @@ from twisted.python.failure import Failure
 from . import catalog, jsonparse
 from .config import IngestConfig
 from .deferutil import Shared
+from .epg import parse_xmltv_time
 from .playlist import episodes_from_playlist
 from .prepare import Preparer
 from .provider import JsonText, ProviderClient, ProviderError
@@ -260,6 +262,24 @@ def _read_episodes(path: str, scrubber: Scrubber) -> list[dict[str, Any]]:
         return episodes_from_playlist(f, scrubber)
 
 
+_ZONED_TIME = re.compile(rb'( (?:start|stop)=")(\d{14}) ?([+-]\d{4})"')
+
+
+def utc_times(data: bytes) -> bytes:
+    """Programme times in UTC (``20250101060000 +0000``), as every client
+    reads them (../shared/xtream-api.md 8.1: some ignore the offset)."""
+
+    def convert(m: "re.Match[bytes]") -> bytes:
+        if m.group(3) == b"+0000":
+            return m.group(0)
+        epoch = parse_xmltv_time(f"{m.group(2).decode()} {m.group(3).decode()}")
+        if epoch is None:
+            return m.group(0)
+        return m.group(1) + time.strftime("%Y%m%d%H%M%S", time.gmtime(epoch)).encode() + b' +0000"'
+
+    return _ZONED_TIME.sub(convert, data)
+
+
 def _check_and_copy_guide(raw: str, dest: Path, scrubber: Scrubber) -> dict[str, int]:
     """Check that the guide is complete, well-formed XMLTV while copying it
     (decompressed, secrets scrubbed) to *dest*.  Raises ProviderError."""
@@ -287,7 +307,7 @@ def _check_and_copy_guide(raw: str, dest: Path, scrubber: Scrubber) -> dict[str,
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     carry = b""
-    overlap = scrubber.overlap
+    overlap = max(scrubber.overlap, 64)  # a programme's time attribute is shorter
     try:
         with opener(raw, "rb") as src, open(dest, "wb") as out:
             while True:
@@ -295,13 +315,13 @@ def _check_and_copy_guide(raw: str, dest: Path, scrubber: Scrubber) -> dict[str,
                 if not chunk:
                     break
                 parser.Parse(chunk, False)
-                data = scrubber.bytes_(carry + chunk)
+                data = utc_times(scrubber.bytes_(carry + chunk))
                 # keep a tail back so a secret split across chunks is still caught
                 cut = max(0, len(data) - overlap)
                 out.write(data[:cut])
                 carry = data[cut:]
             parser.Parse(b"", True)
-            out.write(scrubber.bytes_(carry))
+            out.write(utc_times(scrubber.bytes_(carry)))
             out.flush()
             os.fsync(out.fileno())
     except expat.ExpatError as e:
