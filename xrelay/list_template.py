@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -225,7 +226,14 @@ class ListTemplate:
             finally:
                 os.close(fd)
             out = b"[" + b",".join(pieces_b) + b"]"
+        if category is not None:
+            # As XUI answers a category: each row names the category asked
+            # for, even a row that belongs to several.
+            out = _CATEGORY_ID.sub(b'"category_id":"%d"' % category, out)
         return out.replace(MARKER, base) if MARKER in out else out
+
+
+_CATEGORY_ID = re.compile(rb'"category_id":"\d*"')
 
 
 def _int(value: Any) -> int:
