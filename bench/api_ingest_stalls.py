@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,11 +39,7 @@ from twisted.logger import formatEvent, globalLogPublisher  # noqa: E402
 from xrelay.config import Config, IngestConfig, RelayConfig, ServerConfig, UpstreamConfig, UserConfig  # noqa: E402
 from xrelay.tap import build  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from big_catalog import PROVIDER_PASS, PROVIDER_USER, add_catalog_options, demo_command, free_port  # noqa: E402
 
 
 class Recorder:
@@ -105,23 +100,18 @@ class Recorder:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--live", type=int, default=50000)
-    ap.add_argument("--vod", type=int, default=100000)
-    ap.add_argument("--series", type=int, default=10000)
-    ap.add_argument("--epg-hours", type=int, default=4)
+    add_catalog_options(ap)
     ap.add_argument("--freeze-gc", action="store_true")
     ap.add_argument("--no-gc-during-ingest", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="xrelay-stalls-"))
     port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "xrelay.demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--live", str(args.live),
-         "--vod", str(args.vod), "--series", str(args.series), "--epg-hours", str(args.epg_hours),
-         "--max-connections", "0", "--no-redirect"],
+        demo_command(port, args),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     demo.stdout.readline()  # "demo provider at ..." once it listens
     config = Config(
-        upstream=UpstreamConfig(url=f"http://127.0.0.1:{port}", username="provider-user", password="provider-pass"),
+        upstream=UpstreamConfig(url=f"http://127.0.0.1:{port}", username=PROVIDER_USER, password=PROVIDER_PASS),
         server=ServerConfig(listen="tcp:0:interface=127.0.0.1"),
         ingest=IngestConfig(data_dir=work / "data", interval=86400, timeout=1800),
         users=(UserConfig("bench", "benchpw", 4),), relay=RelayConfig(), source="<bench>")

@@ -25,24 +25,19 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
+import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from big_catalog import PROVIDER_PASS, PROVIDER_USER, add_catalog_options, demo_command, free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 USER, PASSWORD = "bench", "benchpw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_loadgen(workdir: Path) -> str:
@@ -120,10 +115,7 @@ def wait_for_log(log: Path, pattern: str, start: int, timeout: float,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--live", type=int, default=50000)
-    ap.add_argument("--vod", type=int, default=100000)
-    ap.add_argument("--series", type=int, default=10000)
-    ap.add_argument("--epg-hours", type=int, default=4)
+    add_catalog_options(ap)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -133,15 +125,13 @@ def main() -> None:
     exe = build_loadgen(work)
     demo_port, port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    demo_cmd = [sys.executable, "-m", "xrelay.demo", "--listen", f"tcp:{demo_port}:interface=127.0.0.1",
-                "--live", str(args.live), "--vod", str(args.vod), "--series", str(args.series),
-                "--epg-hours", str(args.epg_hours), "--max-connections", "0", "--no-redirect"]
+    demo_cmd = demo_command(demo_port, args)
     config = work / "xrelay.toml"
     config.write_text(f"""
 [upstream]
 url = "http://127.0.0.1:{demo_port}"
-username = "provider-user"
-password = "provider-pass"
+username = "{PROVIDER_USER}"
+password = "{PROVIDER_PASS}"
 
 [server]
 listen = "tcp:{port}:interface=127.0.0.1"

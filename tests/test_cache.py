@@ -81,31 +81,28 @@ async def test_a_restart_serves_lists_and_guide_at_once(tmp_path: Path) -> None:
         await relay.stop()
 
 
+def _as_an_older_xrelay_left_it(api_dir: Path) -> None:
+    shutil.rmtree(api_dir)
+
+
+def _with_a_damaged_index(api_dir: Path) -> None:
+    (api_dir / "live_streams.idx").write_bytes(b"\0" * 10)
+
+
+@pytest.mark.parametrize("damage", [_as_an_older_xrelay_left_it, _with_a_damaged_index])
 @pytest_twisted.ensureDeferred
-async def test_a_generation_from_an_older_xrelay_is_prepared_at_start_up(tmp_path: Path) -> None:
+async def test_a_generation_without_usable_prepared_files_is_prepared_at_start_up(tmp_path: Path, damage) -> None:
     relay = await start_relay(tmp_path)
     try:
         api_dir = relay.xr.store.current() / "api"
-        shutil.rmtree(api_dir)  # as an xrelay without prepared files left it
+        damage(api_dir)
         relay = await restart(relay, tmp_path)
-        rows = (await api(relay.url, action="get_vod_streams")).json()
-        assert len(rows) == len(relay.bundle["vod_streams"])
+        for action, key in (("get_live_streams", "live_streams"), ("get_vod_streams", "vod_streams")):
+            rows = (await api(relay.url, action=action)).json()
+            assert len(rows) == len(relay.bundle[key]), key
         assert (api_dir / "manifest.json").is_file()
         m3u = await fetch(f"{relay.url}/get.php?{query(type='m3u_plus')}")
         assert m3u.code == 200 and m3u.body.count(b"#EXTINF") > len(rows)
-    finally:
-        await relay.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_damaged_prepared_files_are_prepared_again(tmp_path: Path) -> None:
-    relay = await start_relay(tmp_path)
-    try:
-        api_dir = relay.xr.store.current() / "api"
-        (api_dir / "live_streams.idx").write_bytes(b"\0" * 10)
-        relay = await restart(relay, tmp_path)
-        rows = (await api(relay.url, action="get_live_streams")).json()
-        assert len(rows) == len(relay.bundle["live_streams"])
         assert (await fetch(f"{relay.url}/live/alice/alicepw/999999.ts")).code == 404
     finally:
         await relay.stop()

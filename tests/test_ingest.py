@@ -20,7 +20,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
-from xrelay import ingest as ingest_module
 from xrelay import prepare as prepare_module
 from xrelay.config import IngestConfig, UpstreamConfig
 from xrelay.demo.provider import DemoProvider, DemoSettings

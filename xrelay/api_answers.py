@@ -32,7 +32,7 @@ from .deferutil import Shared
 from .list_template import GZIP_LEVEL, MARKER, ListTemplate, dumps
 
 __all__ = ["ListTemplate", "ListAnswers", "StreamAnswer", "LIST_KEYS", "ID_KEYS", "dumps",
-           "panel_extra", "panel_channel", "build_templates"]
+           "panel_channel", "build_templates"]
 
 log = Logger()
 
@@ -188,19 +188,3 @@ def panel_channel(s: dict[str, Any], groups: dict[Any, str]) -> dict[str, Any]:
         "custom_sid": "", "tv_archive": s.get("tv_archive", 0), "direct_source": "",
         "tv_archive_duration": s.get("tv_archive_duration", 0),
     }
-
-
-def panel_extra(bundle: dict[str, Any]) -> bytes:
-    """The categories and available_channels of panel_api.php (blocking).
-
-    available_channels lists the live channels (as Dispatcharr does; GSE
-    reads its live list there and uses player_api for the rest), which
-    keeps this answer a few MB even for a 100k-movie catalog."""
-    names = {c["category_id"]: c["category_name"] for c in bundle.get("live_categories", [])}
-    channels = {str(s["stream_id"]): panel_channel(s, names) for s in bundle.get("live_streams", [])}
-    categories = {"live": bundle.get("live_categories", []), "movie": bundle.get("vod_categories", []),
-                  "series": bundle.get("series_categories", [])}
-    body = dumps({"categories": categories, "available_channels": channels})
-    return body[1:-1]
-
-

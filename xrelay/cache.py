@@ -173,7 +173,7 @@ class CatalogCache:
 
         def prepare() -> tuple[dict[str, Any], bytes]:
             detail = self.scrubber.tree(normalise(raw, row)) if self.scrubber else normalise(raw, row)
-            return detail, json.dumps(detail, separators=(",", ":"), ensure_ascii=False).encode()
+            return detail, catalog.encode_row(detail)
 
         detail, data = await threads.deferToThread(prepare)
         try:

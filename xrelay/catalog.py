@@ -220,19 +220,24 @@ def _vod_row(row: dict[str, Any], num: int) -> None:
     row["container_extension"] = ext if ext.isalnum() else "mp4"
 
 
+def _series_fields(d: dict[str, Any]) -> None:
+    """The fields a series row and get_series_info's ``info`` share, typed."""
+    d["name"] = as_str(d.get("name")).replace("\n", " ")
+    d["cover"] = as_str(d.get("cover"))
+    for key in ("plot", "cast", "director", "genre", "releaseDate", "youtube_trailer"):
+        d[key] = as_str(d.get(key))
+    d["last_modified"] = as_numstr(d.get("last_modified"))
+    rating = as_float(d.get("rating"), None)
+    d["rating"] = as_str(d.get("rating")) if rating is not None else "0"
+    d["rating_5based"] = round(as_float(d.get("rating_5based"), (rating or 0) / 2) or 0, 1)
+    d["backdrop_path"] = [b for b in as_list(d.get("backdrop_path")) if isinstance(b, str)]
+    d["episode_run_time"] = as_numstr(d.get("episode_run_time"))
+
+
 def _series_row(row: dict[str, Any], num: int) -> None:
     cats = row["category_ids"]
     row["num"] = num
-    row["name"] = as_str(row.get("name")).replace("\n", " ")
-    row["cover"] = as_str(row.get("cover"))
-    for key in ("plot", "cast", "director", "genre", "releaseDate", "youtube_trailer"):
-        row[key] = as_str(row.get(key))
-    row["last_modified"] = as_numstr(row.get("last_modified"))
-    rating = as_float(row.get("rating"), None)
-    row["rating"] = as_str(row.get("rating")) if rating is not None else "0"
-    row["rating_5based"] = round(as_float(row.get("rating_5based"), (rating or 0) / 2) or 0, 1)
-    row["backdrop_path"] = [b for b in as_list(row.get("backdrop_path")) if isinstance(b, str)]
-    row["episode_run_time"] = as_numstr(row.get("episode_run_time"))
+    _series_fields(row)
     # a numeric string even without a category: Jellyfin reads it as a non-nullable int
     row["category_id"] = str(cats[0]) if cats else "0"
 
@@ -342,10 +347,9 @@ def normalise_vod_info(data: Any, stream: dict[str, Any] | None) -> dict[str, An
     movie["stream_id"] = as_int(movie.get("stream_id"), 0)
     movie["name"] = as_str(movie.get("name"))
     movie["added"] = as_numstr(movie.get("added"))
-    cats = [c for c in (as_int(v, None) for v in as_list(movie.get("category_ids"))) if c is not None]
+    cats = _category_ids(movie)  # as in the list rows
     movie["category_ids"] = cats
-    first = as_int(movie.get("category_id"), None)
-    movie["category_id"] = str(first) if first is not None else (str(cats[0]) if cats else None)
+    movie["category_id"] = str(cats[0]) if cats else None
     movie["container_extension"] = as_str(movie.get("container_extension"), "mp4") or "mp4"
     movie["custom_sid"] = ""
     movie["direct_source"] = ""
@@ -391,16 +395,8 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
                     "last_modified", "rating", "rating_5based", "backdrop_path",
                     "youtube_trailer", "episode_run_time", "category_id"):
             info.setdefault(key, series.get(key))
-    info["cover"] = as_str(info.get("cover"))
-    for key in ("name", "plot", "cast", "director", "genre", "releaseDate", "youtube_trailer"):
-        info[key] = as_str(info.get(key))
-    rating = as_float(info.get("rating"), None)
-    info["rating"] = as_str(info.get("rating")) if rating is not None else "0"
-    info["rating_5based"] = round(as_float(info.get("rating_5based"), (rating or 0) / 2) or 0, 1)
-    info["episode_run_time"] = as_numstr(info.get("episode_run_time"))
+    _series_fields(info)
     info["category_id"] = as_numstr(info.get("category_id"))
-    info["last_modified"] = as_numstr(info.get("last_modified"))
-    info["backdrop_path"] = [b for b in as_list(info.get("backdrop_path")) if isinstance(b, str)]
     seasons_in = {as_int(s.get("season_number"), None): s for s in as_list(data.get("seasons"))
                   if isinstance(s, dict)}
     seasons = []
@@ -422,9 +418,11 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
 def _episode_info(value: Any) -> dict[str, Any]:
     """An episode's ``info``: an object, with the fields players read typed."""
     info = dict(as_object(value))
-    for key in ("movie_image", "plot", "duration", "releasedate", "name"):
-        if key in info or key in ("movie_image", "plot"):
-            info[key] = as_str(info.get(key))
+    info["movie_image"] = as_str(info.get("movie_image"))
+    info["plot"] = as_str(info.get("plot"))
+    for key in ("duration", "releasedate", "name"):
+        if key in info:
+            info[key] = as_str(info[key])
     info["duration_secs"] = as_int(info.get("duration_secs"), 0) or 0
     info["cover_big"] = as_str(info.get("cover_big")) or info["movie_image"]
     if "rating" in info:

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from twisted.logger import Logger
 
-from .packed import read_arrays, write_arrays
+from .packed import read_arrays, write_arrays, write_json
 from .scrub import BASE_MARKER
 
 log = Logger()
@@ -94,11 +94,12 @@ class EpgIndex:
         # named after the build, like the texts: a manifest always describes
         # files that are whole, whatever a later rebuild does
         stem = Path(self.text_path).stem.replace("epg-texts", "epg")
+        ids = list(self.channels)
         table = write_arrays(directory / f"{stem}.idx", {
-            "starts": self.starts, "stops": self.stops, "text_at": self.text_at})
-        tmp = directory / f"{stem}-channels.json.tmp"
-        tmp.write_text(json.dumps(self.channels, separators=(",", ":"), ensure_ascii=False), "utf-8")
-        os.replace(tmp, directory / f"{stem}-channels.json")
+            "starts": self.starts, "stops": self.stops, "text_at": self.text_at,
+            "firsts": array("q", (self.channels[c][0] for c in ids)),
+            "ends": array("q", (self.channels[c][1] for c in ids))})
+        write_json(directory / f"{stem}-channels.json", ids)
         return {"index": f"{stem}.idx", "arrays": table, "channels": f"{stem}-channels.json",
                 "texts": Path(self.text_path).name, "markers": self.markers, "size": self.size,
                 "built_at": self.built_at}
@@ -108,7 +109,12 @@ class EpgIndex:
         """The index a manifest *entry* describes (blocking)."""
         a = read_arrays(directory / entry["index"], entry["arrays"])
         with open(directory / entry["channels"], "rb") as f:
-            channels = {str(k): (int(v[0]), int(v[1])) for k, v in json.loads(f.read()).items()}
+            ids = json.loads(f.read())
+        if not isinstance(ids, list) or not len(ids) == len(a["firsts"]) == len(a["ends"]):
+            raise ValueError(f"{directory / entry['channels']}: does not match the EPG index")
+        # built by C loops (no Python step per channel): a big guide's table
+        # loads without holding the reactor's GIL for long
+        channels = dict(zip(ids, zip(a["firsts"], a["ends"])))
         texts = directory / entry["texts"]
         if texts.stat().st_size != a["text_at"][-1]:
             raise ValueError(f"{texts}: does not match the EPG index")

@@ -11,7 +11,6 @@ previous cache byte-identical, is logged in one line and is recorded in
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil
@@ -27,7 +26,6 @@ from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from . import catalog, jsonparse
 from .config import IngestConfig

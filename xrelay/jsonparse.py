@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 __all__ = ["loads", "iter_rows"]
 
@@ -67,47 +67,30 @@ def iter_rows(data: bytes | str) -> tuple[str, Iterator[tuple[str | None, Any]]]
     if opener not in ("[", "{"):
         value = loads(text)  # a scalar, or garbage (raises)
         return type(value).__name__, iter(())
-    return ("list" if opener == "[" else "object"), _rows(text, idx + 1, opener == "{")
+    return ("list" if opener == "[" else "object"), _outermost(text, idx + 1, opener == "{")
 
 
-def _rows(text: str, idx: int, keyed: bool) -> Iterator[tuple[str | None, Any]]:
-    closer = "}" if keyed else "]"
-    idx = _WS.match(text, idx).end()
-    count = 0
-    if not text.startswith(closer, idx):
-        while True:
-            key = None
-            if keyed:
-                if not text.startswith('"', idx):
-                    raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, idx)
-                key, idx = _decoder.raw_decode(text, idx)
-                idx = _WS.match(text, idx).end()
-                if not text.startswith(":", idx):
-                    raise json.JSONDecodeError("Expecting ':' delimiter", text, idx)
-                idx = _WS.match(text, idx + 1).end()
-            value, idx = _value(text, idx, 1)
-            yield key, value
-            count += 1
-            if count % _YIELD_EVERY == 0:
-                time.sleep(_YIELD_FOR)
-            idx = _WS.match(text, idx).end()
-            if text.startswith(",", idx):
-                idx = _WS.match(text, idx + 1).end()
-            elif text.startswith(closer, idx):
-                break
-            else:
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
-    idx = _WS.match(text, idx + 1).end()
-    if idx != len(text):
-        raise json.JSONDecodeError("Extra data", text, idx)
+def _outermost(text: str, idx: int, keyed: bool) -> Iterator[tuple[str | None, Any]]:
+    end = yield from _items(text, idx, keyed, 1)
+    end = _WS.match(text, end).end()
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
 
 
 def _value(text: str, idx: int, depth: int) -> tuple[Any, int]:
-    if depth < _STEP_DEPTH and idx < len(text):
-        if text[idx] == "[":
-            return _array(text, idx + 1, depth + 1)
-        if text[idx] == "{":
-            return _object(text, idx + 1, depth + 1)
+    if depth < _STEP_DEPTH and idx < len(text) and text[idx] in "[{":
+        keyed = text[idx] == "{"
+        out: Any = {} if keyed else []
+        items = _items(text, idx + 1, keyed, depth + 1)
+        while True:
+            try:
+                key, value = next(items)
+            except StopIteration as done:
+                return out, done.value
+            if keyed:
+                out[key] = value
+            else:
+                out.append(value)
     return _decoder.raw_decode(text, idx)
 
 
@@ -117,45 +100,34 @@ _YIELD_EVERY = 2000
 _YIELD_FOR = 0.001
 
 
-def _array(text: str, idx: int, depth: int) -> tuple[list[Any], int]:
-    out: list[Any] = []
+def _items(text: str, idx: int, keyed: bool, depth: int) -> Generator[tuple[str | None, Any], None, int]:
+    """The items of the array (keys None) or object whose opening bracket
+    is just before *idx*, parsed one by one; returns the position after it."""
+    closer = "}" if keyed else "]"
     idx = _WS.match(text, idx).end()
-    if text.startswith("]", idx):
-        return out, idx + 1
+    if text.startswith(closer, idx):
+        return idx + 1
+    count = 0
     while True:
+        key = None
+        if keyed:
+            if not text.startswith('"', idx):
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, idx)
+            key, idx = _decoder.raw_decode(text, idx)
+            key = _KEYS.get(key, key)
+            idx = _WS.match(text, idx).end()
+            if not text.startswith(":", idx):
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, idx)
+            idx = _WS.match(text, idx + 1).end()
         value, idx = _value(text, idx, depth)
-        out.append(value)
-        if len(out) % _YIELD_EVERY == 0:
+        yield key, value
+        count += 1
+        if count % _YIELD_EVERY == 0:
             time.sleep(_YIELD_FOR)
         idx = _WS.match(text, idx).end()
         if text.startswith(",", idx):
             idx = _WS.match(text, idx + 1).end()
-        elif text.startswith("]", idx):
-            return out, idx + 1
-        else:
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
-
-
-def _object(text: str, idx: int, depth: int) -> tuple[dict[str, Any], int]:
-    out: dict[str, Any] = {}
-    idx = _WS.match(text, idx).end()
-    if text.startswith("}", idx):
-        return out, idx + 1
-    while True:
-        if not text.startswith('"', idx):
-            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, idx)
-        key, idx = _decoder.raw_decode(text, idx)
-        key = _KEYS.get(key, key)
-        idx = _WS.match(text, idx).end()
-        if not text.startswith(":", idx):
-            raise json.JSONDecodeError("Expecting ':' delimiter", text, idx)
-        idx = _WS.match(text, idx + 1).end()
-        value, idx = _value(text, idx, depth)
-        out[key] = value
-        idx = _WS.match(text, idx).end()
-        if text.startswith(",", idx):
-            idx = _WS.match(text, idx + 1).end()
-        elif text.startswith("}", idx):
-            return out, idx + 1
+        elif text.startswith(closer, idx):
+            return idx + 1
         else:
             raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .api_body import MarkerStream
+from .catalog import encode_row as dumps
 from .packed import read_arrays, write_arrays
 from .scrub import BASE_MARKER
 
@@ -33,10 +34,6 @@ MARKER = BASE_MARKER.encode()
 GZIP_LEVEL = 6
 #: Templates up to this size are also kept in memory.
 IN_MEMORY = 1024 * 1024
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass

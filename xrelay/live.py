@@ -188,7 +188,7 @@ class Channel:
                 "behind_seconds": round(v.behind() / rate, 2) if rate else None,
                 "paused": v.paused,
             })
-        channel = self.relay.catalog_row(self.stream_id)
+        channel = self.relay.xr.cache.live(self.stream_id)
         return {
             "stream_id": self.stream_id,
             "name": channel.name if channel is not None else "",
@@ -318,10 +318,6 @@ class LiveRelay:
     def open_url(self, url: str) -> Deferred[Any]:
         return self.xr.client.request(url, timeout=30.0, what="live stream")
 
-    def catalog_row(self, stream_id: int) -> Any:
-        """The channel's :class:`~xrelay.generation.LiveChannel`, or None."""
-        return self.xr.cache.live(stream_id)
-
     # -- requests ------------------------------------------------------------
 
     def serve(self, request: IRequest, user: str, password: str, stream_id: int | None,
@@ -335,7 +331,7 @@ class LiveRelay:
             return text_error(request, 404, "unknown stream")
         if not self.xr.cache.loaded:
             return text_error(request, 503, "the channel list is not loaded yet, try again soon")
-        if self.catalog_row(stream_id) is None:
+        if not self.xr.cache.has("live", stream_id):
             return text_error(request, 404, "unknown stream")
         if request.method == b"HEAD":
             request.setHeader(b"content-type", b"video/mp2t")

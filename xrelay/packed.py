@@ -14,8 +14,11 @@ from __future__ import annotations
 import os
 from array import array
 from pathlib import Path
+from typing import Any
 
-__all__ = ["write_arrays", "read_arrays", "PackedError"]
+from .catalog import encode_row
+
+__all__ = ["write_arrays", "read_arrays", "write_json", "PackedError"]
 
 Table = list[list]  # [[name, typecode, length], ...]
 
@@ -34,6 +37,15 @@ def write_arrays(path: Path | str, arrays: dict[str, array]) -> Table:
             table.append([name, values.typecode, len(values)])
     os.replace(tmp, path)
     return table
+
+
+def write_json(path: Path | str, value: Any) -> None:
+    """A small JSON file beside the arrays (channel names...), written whole
+    under a temporary name first (blocking)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(encode_row(value))
+    os.replace(tmp, path)
 
 
 def read_arrays(path: Path | str, table: Table) -> dict[str, array]:

@@ -2,9 +2,10 @@
 
 The ingest hands each list, as soon as it has it, to a :class:`Preparer`
 on its staging directory (in the ingest's child process), before the
-generation is committed; :func:`prepare` does the same for a whole bundle.  So the daemon never holds the catalog as Python
-objects: it loads a manifest and flat arrays (:mod:`xrelay.generation`),
-in milliseconds, with a few bytes per row, and a restart serves at once.
+generation is committed; :func:`prepare` does the same for a whole
+bundle.  So the daemon never holds the catalog as Python objects: it loads
+a manifest and flat arrays (:mod:`xrelay.generation`), in milliseconds,
+with a few bytes per row, and a restart serves at once.
 
 ``GENERATION/api/``::
 
@@ -32,17 +33,17 @@ import shutil
 import time
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from xml.parsers import expat
 
 from twisted.logger import Logger
 
 from .api_answers import ID_KEYS, LIST_KEYS, panel_channel
 from .api_playlists import write_templates
-from .catalog import as_id
+from .catalog import as_id, encode_row as _dumps
 from .epg import EpgIndex, index_guide
 from .list_template import ListTemplate
-from .packed import write_arrays
+from .packed import write_arrays, write_json
 from .playlist import render_m3u
 from .scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
 from .store import fsync_dir, write_atomic
@@ -54,7 +55,7 @@ log = Logger()
 
 #: Bumped whenever the files or the manifest change shape: a generation
 #: prepared by another version is prepared again.
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2
 MANIFEST = "manifest.json"
 
 
@@ -91,8 +92,9 @@ class Preparer:
             self.bundle.value("generated_at", int(generated_at or 0))
             self.bundle.value("account", account)
 
-    def add(self, key: str, rows: list[dict[str, Any]]) -> None:
-        """One normalised, scrubbed list (blocking)."""
+    def add(self, key: str, rows: Iterable[dict[str, Any]]) -> None:
+        """One normalised, scrubbed list (blocking): a list of rows, or
+        :class:`~xrelay.catalog.EncodedRows` (sized, iterated more than once)."""
         if self.bundle is not None:
             self.bundle.rows(key, rows)
         if key.endswith("_categories"):
@@ -144,7 +146,7 @@ class Preparer:
             channels.append(_dumps(str(s["stream_id"])) + b":" + _dumps(panel_channel(s, groups)))
         self.manifest["live"] = {"index": "live.idx", "texts": "live.json", "arrays": write_arrays(
             self.api / "live.idx", {"archive": archive, "days": days})}
-        _write_json(self.api / "live.json", {"names": names, "epg": epg})
+        write_json(self.api / "live.json", {"names": names, "epg": epg})
         deepest = [d for a, d in zip(archive, days) if a]
         self.manifest["archive_days"] = max(deepest or [1]) or 1
         categories = {"live": self.categories.get("live_categories", []),
@@ -228,10 +230,6 @@ class BundleWriter:
         self.file.close()
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def prepare(bundle: dict[str, Any], directory: Path, now: float | None = None,
             write_bundle: bool = False) -> dict[str, Any]:
     """Write ``directory/api/`` for a whole *bundle*, whose guide is
@@ -272,10 +270,7 @@ def _epg_entry(directory: Path, days: int, now: float | None) -> dict[str, Any] 
     started = time.monotonic()
     try:
         index = index_guide(directory, days, now)
-    except (OSError, expat.ExpatError) as e:
-        log.warn("cannot index the guide: {error}", error=str(e))
-        return None
-    except ValueError as e:  # a guide.xml that is not a guide
+    except (OSError, ValueError, expat.ExpatError) as e:  # missing, not a guide, cut off
         log.warn("cannot index the guide: {error}", error=str(e))
         return None
     log.info("guide indexed: {programmes} programmes in {seconds:.1f} s",
@@ -293,13 +288,7 @@ def _finish(api: Path, manifest: dict[str, Any]) -> None:
             except FileNotFoundError:
                 pass  # a file the daemon was replacing meanwhile
     fsync_dir(api)
-    write_atomic(api / MANIFEST, json.dumps(manifest, separators=(",", ":")).encode())
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    os.replace(tmp, path)
+    write_atomic(api / MANIFEST, _dumps(manifest))
 
 
 def _small_int(value: Any) -> int:

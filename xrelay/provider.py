@@ -352,30 +352,17 @@ class ProviderClient:
             _unlink(path)
 
     async def get_json(self, action: str | None = None, *, timeout: float = 120.0,
-                       idle_timeout: float = 60.0, max_bytes: int = 1024**3,
-                       scratch_dir: str | None = None, **params: Any) -> Any:
-        """Fetch one player_api.php answer and parse it off the reactor thread.
-
-        The body is spooled to a scratch file, so a 100 MB list never sits in
-        the reactor's memory twice.
-        """
+                       idle_timeout: float = 60.0, max_bytes: int = 1024**3, **params: Any) -> Any:
+        """Fetch one small player_api.php answer (the account, an item's
+        details) and parse it off the reactor thread.  Big lists go through
+        :meth:`get_json_text` and a scratch file instead."""
         what = action or "account info"
-        url = self.api_url(action, **params)
-        if scratch_dir is None:
-            response = await self.request(url, timeout=timeout, what=what)
-            if response.code != 200:
-                await _discard(response)
-                raise ProviderError(f"{what}: HTTP {response.code}")
-            body = await _collect(self.reactor, response, max_bytes, idle_timeout, what)
-            return await threads.deferToThread(parse_json_answer, body, what)
-        fd, path = _scratch(scratch_dir, what)
-        try:
-            await self.download(url, path, what=what, timeout=timeout,
-                                idle_timeout=idle_timeout, max_bytes=max_bytes)
-            return await threads.deferToThread(_parse_json_file, path, what)
-        finally:
-            os.close(fd)
-            _unlink(path)
+        response = await self.request(self.api_url(action, **params), timeout=timeout, what=what)
+        if response.code != 200:
+            await _discard(response)
+            raise ProviderError(f"{what}: HTTP {response.code}")
+        body = await _collect(self.reactor, response, max_bytes, idle_timeout, what)
+        return await threads.deferToThread(parse_json_answer, body, what)
 
 
 @dataclass
@@ -425,14 +412,6 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-def _parse_json_file(path: str, what: str) -> Any:
-    answer = _read_json_text(path, what)
-    try:
-        return jsonparse.loads(answer.text)
-    except ValueError:
-        raise answer.malformed() from None
 
 
 def parse_json_answer(body: bytes, what: str) -> Any:
