@@ -3,7 +3,7 @@
     python bench/api_gil_probe.py DATA_DIR
 
 The first line is what the daemon does at each reload since the ingest
-prepares its files (:mod:`xrelay.prepare`); the other steps now run in the
+prepares its files (:mod:`xrelay.catalog.prepare`); the other steps now run in the
 ingest's child process, and are kept here to show what they would cost in
 the daemon.  Runs each step of an ingest-and-reload (on the cached files of DATA_DIR,
 e.g. a ``bench/api_load.py --keep`` work dir's ``data``) in a worker thread,
@@ -25,12 +25,12 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xrelay.api import SWITCH_INTERVAL  # noqa: E402
-from xrelay.api_answers import ListTemplate, build_templates  # noqa: E402
-from xrelay.api_playlists import write_templates  # noqa: E402
-from xrelay.epg import build_index  # noqa: E402
-from xrelay.generation import load_generation  # noqa: E402
-from xrelay.store import CacheStore  # noqa: E402
+from xrelay.api.player_api import SWITCH_INTERVAL  # noqa: E402
+from xrelay.api.answers import ListTemplate, build_templates  # noqa: E402
+from xrelay.api.get_php import write_templates  # noqa: E402
+from xrelay.catalog.epg import build_index  # noqa: E402
+from xrelay.catalog.generation import load_generation  # noqa: E402
+from xrelay.catalog.store import CacheStore  # noqa: E402
 
 
 def probe(name: str, fn: Callable[[], Any]) -> None:

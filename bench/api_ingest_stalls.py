@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from twisted.internet import defer, reactor, task  # noqa: E402
 from twisted.logger import formatEvent, globalLogPublisher  # noqa: E402
 
-from xrelay.config import Config, IngestConfig, RelayConfig, ServerConfig, UpstreamConfig, UserConfig  # noqa: E402
+from xrelay.core.config import Config, IngestConfig, RelayConfig, ServerConfig, UpstreamConfig, UserConfig  # noqa: E402
 from xrelay.tap import build  # noqa: E402
 
 from big_catalog import PROVIDER_PASS, PROVIDER_USER, add_catalog_options, demo_command, free_port  # noqa: E402

@@ -22,7 +22,7 @@ from typing import Any
 from twisted.internet import defer, reactor as global_reactor
 
 from xrelay.app import XRelay
-from xrelay.config import (AdminConfig, Config, IngestConfig, RelayConfig, ServerConfig,
+from xrelay.core.config import (AdminConfig, Config, IngestConfig, RelayConfig, ServerConfig,
                            UpstreamConfig, UserConfig)
 from xrelay.demo.provider import DemoProvider, DemoSettings
 from xrelay.tap import build

@@ -13,7 +13,7 @@ import treq
 from xrelay.demo.provider import DemoSettings
 from harness import ADMIN, start_relay
 from streamclient import open_stream, wait_until
-from xrelay.admin import AdminPage, _e
+from xrelay.ops.admin import AdminPage, _e
 
 AUTH = (ADMIN.username, ADMIN.password)
 

@@ -17,7 +17,7 @@ from twisted.web._newclient import ResponseNeverReceived
 
 from apiclient import api, fetch, query
 from harness import start_relay
-from xrelay.config import ServerConfig
+from xrelay.core.config import ServerConfig
 from xrelay.demo.provider import DemoSettings
 
 AUTH_FAILED = {"user_info": {"auth": 0}}
@@ -615,7 +615,7 @@ async def test_unknown_paths_answer_404(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_big_lists_stream_from_their_template_files(tmp_path, monkeypatch):
-    monkeypatch.setattr("xrelay.list_template.IN_MEMORY", 1000)
+    monkeypatch.setattr("xrelay.catalog.list_template.IN_MEMORY", 1000)
     relay = await start_relay(tmp_path, settings=DemoSettings(live=60, vod=40, series=5))
     try:
         assert relay.xr.api.answers.templates["live_streams"].data is None

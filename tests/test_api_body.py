@@ -1,5 +1,5 @@
 """Placeholder replacement across chunks, file streaming sources and the
-precomputed list templates (xrelay.api_body, xrelay.api_answers)."""
+precomputed list templates (xrelay.http.body, xrelay.api.answers)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import random
 
 import pytest_twisted
 
-from xrelay.api_answers import ListAnswers, ListTemplate, StreamAnswer, build_templates
-from xrelay.api_body import MarkerReplacer, MarkerStream
+from xrelay.api.answers import ListAnswers, ListTemplate, StreamAnswer, build_templates
+from xrelay.http.body import MarkerReplacer, MarkerStream
 
 MARKER_B = b"@XRELAY_BASE@"
 REPL = [(b"@XRELAY_BASE@", b"http://h:1"), (b"@XRELAY_USER@", b"u"), (b"@XRELAY_LIVEEXT@", b"ts")]
@@ -93,7 +93,7 @@ def test_list_template_in_memory_and_on_disk(tmp_path):
 
 
 def test_big_template_stays_on_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr("xrelay.list_template.IN_MEMORY", 100)
+    monkeypatch.setattr("xrelay.catalog.list_template.IN_MEMORY", 100)
     t = ListTemplate.build(ROWS, tmp_path / "big.json")
     assert t.data is None
     base = b"http://x:1"
@@ -120,7 +120,7 @@ async def test_list_answers_cache_and_gzip():
 
 @pytest_twisted.ensureDeferred
 async def test_list_answers_stream_big_lists(tmp_path, monkeypatch):
-    monkeypatch.setattr("xrelay.list_template.IN_MEMORY", 100)
+    monkeypatch.setattr("xrelay.catalog.list_template.IN_MEMORY", 100)
     answers = ListAnswers()
     answers.adopt(build_templates({"live_streams": ROWS}, tmp_path))
     base = b"http://a:1"

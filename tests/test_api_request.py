@@ -1,10 +1,10 @@
-"""Request parsing helpers (xrelay.api_request)."""
+"""Request parsing helpers (xrelay.http.request)."""
 
 from __future__ import annotations
 
 from twisted.web.test.requesthelper import DummyRequest
 
-from xrelay.api_request import accepts_gzip, category_arg, ident_arg, limit_arg, request_args
+from xrelay.http.request import accepts_gzip, category_arg, ident_arg, limit_arg, request_args
 
 
 def make(uri: bytes, args: dict[bytes, list[bytes]] | None = None, encoding: bytes | None = None) -> DummyRequest:

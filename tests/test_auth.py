@@ -1,4 +1,4 @@
-"""Admin HTTP Basic authentication (xrelay.auth)."""
+"""Admin HTTP Basic authentication (xrelay.http.auth)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import base64
 import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
-from xrelay.auth import check_admin, parse_basic, require_admin
-from xrelay.config import AdminConfig
+from xrelay.http.auth import check_admin, parse_basic, require_admin
+from xrelay.core.config import AdminConfig
 
 ADMIN = AdminConfig(username="admin", password="s3cr\u00e9t")
 

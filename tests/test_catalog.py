@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from xrelay import catalog
-from xrelay.catalog import AuthRefused
+from xrelay.catalog import rows as catalog
+from xrelay.catalog.rows import AuthRefused
 
 
 @pytest.mark.parametrize("value, expected", [

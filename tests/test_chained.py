@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor
 
 from apiclient import api, fetch, query
 from harness import bundle_of, start_relay
-from xrelay.config import Config, IngestConfig, RelayConfig, ServerConfig, UpstreamConfig, UserConfig
+from xrelay.core.config import Config, IngestConfig, RelayConfig, ServerConfig, UpstreamConfig, UserConfig
 from xrelay.demo.provider import DemoSettings
 from xrelay.tap import build
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xrelay.config import ConfigError, load_config, parse_config, with_overrides
+from xrelay.core.config import ConfigError, load_config, parse_config, with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
     assert "[[users]]" in text
     from dataclasses import fields
 
-    from xrelay import config as config_module
+    from xrelay.core import config as config_module
 
     for record in (config_module.UpstreamConfig, config_module.ServerConfig,
                    config_module.IngestConfig, config_module.UserConfig, config_module.AdminConfig,

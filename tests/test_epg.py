@@ -1,4 +1,4 @@
-"""The EPG index (xrelay.epg): streaming parse, time window, listings."""
+"""The EPG index (xrelay.catalog.epg): streaming parse, time window, listings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from xrelay.epg import build_index, parse_xmltv_time
+from xrelay.catalog.epg import build_index, parse_xmltv_time
 
 NOW = parse_xmltv_time("20250601120000 +0000")
 HOUR = 3600
@@ -110,7 +110,7 @@ def test_texts_on_disk(tmp_path):
 
 def test_an_index_saved_and_loaded_answers_the_same(tmp_path) -> None:
     """What the ingest writes is what the daemon serves, after a restart too."""
-    from xrelay.epg import EpgIndex, index_guide
+    from xrelay.catalog.epg import EpgIndex, index_guide
 
     generation = tmp_path / "gen"
     generation.mkdir()

@@ -1,12 +1,12 @@
-"""Tests for xrelay.fanout: the shared ring and the viewers' push producers."""
+"""Tests for xrelay.relay.fanout: the shared ring and the viewers' push producers."""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from xrelay.fanout import MIN_KEEP_BYTES, Fanout, StreamRing
-from xrelay.mpegts import PACKET_SIZE, is_aligned
+from xrelay.relay.fanout import MIN_KEEP_BYTES, Fanout, StreamRing
+from xrelay.relay.mpegts import PACKET_SIZE, is_aligned
 
 from tsgen import audio, gop, pat, pmt, video
 

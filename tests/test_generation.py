@@ -1,5 +1,5 @@
-"""Prepared generations: what the ingest writes (xrelay.prepare) and what
-the daemon loads (xrelay.generation) answer exactly as the bundle would."""
+"""Prepared generations: what the ingest writes (xrelay.catalog.prepare) and what
+the daemon loads (xrelay.catalog.generation) answer exactly as the bundle would."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from xrelay import catalog
-from xrelay.api_answers import LIST_KEYS
-from xrelay.generation import NotPrepared, load_generation
-from xrelay.packed import PackedError, read_arrays, write_arrays
-from xrelay.prepare import MANIFEST, prepare
+from xrelay.catalog import rows as catalog
+from xrelay.api.answers import LIST_KEYS
+from xrelay.catalog.generation import NotPrepared, load_generation
+from xrelay.catalog.packed import PackedError, read_arrays, write_arrays
+from xrelay.catalog.prepare import MANIFEST, prepare
 
 BASE = b"http://tv.lan:8080"
 

@@ -16,13 +16,13 @@ from twisted.internet.task import Clock
 
 from harness import start_relay
 from media_helpers import LogCapture, assert_no_secrets, poll, raw_request
-from xrelay.config import RelayConfig
+from xrelay.core.config import RelayConfig
 from xrelay.demo import hls as demo_hls
 from xrelay.demo.provider import DemoSettings
-from xrelay.hls import byte_range
-from xrelay.hls_cache import SegmentCache, TokenMap
-from xrelay.hls_playlist import rewrite_playlist
-from xrelay.provider import ProviderError
+from xrelay.media.hls_proxy import byte_range
+from xrelay.media.segment_cache import SegmentCache, TokenMap
+from xrelay.media.hls_rewrite import rewrite_playlist
+from xrelay.provider.client import ProviderError
 
 # -- rewriting (unit) -------------------------------------------------------------
 
@@ -241,9 +241,9 @@ async def test_many_clients_one_fetch_per_segment(tmp_path: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_the_final_url_of_a_redirect_is_kept(tmp_path: Any, monkeypatch: Any) -> None:
-    import xrelay.hls
+    import xrelay.media.hls_proxy
 
-    monkeypatch.setattr(xrelay.hls, "PLAYLIST_TTL", 0.0)
+    monkeypatch.setattr(xrelay.media.hls_proxy, "PLAYLIST_TTL", 0.0)
     relay = await start_relay(tmp_path)
     try:
         stats = relay.provider.stats

@@ -20,12 +20,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
-from xrelay import prepare as prepare_module
-from xrelay.config import IngestConfig, UpstreamConfig
+from xrelay.catalog import prepare as prepare_module
+from xrelay.core.config import IngestConfig, UpstreamConfig
 from xrelay.demo.provider import DemoProvider, DemoSettings
-from xrelay.ingest import Ingester
-from xrelay.provider import ProviderClient
-from xrelay.store import CACHE_FILES, CacheStore
+from xrelay.ingest.ingester import Ingester
+from xrelay.provider.client import ProviderClient
+from xrelay.catalog.store import CACHE_FILES, CacheStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -287,7 +287,7 @@ async def test_guide_times_are_cached_in_utc(setup: Any) -> None:
 
     import treq
 
-    from xrelay.epg import parse_xmltv_time
+    from xrelay.catalog.epg import parse_xmltv_time
 
     s = await setup(settings=DemoSettings(timezone="America/New_York"))
     assert (await s.ingester.run("test")).ok
@@ -302,7 +302,7 @@ async def test_guide_times_are_cached_in_utc(setup: Any) -> None:
 
 
 def test_utc_times_across_chunks_and_odd_values() -> None:
-    from xrelay.ingest import utc_times
+    from xrelay.ingest.ingester import utc_times
 
     assert utc_times(b' start="20250101070000 +0100" stop="20250101080000 -0230"') == \
            b' start="20250101060000 +0000" stop="20250101103000 +0000"'

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from xrelay.ingest import IngestResult, IngestService
+from xrelay.ingest.ingester import IngestResult, IngestService
 
 
 class FakeStore:

@@ -13,9 +13,9 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor, utils
 
-from xrelay.config import RelayConfig, UserConfig
+from xrelay.core.config import RelayConfig, UserConfig
 from xrelay.demo.provider import DemoSettings
-from xrelay.mpegts import PACKET_SIZE, is_aligned, packet_pid
+from xrelay.relay.mpegts import PACKET_SIZE, is_aligned, packet_pid
 
 from harness import USERS, start_relay
 from streamclient import open_stream, wait_until

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from daemon import ADMIN, Daemon, start_provider
 from streamclient import open_stream
-from xrelay.logs import LoggingRoot, event_as_json_line, json_observer, observer_for
+from xrelay.ops.logs import LoggingRoot, event_as_json_line, json_observer, observer_for
 
 
 def test_one_json_object_per_line_with_the_structured_fields() -> None:
@@ -212,6 +212,6 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
     ("/get.php?username=alice&password=pw&type=m3u", "/get.php?username=alice&password=***&type=m3u"),
 ])
 def test_access_log_masks_passwords_in_every_url_form(uri: str, logged: str) -> None:
-    from xrelay.web import redact_uri
+    from xrelay.web.routes import redact_uri
 
     assert redact_uri(uri) == logged

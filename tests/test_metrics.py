@@ -1,4 +1,4 @@
-"""/metrics: Prometheus text, live figures read at scrape time (xrelay.metrics)."""
+"""/metrics: Prometheus text, live figures read at scrape time (xrelay.ops.metrics)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import ADMIN, start_relay
 from streamclient import open_stream, wait_until
-from xrelay.config import RelayConfig
+from xrelay.core.config import RelayConfig
 from xrelay.demo.provider import DemoSettings
-from xrelay.metrics import endpoint_of
+from xrelay.ops.metrics import endpoint_of
 
 AUTH = (ADMIN.username, ADMIN.password)
 

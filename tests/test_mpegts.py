@@ -1,4 +1,4 @@
-"""Tests for xrelay.mpegts: packet alignment and random access points."""
+"""Tests for xrelay.relay.mpegts: packet alignment and random access points."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xrelay.mpegts import (
+from xrelay.relay.mpegts import (
     PACKET_SIZE,
     AccessPoint,
     AccessPointScanner,

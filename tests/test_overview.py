@@ -1,4 +1,4 @@
-"""The admin's read-only view (xrelay.overview) with stand-in components."""
+"""The admin's read-only view (xrelay.ops.overview) with stand-in components."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest_twisted
 
-from xrelay.ingest import IngestResult
-from xrelay.overview import INGEST_HISTORY, Overview
+from xrelay.ingest.ingester import IngestResult
+from xrelay.ops.overview import INGEST_HISTORY, Overview
 
 
 def fake_xr(history: list[dict[str, Any]] | None = None) -> Any:

@@ -12,9 +12,9 @@ from twisted.internet import defer
 
 from apiclient import fetch, query
 from harness import USERS, start_relay
-from xrelay.config import UserConfig
+from xrelay.core.config import UserConfig
 from xrelay.demo.provider import DemoSettings
-from xrelay.playlist import parse_m3u
+from xrelay.catalog.m3u import parse_m3u
 
 ODD_USER = UserConfig(username="ed ü", password="p@ss w/rd&x=1%", max_connections=1)
 
@@ -227,7 +227,7 @@ async def test_a_client_that_stops_reading_pauses_the_stream(tmp_path, monkeypat
 
     from twisted.internet import reactor, threads
 
-    from xrelay import api_body
+    from xrelay.http import body as api_body
 
     monkeypatch.setattr(api_body, "CHUNK", 16 * 1024)
     bodies: list[api_body.ThreadedBody] = []

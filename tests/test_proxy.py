@@ -13,7 +13,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from xrelay.proxy import StreamProxy, discard_body, pass_headers
+from xrelay.media.proxy import StreamProxy, discard_body, pass_headers
 
 
 class FakeChannel:

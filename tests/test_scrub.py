@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from xrelay.config import UpstreamConfig
-from xrelay.scrub import BASE_MARKER, Scrubber
+from xrelay.core.config import UpstreamConfig
+from xrelay.core.scrub import BASE_MARKER, Scrubber
 
 UP = UpstreamConfig(url="http://panel.example:8080", username="puser", password="ppass99")
 

@@ -13,10 +13,10 @@ from twisted.web.client import ResponseDone
 from harness import start_relay
 from streamclient import open_stream
 from daemon import cache_snapshot
-from xrelay.config import UserConfig
-from xrelay.logs import LoggingRoot
-from xrelay.ops import revoked_users
-from xrelay.users import UserDB
+from xrelay.core.config import UserConfig
+from xrelay.ops.logs import LoggingRoot
+from xrelay.ops.service import revoked_users
+from xrelay.core.users import UserDB
 
 
 @pytest_twisted.ensureDeferred

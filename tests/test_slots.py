@@ -1,4 +1,4 @@
-"""Tests for xrelay.slots: the provider pool with handover, per-user limits."""
+"""Tests for xrelay.relay.slots: the provider pool with handover, per-user limits."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from xrelay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
+from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
 
 
 class Owner:
@@ -240,7 +240,7 @@ def test_cancelling_a_handover_keeps_the_slot_until_the_old_connection_is_gone()
     from twisted.internet.defer import CancelledError, Deferred as D
     from twisted.internet.task import Clock
 
-    from xrelay.slots import ProviderSlots, SlotsExhausted, Yield
+    from xrelay.relay.slots import ProviderSlots, SlotsExhausted, Yield
 
     clock = Clock()
     pool = ProviderSlots(clock, capacity=1, handover_pause=0.3)

@@ -1,4 +1,4 @@
-"""Tests for xrelay.sockwrite: zero-copy writes, short writes, framing."""
+"""Tests for xrelay.relay.sockwrite: zero-copy writes, short writes, framing."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from xrelay.sockwrite import DirectWriter, direct_writer
+from xrelay.relay.sockwrite import DirectWriter, direct_writer
 
 
 class Pieces(Resource):
@@ -235,7 +235,7 @@ def test_chunked_framing_survives_arbitrary_short_writes() -> None:
 def test_bound_send_buffer_fixes_the_socket_buffer() -> None:
     import socket as socketlib
 
-    from xrelay.sockwrite import bound_send_buffer
+    from xrelay.relay.sockwrite import bound_send_buffer
 
     sock = socketlib.socket()
 

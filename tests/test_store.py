@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from xrelay.store import CACHE_FILES, CacheStore
+from xrelay.catalog.store import CACHE_FILES, CacheStore
 
 
 def make_generation(store: CacheStore, text: str) -> Path:

@@ -14,10 +14,10 @@ import treq
 
 from harness import start_relay
 from media_helpers import LogCapture, assert_no_secrets, raw_request
-from xrelay.config import ServerConfig
+from xrelay.core.config import ServerConfig
 from xrelay.demo.provider import DemoSettings
 from xrelay.demo.sample import sample_clip
-from xrelay.timeshift import parse_start, provider_start
+from xrelay.media.timeshift import parse_start, provider_start
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -1,4 +1,4 @@
-"""Tests for xrelay.upstream with a fake provider on a Clock."""
+"""Tests for xrelay.relay.upstream with a fake provider on a Clock."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
-from xrelay.fanout import Fanout
-from xrelay.upstream import State, Upstream, UpstreamError
+from xrelay.relay.fanout import Fanout
+from xrelay.relay.upstream import State, Upstream, UpstreamError
 
 from tsgen import gop
 

@@ -10,14 +10,14 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from .cache import CatalogCache
-from .config import Config
-from .ingest import IngestResult
-from .ingest_worker import ProcessIngester
-from .provider import ProviderClient
-from .scrub import Scrubber
-from .store import CacheStore
-from .users import UserDB
+from xrelay.catalog.cache import CatalogCache
+from xrelay.core.config import Config
+from xrelay.ingest.ingester import IngestResult
+from xrelay.ingest.worker import ProcessIngester
+from xrelay.provider.client import ProviderClient
+from xrelay.core.scrub import Scrubber
+from xrelay.catalog.store import CacheStore
+from xrelay.core.users import UserDB
 
 __all__ = ["XRelay"]
 

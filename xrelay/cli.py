@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from .config import ConfigError, load_config
+from xrelay.core.config import ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -46,10 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _ingest(config: Any, force: bool) -> int:
     from twisted.internet import defer, task
 
-    from .ingest import Ingester
-    from .provider import ProviderClient
-    from .scrub import Scrubber
-    from .store import CacheStore
+    from xrelay.ingest.ingester import Ingester
+    from xrelay.provider.client import ProviderClient
+    from xrelay.core.scrub import Scrubber
+    from xrelay.catalog.store import CacheStore
 
     async def run(reactor: Any) -> None:
         scrubber = Scrubber(config.upstream)

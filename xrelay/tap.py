@@ -24,10 +24,10 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .app import XRelay
-from .config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
+from xrelay.app import XRelay
+from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
-from .ingest import IngestService
+from xrelay.ingest.ingester import IngestService
 
 __all__ = ["Options", "makeService", "build"]
 
@@ -56,7 +56,7 @@ class Options(usage.Options):
 
 
 def demo_config(listen: str | None, data_dir: str | None) -> Config:
-    from .demo.provider import DemoSettings
+    from xrelay.demo.provider import DemoSettings
 
     settings = DemoSettings()
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
@@ -78,7 +78,7 @@ class DemoProviderService(Service):
     name = "demo-provider"
 
     def __init__(self, reactor: Any, xr: XRelay) -> None:
-        from .demo.provider import DemoProvider, DemoSettings
+        from xrelay.demo.provider import DemoProvider, DemoSettings
 
         self.xr = xr
         self.provider = DemoProvider(reactor, DemoSettings())
@@ -187,7 +187,7 @@ def build(reactor: Any, config: Config, *, demo: bool = False,
     ingest.setServiceParent(root)
     SignalService(reactor, xr, config_path).setServiceParent(root)
 
-    from .web import make_site
+    from xrelay.web.routes import make_site
 
     web = strports.service(config.server.listen, make_site(xr))
     web.setName("web")
@@ -198,7 +198,7 @@ def build(reactor: Any, config: Config, *, demo: bool = False,
 #: Feature modules, each exposing ``wire(reactor, xr) -> IService | None``:
 #: it sets its component on ``xr`` and may return a service to run.  A
 #: module that is absent leaves its routes answering 501.
-FEATURES = ("xrelay.api", "xrelay.live", "xrelay.vod", "xrelay.ops")
+FEATURES = ("xrelay.api.player_api", "xrelay.relay.channels", "xrelay.media.vod", "xrelay.ops.service")
 
 
 def _wire(module_name: str, reactor: Any, xr: XRelay) -> IService | None:
@@ -231,7 +231,7 @@ def makeService(options: Options) -> MultiService:
     service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     if options["demo"]:
         reactor.callWhenRunning(_announce_demo, xr)
-    from .logs import LoggingRoot, observer_for
+    from xrelay.ops.logs import LoggingRoot, observer_for
 
     # twistd starts logging after makeService: LoggingRoot hands it the observer.
     root = LoggingRoot(observer_for(config.log.format, scrub=xr.scrubber.text))

@@ -1,0 +1,190 @@
+"""Precomputed JSON answers for the player_api.php list actions.
+
+Each list (categories, live streams, movies, series) is serialised once per
+ingest, where the catalog is (:mod:`xrelay.catalog.prepare`), into a template file
+``GENERATION/api/KEY.json`` that still holds the ``@XRELAY_BASE@`` marker;
+the daemon loads only each row's offset, marker count and the rows of each
+category (:class:`~xrelay.catalog.list_template.ListTemplate`).  Small lists are
+also kept in memory.
+
+Answers:
+
+* the full list, uncompressed: streamed from the template file with the
+  marker replaced on the way (:class:`StreamAnswer`; its length is known);
+* the full list, gzip: compressed once per base URL in a thread and kept;
+* category slices and ``limit``: cut from the file in a thread, kept in a
+  small byte-bounded LRU cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from xrelay.http.body import MarkerStream
+from xrelay.core.deferreds import Shared
+from xrelay.catalog.list_template import GZIP_LEVEL, MARKER, ListTemplate, dumps
+
+__all__ = ["ListTemplate", "ListAnswers", "StreamAnswer", "LIST_KEYS", "ID_KEYS", "dumps",
+           "panel_channel", "build_templates"]
+
+log = Logger()
+
+#: player_api action -> bundle key
+LIST_KEYS = {
+    "get_live_categories": "live_categories",
+    "get_vod_categories": "vod_categories",
+    "get_series_categories": "series_categories",
+    "get_live_streams": "live_streams",
+    "get_vod_streams": "vod_streams",
+    "get_series": "series",
+}
+#: bundle key -> the integer id field its rows are looked up by
+ID_KEYS = {"live_streams": "stream_id", "vod_streams": "stream_id", "series": "series_id"}
+#: Byte budget of the answer cache (gzip full lists, slices).
+CACHE_BUDGET = 48 * 1024 * 1024
+
+
+@dataclass
+class StreamAnswer:
+    """A full list to stream from its template file."""
+
+    path: str
+    length: int
+    replacements: list[tuple[bytes, bytes]]
+
+    def source(self) -> MarkerStream:
+        return MarkerStream([self.path], self.replacements)
+
+
+def build_templates(bundle: dict[str, Any], directory: Path | None = None) -> dict[str, ListTemplate]:
+    """Every list's template (blocking)."""
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    return {key: ListTemplate.build(bundle.get(key, []), directory / f"{key}.json" if directory else None,
+                                    ID_KEYS.get(key))
+            for key in LIST_KEYS.values()}
+
+
+class ListAnswers:
+    """The list answers of the current catalog, per base URL."""
+
+    def __init__(self, budget: int = CACHE_BUDGET) -> None:
+        self.templates: dict[str, ListTemplate] = {}
+        self.generation = 0
+        self.budget = budget
+        self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._size = 0
+        self._building: dict[tuple[Any, ...], Shared[bytes]] = {}
+        #: bases seen recently: their gzip answers are rebuilt after a reload
+        self.recent_bases: OrderedDict[bytes, None] = OrderedDict()
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.templates)
+
+    def adopt(self, templates: dict[str, ListTemplate]) -> None:
+        """Serve *templates* (a new catalog's) from now on."""
+        self.templates = templates
+        self.generation += 1
+        self._cache.clear()
+        self._size = 0
+        self._building.clear()
+        log.info("API answers ready: {sizes}",
+                 sizes=", ".join(f"{k} {t.size // 1024} KiB" for k, t in templates.items()))
+
+    async def warm(self) -> None:
+        """Compress the full answers again for the base URLs seen recently,
+        so that their clients never wait after a reload (one at a time)."""
+        generation = self.generation
+        for base in list(self.recent_bases):
+            for key in ("live_streams", "vod_streams", "series"):
+                if generation != self.generation:
+                    return
+                try:
+                    await self.answer(key, base, gz=True)
+                except Exception:
+                    log.failure("precomputing {key}", key=key)
+
+    def answer(self, key: str, base: bytes, category: int | None = None,
+               limit: int | None = None, gz: bool = False) -> defer.Deferred[bytes | StreamAnswer]:
+        """The body for one list request: bytes (gzip-compressed if *gz*),
+        or a :class:`StreamAnswer` for a big uncompressed full list."""
+        template = self.templates.get(key)
+        if template is None:
+            return defer.succeed(b"[]" if not gz else gzip.compress(b"[]", mtime=0))
+        if limit is not None and limit >= template.count:
+            limit = None
+        full = category is None and limit is None
+        if full and not gz and template.data is None:
+            return defer.succeed(StreamAnswer(template.path, template.length_for(base),  # type: ignore[arg-type]
+                                              [(MARKER, base)]))
+        if full:
+            self.recent_bases[base] = None
+            self.recent_bases.move_to_end(base)
+            while len(self.recent_bases) > 4:
+                self.recent_bases.popitem(last=False)
+        ck = (self.generation, key, base, category, limit, gz)
+        hit = self._cache.get(ck)
+        if hit is not None:
+            self._cache.move_to_end(ck)
+            return defer.succeed(hit)
+        if template.data is not None and not gz and template.size < 64 * 1024:
+            # small (categories...): cheaper inline than a thread hop
+            body = template.full(base) if full else template.slice(base, category, limit)
+            return defer.succeed(self._store(ck, body))
+        shared = self._building.get(ck)
+        if shared is None:
+            generation = self.generation
+
+            def build() -> bytes:
+                if full:
+                    return template.full_gzip(base) if gz else template.full(base)
+                body = template.slice(base, category, limit)
+                return gzip.compress(body, GZIP_LEVEL, mtime=0) if gz else body
+
+            d = threads.deferToThread(build)
+
+            def built(body: bytes) -> bytes:
+                self._building.pop(ck, None)
+                if generation == self.generation:
+                    self._store(ck, body)
+                return body
+
+            def failed(f: Any) -> Any:
+                self._building.pop(ck, None)
+                return f
+
+            d.addCallbacks(built, failed)
+            shared = self._building[ck] = Shared(d)
+        return shared.wait()
+
+    def _store(self, key: tuple[Any, ...], body: bytes) -> bytes:
+        if len(body) > self.budget // 4:
+            return body
+        self._cache[key] = body
+        self._size += len(body)
+        while self._size > self.budget and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._size -= len(old)
+        return body
+
+
+def panel_channel(s: dict[str, Any], groups: dict[Any, str]) -> dict[str, Any]:
+    """One live channel as panel_api.php's available_channels lists it."""
+    return {
+        "num": s.get("num"), "name": s.get("name", ""),
+        "stream_type": s.get("stream_type", "live"), "type_name": "Live Streams",
+        "stream_id": s["stream_id"], "stream_icon": s.get("stream_icon") or "",
+        "epg_channel_id": s.get("epg_channel_id"), "added": s.get("added", "0"),
+        "category_name": groups.get(s.get("category_id"), ""), "category_id": s.get("category_id"),
+        "series_no": None, "live": "1", "container_extension": None,
+        "custom_sid": "", "tv_archive": s.get("tv_archive", 0), "direct_source": "",
+        "tv_archive_duration": s.get("tv_archive_duration", 0),
+    }

@@ -1,0 +1,188 @@
+"""``/asset/PATH``: provider-hosted images (logos, posters) through xrelay.
+
+The cached catalog points provider-hosted images at ``BASE/asset/PATH``
+(see :mod:`xrelay.core.scrub`).  This fetches ``PATH`` from the provider (no
+credentials are added), checks that it is an image of bounded size, and
+answers with the image and its content type only: no provider header
+(Server, Set-Cookie, Location...) reaches the client.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IRequest
+
+from xrelay.core.deferreds import Shared
+from xrelay.provider.client import ProviderError
+from xrelay.core.scrub import ASSET_PREFIX
+
+__all__ = ["AssetProxy"]
+
+log = Logger()
+
+#: Largest image passed through, bytes.
+MAX_ASSET = 8 * 1024 * 1024
+ALLOWED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Collect(Protocol):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.done.errback(_TooBig())
+            self.transport.stopProducing()
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if self.done.called:
+            return
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(ProviderError("asset: connection lost"))
+
+
+class _Drop(Protocol):
+    """Reads and forgets a body we do not pass on."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+def _text(request: IRequest, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return message.encode() + b"\n"
+
+
+@dataclass
+class _Result:
+    code: int
+    body: bytes
+    ctype: bytes = b"text/plain; charset=utf-8"
+
+
+#: How long fetched images (and "not found" answers) are kept, seconds.
+IMAGE_TTL = 24 * 3600
+MISSING_TTL = 600
+#: Byte budget of the in-memory image cache.
+CACHE_BUDGET = 32 * 1024 * 1024
+
+
+class AssetProxy:
+    """Fetches provider images once for every client: concurrent requests
+    for one path share a fetch, and results are kept in a small LRU (a TV
+    app loading 50k logos must not become 50k provider requests per device)."""
+
+    def __init__(self, xr: Any, max_bytes: int = MAX_ASSET, budget: int = CACHE_BUDGET) -> None:
+        self.xr = xr
+        self.max_bytes = max_bytes
+        self.budget = budget
+        self._cache: OrderedDict[str, tuple[float, _Result]] = OrderedDict()
+        self._size = 0
+        self._inflight: dict[str, Shared[_Result]] = {}
+
+    def path_of(self, request: IRequest) -> str | None:
+        """The provider path (and query) asked for, or None if unusable."""
+        uri = request.uri.decode("latin-1")
+        prefix = ASSET_PREFIX + "/"
+        if not uri.startswith(prefix):
+            return None
+        path = uri[len(prefix):]
+        plain = unquote(path.split("?", 1)[0])
+        if (not plain or len(path) > 2048 or ".." in plain.split("/") or "\\" in plain
+                or any(ord(c) < 32 for c in plain)):
+            return None
+        return path
+
+    def render(self, request: IRequest) -> Any:
+        path = self.path_of(request)
+        if path is None:
+            return _text(request, 404, "not found")
+        now = self.xr.reactor.seconds()
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] > now:
+            self._cache.move_to_end(path)
+            return self._answer(request, cached[1])
+        shared = self._inflight.get(path)
+        if shared is None:
+            d = defer.Deferred.fromCoroutine(self._fetch(path))
+            d.addBoth(lambda r: (self._inflight.pop(path, None), self._keep(path, r), r)[-1])
+            shared = self._inflight[path] = Shared(d)
+        return shared.wait().addCallback(lambda result: self._answer(request, result))
+
+    def _keep(self, path: str, result: Any) -> None:
+        if not isinstance(result, _Result) or result.code == 502 or len(result.body) > self.budget // 8:
+            return
+        ttl = IMAGE_TTL if result.code == 200 else MISSING_TTL
+        old = self._cache.pop(path, None)
+        if old is not None:
+            self._size -= len(old[1].body)
+        self._cache[path] = (self.xr.reactor.seconds() + ttl, result)
+        self._size += len(result.body)
+        while self._size > self.budget and self._cache:
+            _, (_, dropped) = self._cache.popitem(last=False)
+            self._size -= len(dropped.body)
+
+    def _answer(self, request: IRequest, result: _Result) -> bytes:
+        if result.code != 200:
+            return _text(request, result.code, result.body.decode())
+        request.setHeader(b"content-type", result.ctype)
+        request.setHeader(b"content-length", str(len(result.body)).encode())
+        request.setHeader(b"cache-control", b"public, max-age=86400")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return result.body
+
+    async def _fetch(self, path: str) -> _Result:
+        client = self.xr.client
+        try:
+            response = await client.request(client.asset_url(path), timeout=20, what="asset")
+        except ProviderError:
+            return _Result(502, b"image unavailable")
+        if response.code != 200:
+            response.deliverBody(_Drop())
+            if response.code in (404, 410):
+                return _Result(404, b"image not found")
+            return _Result(502, b"image unavailable")
+        ctype = (response.headers.getRawHeaders(b"content-type") or [b"application/octet-stream"])[0]
+        ctype = ctype.split(b";", 1)[0].strip().lower()
+        if not ctype.decode("latin-1").startswith(ALLOWED_TYPES):
+            response.deliverBody(_Drop())
+            return _Result(502, b"not an image")
+        if isinstance(response.length, int) and response.length > self.max_bytes:
+            response.deliverBody(_Drop())
+            return _Result(502, b"image too large")
+        body = _Collect(self.max_bytes)
+        response.deliverBody(body)
+        try:
+            data = await body.done
+        except _TooBig:
+            return _Result(502, b"image too large")
+        except ProviderError:
+            return _Result(502, b"image unavailable")
+        return _Result(200, data, ctype)

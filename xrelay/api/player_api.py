@@ -1,0 +1,386 @@
+"""The Xtream-compatible API: player_api.php, panel_api.php, get.php, xmltv.php.
+
+Everything is answered from the cached catalog; only an item's details
+(get_vod_info / get_series_info) are fetched from the provider, once per
+ingest (:meth:`xrelay.catalog.cache.CatalogCache.details`).  What can be prepared
+is prepared by each ingest, beside its bundle (:mod:`xrelay.catalog.prepare`): the
+JSON lists (:mod:`xrelay.api.answers`), the playlist templates
+(:mod:`xrelay.api.get_php`) and the EPG index (:mod:`xrelay.catalog.epg`); the
+daemon loads their indexes and streams the files.
+
+Field types follow ../shared/xtream-api.md section 8.1.  Failed logins get
+HTTP 401 with ``{"user_info":{"auth":0}}`` on every endpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from typing import Any, Callable
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from xrelay.catalog import rows as catalog_rows
+from xrelay.api.answers import LIST_KEYS, ListAnswers, StreamAnswer, dumps
+from xrelay.http.body import ThreadedBody
+from xrelay.api.get_php import PlaylistTemplates, serve_playlist
+from xrelay.http.request import (ACTION_ALIASES, AUTH_FAILED, accepts_gzip, category_arg, ident_arg,
+                          limit_arg, request_args)
+from xrelay.api.xmltv import GuideServer
+from xrelay.api.assets import AssetProxy
+from xrelay.catalog.epg import EpgIndex
+from xrelay.core.scrub import BASE_MARKER
+from xrelay.web.routes import public_base
+
+__all__ = ["XtreamApi", "wire", "request_args", "accepts_gzip", "AUTH_FAILED"]
+
+log = Logger()
+
+#: Shown as exp_date to users without one (2037-12-31: safe for 32-bit clients).
+FAR_FUTURE = 2145830400
+#: Longest wait for the cached catalog at start-up before answering anyway, seconds.
+STARTUP_WAIT = 30.0
+
+
+def active_connections_from(xr: Any) -> Callable[[str], int]:
+    """Open streams per user, from whatever the relay components expose.
+
+    TODO(relay/vod): set ``xr.active_connections = callable(username) -> int``
+    to override this; until then the ``user_streams``
+    (:class:`xrelay.relay.slots.UserStreams`) of ``xr.relay`` and ``xr.vod`` are summed.
+    """
+
+    def count(username: str) -> int:
+        total, seen = 0, set()
+        for component in (xr.relay, xr.vod):
+            streams = getattr(component, "user_streams", None)
+            if streams is None and component is not None:
+                streams = getattr(getattr(component, "relay", None), "user_streams", None)
+            if streams is not None and id(streams) not in seen and hasattr(streams, "count"):
+                seen.add(id(streams))
+                total += int(streams.count(username))
+        return total
+
+    return count
+
+
+class XtreamApi:
+    """The component behind the API routes (``xr.api``)."""
+
+    def __init__(self, reactor: Any, xr: Any) -> None:
+        self.reactor = reactor
+        self.xr = xr
+        self.answers = ListAnswers()
+        self.playlists: PlaylistTemplates | None = None
+        self.epg = EpgIndex()
+        self.guide = GuideServer(self)
+        self.assets = AssetProxy(xr)
+        self._panel: tuple[Any, bytes] | None = None
+        self._reloading: defer.Deferred[None] | None = None
+        self._ready_waiters: list[defer.Deferred[None]] = []
+        try:  # at wiring time, before serving: is there a catalog to load?
+            self._cached_on_disk = xr.store.current() is not None
+        except OSError:
+            self._cached_on_disk = False
+        self._generation: Any = None
+        try:
+            self.tz = ZoneInfo(xr.config.server.timezone)
+            self.tz_name = xr.config.server.timezone
+        except Exception:
+            self.tz, self.tz_name = ZoneInfo("UTC"), "UTC"
+        xr.cache.listeners.append(self.catalog_reloaded)
+
+    # -- precomputing ---------------------------------------------------------
+
+    async def catalog_reloaded(self, cache: Any) -> None:
+        """The cache changed: prepare every answer again (in threads)."""
+        d = defer.Deferred.fromCoroutine(self._prepare(cache))
+        self._reloading = d
+        try:
+            await d
+        finally:
+            if self._reloading is d:
+                self._reloading = None
+
+    async def _prepare(self, cache: Any) -> None:
+        """Adopt the new generation's prepared answers (written by the ingest)."""
+        started = time.monotonic()
+        current = cache.current
+        self.answers.adopt(current.lists)
+        self.playlists = current.playlists
+        self.epg = current.epg
+        self._panel = None
+        self._generation = current.path
+        self._release_waiters()
+        await self.guide.reloaded(current.path, current.epg)
+        log.info("API ready in {seconds:.2f} s: {programmes} programmes in the EPG index",
+                 seconds=time.monotonic() - started, programmes=len(current.epg))
+        # not awaited: the reload (and the ingest waiting on it) is done
+        defer.Deferred.fromCoroutine(self.answers.warm()).addErrback(
+            lambda f: log.failure("warming the API answers", f))
+
+    def _release_waiters(self) -> None:
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
+
+    async def _ready(self) -> None:
+        """Wait (a bounded time) for the first precomputation when one is
+        running or a cached catalog is about to load at start-up, rather
+        than answer empty lists."""
+        if self._generation is not None:
+            return  # lists and playlists of a catalog are ready
+        if self._reloading is None and not (self._cached_on_disk and not self.xr.cache.loaded):
+            return  # nothing cached yet: the first ingest may take minutes
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(waiter)
+        timer = self.reactor.callLater(STARTUP_WAIT, lambda: waiter.called or waiter.callback(None))
+        try:
+            await waiter
+        finally:
+            if timer.active():
+                timer.cancel()
+            if waiter in self._ready_waiters:
+                self._ready_waiters.remove(waiter)
+
+    # -- common pieces --------------------------------------------------------------
+
+    def authenticate(self, request: IRequest, args: dict[str, str]) -> Any:
+        result = self.xr.users.authenticate(args.get("username"), args.get("password"))
+        if not result.ok:
+            # scrubbed: someone may try the provider's own username here
+            log.info("API login refused for {user!r}: {reason}",
+                     user=self.xr.scrubber.text((args.get("username") or "")[:64]), reason=result.reason)
+        return result.user
+
+    def refuse(self, request: IRequest) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return AUTH_FAILED
+
+    def base(self, request: IRequest) -> str:
+        return public_base(request, self.xr.config.server.public_url).rstrip("/")
+
+    def json(self, request: IRequest, body: bytes, gz: bool = False) -> bytes:
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if gz:
+            request.setHeader(b"content-encoding", b"gzip")
+            request.setHeader(b"vary", b"Accept-Encoding")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        return body
+
+    def active_connections(self, username: str) -> int:
+        hook = getattr(self.xr, "active_connections", None)
+        try:
+            return int(hook(username)) if callable(hook) else 0
+        except Exception:
+            log.failure("active_connections failed")
+            return 0
+
+    def account(self, request: IRequest, user: Any, args: dict[str, str]) -> dict[str, Any]:
+        """The user_info / server_info object."""
+        base = self.base(request)
+        parts = urlsplit(base)
+        scheme = parts.scheme or "http"
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            port = 80
+        account = self.xr.cache.account
+        exp = user.exp_date or account.get("exp_date") or FAR_FUTURE
+        created = account.get("created_at") or self.xr.cache.generated_at or 0
+        now = time.time()
+        return {
+            "user_info": {
+                "username": args.get("username", ""),
+                "password": args.get("password", ""),
+                "message": "",
+                "auth": 1,
+                "status": "Active",
+                "exp_date": str(int(exp)),
+                "is_trial": "0",
+                "active_cons": str(self.active_connections(user.username)),
+                "created_at": str(int(created)),
+                "max_connections": str(int(user.max_connections or 0)),
+                "allowed_output_formats": ["m3u8", "ts"],
+            },
+            "server_info": {
+                "url": _bare_host(parts.hostname),
+                "port": str(port),
+                "https_port": str(port if scheme == "https" else 443),
+                "server_protocol": scheme,
+                "rtmp_port": "1935",
+                "timezone": self.tz_name,
+                "timestamp_now": int(now),
+                "time_now": datetime.fromtimestamp(now, self.tz).strftime("%Y-%m-%d %H:%M:%S"),
+                "process": True,
+            },
+        }
+
+    # -- player_api.php / panel_api.php --------------------------------------------
+
+    def player_api(self, request: IRequest) -> Any:
+        return defer.Deferred.fromCoroutine(self._player_api(request, panel=False))
+
+    def panel_api(self, request: IRequest) -> Any:
+        return defer.Deferred.fromCoroutine(self._player_api(request, panel=True))
+
+    async def _player_api(self, request: IRequest, panel: bool) -> bytes:
+        args = request_args(request)
+        user = self.authenticate(request, args)
+        if user is None:
+            return self.refuse(request)
+        action = args.get("action", "").strip()
+        action = ACTION_ALIASES.get(action, action)
+        if action in LIST_KEYS:
+            await self._ready()
+            gz = accepts_gzip(request)
+            category = category_arg(args.get("category_id")) if action.endswith(("streams", "series")) else None
+            body = await self.answers.answer(LIST_KEYS[action], self.base(request).encode(),
+                                             category, limit_arg(args.get("limit")), gz)
+            if isinstance(body, StreamAnswer):
+                self.json(request, b"")
+                request.setHeader(b"content-length", str(body.length).encode())
+                if request.method == b"HEAD":
+                    return b""
+                source = body.source()
+                await ThreadedBody(request, source, source.close).start()
+                return None
+            return self.json(request, body, gz)
+        if action == "get_vod_info":
+            return self.json(request, await self._details(request, "vod", args.get("vod_id")))
+        if action == "get_series_info":
+            return self.json(request, await self._details(request, "series", args.get("series_id")))
+        if action in ("get_short_epg", "get_simple_data_table"):
+            return self.json(request, await self._epg(args, simple=action == "get_simple_data_table"))
+        account = dumps(self.account(request, user, args))
+        if panel:
+            await self._ready()
+            extra = await self._panel_extra(self.base(request))
+            account = account[:-1] + b"," + extra + b"}"
+        return self.json(request, account)
+
+    async def _details(self, request: IRequest, kind: str, value: str | None) -> bytes:
+        ident = ident_arg(value)
+        cache = self.xr.cache
+        row = await cache.row(kind, ident) if ident is not None else None
+        if row is None:
+            # unknown id: answered here, the provider is not asked
+            return b'{"info":{},"movie_data":{}}' if kind == "vod" else b'{"seasons":[],"info":{},"episodes":{}}'
+        detail = None
+        try:
+            detail = await cache.details(kind, ident)
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            log.warn("{kind} {ident} details unavailable, answering from the list: {error}",
+                     kind=kind, ident=ident, error=self.xr.scrubber.text(str(e)))
+        if detail is None:
+            detail = minimal_details(kind, row)
+        return dumps(detail).replace(BASE_MARKER.encode(), self.base(request).encode())
+
+    async def _epg(self, args: dict[str, str], simple: bool) -> bytes:
+        ident = ident_arg(args.get("stream_id"))
+        channel = self.xr.cache.live(ident) if ident is not None else None
+        if channel is None or not channel.epg_channel_id:
+            return b'{"epg_listings":[]}'
+        index = self.epg
+        if not index.programmes(channel.epg_channel_id):
+            return b'{"epg_listings":[]}'
+        days = channel.archive_days if channel.tv_archive else 0
+        call = (index.listings, channel.epg_channel_id, time.time(), self.tz)
+        options = {"simple": simple, "limit": limit_arg(args.get("limit")), "archive_days": days}
+        if index.on_disk:  # the texts are read from disk: not on the reactor thread
+            rows = await threads.deferToThread(*call, **options)
+        else:
+            rows = call[0](*call[1:], **options)
+        return dumps({"epg_listings": rows})
+
+    async def _panel_extra(self, base: str) -> bytes:
+        """``"categories":{...},"available_channels":{...}`` for panel_api.php."""
+        key = (self.answers.generation, base)
+        current = self.xr.cache.current
+        if current is None:
+            return b'"categories":{"live":[],"movie":[],"series":[]},"available_channels":{}'
+        if self._panel is None or self._panel[0] != key:
+            body = await threads.deferToThread(current.panel_path.read_bytes)
+            self._panel = (key, body.replace(BASE_MARKER.encode(), base.encode()))
+        return self._panel[1]
+
+    # -- get.php -------------------------------------------------------------------
+
+    def get_php(self, request: IRequest) -> Any:
+        return defer.Deferred.fromCoroutine(self._get_php(request))
+
+    async def _get_php(self, request: IRequest) -> Any:
+        args = request_args(request)
+        user = self.authenticate(request, args)
+        if user is None:
+            return self.refuse(request)
+        await self._ready()
+        if self.playlists is None:
+            request.setHeader(b"retry-after", b"30")
+            return _text_error(request, 503, "the catalog is not loaded yet")
+        return await serve_playlist(request, self.playlists, args, self.base(request))
+
+    # -- xmltv.php, /asset/ ------------------------------------------------------------
+
+    def xmltv(self, request: IRequest) -> Any:
+        args = request_args(request)
+        if self.authenticate(request, args) is None:
+            return self.refuse(request)
+        as_file = (args.get("gzip") or "").strip().lower() in ("1", "true", "yes")
+        return self.guide.serve(request, self.base(request), as_file)
+
+    def asset(self, request: IRequest) -> Any:
+        return self.assets.render(request)
+
+
+def _bare_host(hostname: str | None) -> str:
+    """server_info.url: a bare host, IPv6 literals in brackets."""
+    if not hostname:
+        return "localhost"
+    return f"[{hostname}]" if ":" in hostname else hostname
+
+
+def _text_error(request: IRequest, code: int, message: str) -> bytes:
+    from xrelay.web.routes import text_error
+
+    return text_error(request, code, message)
+
+
+def minimal_details(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A well-typed details answer built from the list row alone."""
+    if kind == "vod":
+        detail = catalog_rows.normalise_vod_info({}, row)
+        info = detail["info"]
+        info["name"] = row.get("name", "")
+        info["movie_image"] = info["cover_big"] = row.get("stream_icon") or ""
+        if isinstance(row.get("rating"), (int, float)):
+            info["rating"] = row["rating"]
+        return detail
+    return catalog_rows.normalise_series_info({}, row)
+
+
+#: GIL switch interval, seconds.  Catalog work runs in threads (JSON, the EPG
+#: parse, templates); Python's default 5 ms lets each of them keep the reactor
+#: thread waiting that long at every hand-over, which adds up in API latency.
+SWITCH_INTERVAL = 0.0005
+
+
+def wire(reactor: Any, xr: Any) -> None:
+    """Install the API on *xr* (called by :mod:`xrelay.tap`)."""
+    if sys.getswitchinterval() > SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
+    if not callable(getattr(xr, "active_connections", None)):
+        xr.active_connections = active_connections_from(xr)
+    xr.api = XtreamApi(reactor, xr)
+    return None

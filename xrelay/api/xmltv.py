@@ -1,0 +1,142 @@
+"""xmltv.php: the cached guide, streamed from disk.
+
+The guide file is never loaded whole: it is read in chunks in a thread,
+with ``@XRELAY_BASE@`` replaced by the client's base URL on the way.
+Clients that accept gzip get ``Content-Encoding: gzip``: from a file
+compressed once per catalog and base URL (in a thread, started by the
+first such request) or, until that file exists, compressed on the fly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import threads
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from xrelay.http.body import MarkerStream, ThreadedBody
+from xrelay.http.request import accepts_gzip
+from xrelay.catalog.epg import EpgIndex
+from xrelay.core.scrub import BASE_MARKER
+
+__all__ = ["GuideServer", "compress_guide"]
+
+log = Logger()
+
+_MARKER = BASE_MARKER.encode()
+#: gzip level of the cached .gz (built once) and of on-the-fly compression.
+FILE_LEVEL = 6
+LIVE_LEVEL = 1
+#: Cached .gz variants per catalog generation (one per base URL).
+MAX_VARIANTS = 4
+
+
+def compress_guide(source: str, dest: str, base: bytes) -> str:
+    """Write the guide for *base*, gzip-compressed, to *dest* (blocking)."""
+    tmp = f"{dest}.tmp-{os.getpid()}"
+    stream = MarkerStream([source], [(_MARKER, base)], gzip=True, level=FILE_LEVEL)
+    try:
+        with open(tmp, "wb") as out:
+            while (chunk := stream()) is not None:
+                out.write(chunk)
+        os.replace(tmp, dest)
+    finally:
+        stream.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+class GuideServer:
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.generation: Path | None = None
+        self.index = EpgIndex()
+        #: base (b"" when the guide has no markers) -> path of the finished .gz
+        self.gz_ready: dict[bytes, str] = {}
+        self.gz_building: set[bytes] = set()
+
+    async def reloaded(self, generation: Path, index: EpgIndex) -> None:
+        self.generation, self.index = generation, index
+        self.gz_ready, self.gz_building = {}, set()
+        if index.size and not index.markers:
+            self._build_gz(b"")  # one compressed file fits every client
+
+    @property
+    def path(self) -> Path | None:
+        return self.generation / "guide.xml" if self.generation is not None else None
+
+    def _gz_key(self, base: bytes) -> bytes:
+        return base if self.index.markers or not self.index.size else b""
+
+    def _build_gz(self, key: bytes) -> None:
+        if key in self.gz_building or key in self.gz_ready or len(self.gz_building) + len(self.gz_ready) >= MAX_VARIANTS:
+            return
+        if self.path is None:
+            return
+        generation = self.generation
+        digest = hashlib.sha1(key).hexdigest()[:12]
+        dest = generation / "api" / f"guide-{digest}.xml.gz"
+        self.gz_building.add(key)
+
+        def make() -> str:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            return compress_guide(str(generation / "guide.xml"), str(dest), key)
+
+        def done(path: str) -> None:
+            if self.generation == generation:
+                self.gz_building.discard(key)
+                self.gz_ready[key] = path
+
+        def failed(f: Any) -> None:
+            if self.generation == generation:
+                self.gz_building.discard(key)
+            log.warn("cannot compress the guide: {error}", error=str(f.value))
+
+        threads.deferToThread(make).addCallbacks(done, failed)
+
+    def serve(self, request: IRequest, base: str, as_file: bool = False) -> Any:
+        """The guide; gzip-encoded for clients that accept it, or with
+        *as_file* (``gzip=1``, ``/epg/U/P/gz``) as an ``epg.xml.gz`` file."""
+        path = self.path
+        if path is None or not path.is_file():
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"retry-after", b"30")
+            return b"the guide is not downloaded yet, try again soon\n"
+        base_b = base.encode()
+        request.setHeader(b"cache-control", b"no-cache")
+        if as_file:
+            request.setHeader(b"content-type", b"application/gzip")
+            request.setHeader(b"content-disposition", b'attachment; filename="epg.xml.gz"')
+        else:
+            request.setHeader(b"content-type", b"application/xml; charset=utf-8")
+            request.setHeader(b"content-disposition", b'inline; filename="epg.xml"')
+            request.setHeader(b"vary", b"Accept-Encoding")
+        if as_file or accepts_gzip(request):
+            if not as_file:
+                request.setHeader(b"content-encoding", b"gzip")
+            key = self._gz_key(base_b)
+            ready = self.gz_ready.get(key)
+            if ready is not None and os.path.exists(ready):
+                request.setHeader(b"content-length", str(os.path.getsize(ready)).encode())
+                if request.method == b"HEAD":
+                    return b""
+                source = MarkerStream([ready], [])
+            else:
+                self._build_gz(key)
+                if request.method == b"HEAD":
+                    return b""
+                source = MarkerStream([str(path)], [(_MARKER, base_b)], gzip=True, level=LIVE_LEVEL)
+        else:
+            if self.index.size:
+                length = self.index.size + self.index.markers * (len(base_b) - len(_MARKER))
+                request.setHeader(b"content-length", str(length).encode())
+            if request.method == b"HEAD":
+                return b""
+            source = MarkerStream([str(path)], [(_MARKER, base_b)])
+        return ThreadedBody(request, source, source.close).start()

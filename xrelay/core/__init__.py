@@ -1,0 +1,1 @@
+"""Foundations every part uses: configuration, secret scrubbing, users, Deferred and JSON helpers."""

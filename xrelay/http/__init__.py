@@ -1,0 +1,1 @@
+"""HTTP building blocks shared by every surface: request arguments, error answers, authentication, bodies."""

@@ -1,0 +1,1 @@
+"""Movies, series episodes, catch-up and HLS, proxied per viewer."""

@@ -1,0 +1,1 @@
+"""Operations: /status, /metrics, /admin, and logging."""

@@ -1,0 +1,199 @@
+"""What the admin sees: one read-only view over the running components.
+
+:class:`Overview` reads the live state at the moment it is asked (the
+relay's ``snapshot()``, the catalog, the ingests) so that no other module
+has to report anything: ``/metrics`` and ``/admin`` both read it.  It also
+keeps the record of the last ingests in memory (seeded from
+``ingests.json`` at start-up, then fed by the ingester), gives each live
+viewer a short opaque id, and closes viewers on the admin's request or when
+their user is removed by a reload.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import weakref
+from collections import Counter, deque
+from typing import Any, Iterator
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from xrelay.ingest.ingester import IngestResult
+
+__all__ = ["Overview", "INGEST_HISTORY"]
+
+log = Logger()
+
+#: How many past ingests the admin page shows.
+INGEST_HISTORY = 10
+
+_EMPTY_RELAY: dict[str, Any] = {
+    "slots": {"used": 0, "allowed": 0, "handovers": 0, "refused": 0},
+    "channels": [],
+    "viewers": 0,
+    "evictions": 0,
+    "reconnects": 0,
+    "closed_for_user_limit": 0,
+}
+
+
+class Overview:
+    def __init__(self, xr: Any) -> None:
+        self.xr = xr
+        self.started = time.time()
+        self.ingests: deque[dict[str, Any]] = deque(maxlen=INGEST_HISTORY)
+        #: ``(outcome, trigger) -> count`` of the ingests run by this process.
+        self.ingest_counts: Counter[tuple[str, str]] = Counter()
+        self.disconnected = 0
+        self._ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._serial = itertools.count(1)
+
+    # -- ingests --------------------------------------------------------------
+
+    def load_history(self) -> defer.Deferred[None]:
+        """Seed the ingest record from the data directory (in a thread)."""
+        d = threads.deferToThread(self.xr.store.history)
+
+        def loaded(entries: list[dict[str, Any]]) -> None:
+            older = [e for e in entries if isinstance(e, dict)][-INGEST_HISTORY:]
+            current = list(self.ingests)
+            self.ingests.clear()
+            self.ingests.extend(older + current)
+
+        d.addCallback(loaded)
+        d.addErrback(lambda f: log.failure("cannot read the ingest history", f))
+        return d
+
+    def on_ingest(self, result: IngestResult) -> None:
+        """Ingester listener: remember one finished ingest."""
+        self.ingests.append(result.as_record())
+        self.ingest_counts["ok" if result.ok else "failed", result.trigger] += 1
+
+    @property
+    def ingest_running(self) -> bool:
+        return self.xr.ingester.running is not None
+
+    def last_ingest(self) -> dict[str, Any] | None:
+        return self.ingests[-1] if self.ingests else None
+
+    def last_success(self) -> dict[str, Any] | None:
+        for entry in reversed(self.ingests):
+            if entry.get("ok"):
+                return entry
+        return None
+
+    def cache_age(self) -> float | None:
+        """Seconds since the current catalog was written (None: no catalog)."""
+        generation = getattr(self.xr.cache, "generation", None)
+        if generation is None:
+            return None
+        try:
+            return max(0.0, time.time() - (generation / "bundle.json").stat().st_mtime)
+        except OSError:
+            return None
+
+    def catalog_counts(self) -> dict[str, int]:
+        current = getattr(self.xr.cache, "current", None)
+        counts = current.counts if current is not None else {}
+        return {k: v for k, v in counts.items() if isinstance(v, int)}
+
+    # -- live relay -----------------------------------------------------------
+
+    def relay(self) -> dict[str, Any]:
+        """The relay's snapshot, each viewer with an ``id`` for the admin."""
+        relay = self.xr.relay
+        if relay is None or not hasattr(relay, "snapshot"):
+            return {**_EMPTY_RELAY, "channels": []}
+        snap = relay.snapshot()
+        channels = {c.stream_id: c for c in getattr(relay, "channels", {}).values()}
+        for row in snap.get("channels", []):
+            channel = channels.get(row.get("stream_id"))
+            live = list(_viewers_of(channel)) if channel is not None else []
+            rows = row.get("viewers", [])
+            if len(live) == len(rows):
+                for viewer, vrow in zip(live, rows):
+                    vrow["id"] = self.viewer_id(viewer)
+                    seconds = vrow.get("seconds") or 0
+                    vrow["rate_bps"] = round(8 * vrow.get("bytes", 0) / seconds) if seconds > 0 else None
+        return snap
+
+    def media(self) -> dict[str, Any]:
+        """Movies, episodes and catch-up being proxied, and HLS channels
+        (``xr.vod.snapshot()``), each proxied file with an ``id``."""
+        vod = self.xr.vod
+        if vod is None or not hasattr(vod, "snapshot"):
+            return {"files": [], "hls": None}
+        snap = vod.snapshot()
+        rows = snap.get("files") or []
+        playbacks = self._playbacks()
+        if len(playbacks) == len(rows):
+            for playback, row in zip(playbacks, rows):
+                row["id"] = self.viewer_id(playback)
+                seconds = row.get("seconds") or 0
+                row["rate_bps"] = round(8 * row.get("bytes", 0) / seconds) if seconds > 0 else None
+        return snap
+
+    def _playbacks(self) -> list[Any]:
+        files = getattr(self.xr.vod, "files", None)
+        return sorted(getattr(files, "playbacks", ()), key=lambda p: p.started)
+
+    def viewer_id(self, viewer: Any) -> str:
+        ident = self._ids.get(viewer)
+        if ident is None:
+            ident = self._ids[viewer] = f"v{next(self._serial)}"
+        return ident
+
+    def iter_viewers(self) -> Iterator[Any]:
+        relay = self.xr.relay
+        for channel in list(getattr(relay, "channels", {}).values()):
+            yield from _viewers_of(channel)
+
+    def disconnect(self, viewer_id: str, reason: str = "disconnected by the admin") -> bool:
+        """Close one viewer's stream cleanly.  False if no such viewer."""
+        for viewer in list(self.iter_viewers()) + (self._playbacks() if self.xr.vod is not None else []):
+            if self._ids.get(viewer) == viewer_id:
+                log.info("admin disconnects {viewer} ({viewer_id})", viewer=f"{viewer.user}@{viewer.address}",
+                         viewer_id=viewer_id, event="viewer_disconnected")
+                self.disconnected += 1
+                viewer.close(reason)
+                return True
+        return False
+
+    def close_streams_of(self, usernames: set[str], reason: str) -> int:
+        """Close every live stream of these users; how many were closed."""
+        closed = 0
+        playbacks = self._playbacks() if self.xr.vod is not None else []
+        for viewer in list(self.iter_viewers()) + playbacks:
+            if viewer.user in usernames:
+                viewer.close(reason)
+                closed += 1
+        return closed
+
+    # -- everything, for the admin page -----------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        now = time.time()
+        last = self.last_ingest()
+        return {
+            "time": now,
+            "started": self.started,
+            "uptime": now - self.started,
+            "relay": self.relay(),
+            "media": self.media(),
+            "ingest": {
+                "running": self.ingest_running,
+                "last": last,
+                "history": list(reversed(self.ingests)),
+                "cache_age": self.cache_age(),
+                "catalog": self.catalog_counts(),
+            },
+        }
+
+
+def _viewers_of(channel: Any) -> Iterator[Any]:
+    fanout = getattr(channel, "fanout", None)
+    if fanout is None:
+        return iter(())
+    return iter(list(fanout.iter_viewers()))

@@ -1,0 +1,414 @@
+"""The live relay: channels, their lifecycle, and the stream requests.
+
+``/live/USER/PASS/ID.ts``, ``/live/USER/PASS/ID`` and ``/USER/PASS/ID``
+(routed here by :mod:`xrelay.web.routes`) check the xrelay user and the catalog
+without contacting the provider (401/403/404), then join the viewer to the
+channel's :class:`Channel`, opening it first when nobody watches it:
+
+* a provider slot is taken from :class:`~xrelay.relay.slots.ProviderSlots`
+  (handed over from a lingering channel or from the same client's previous
+  channel; 503 with a short reason when none can be had);
+* one :class:`~xrelay.relay.upstream.Upstream` feeds one
+  :class:`~xrelay.relay.fanout.Fanout`, which serves every viewer;
+* after the last viewer leaves the channel lingers ``[relay] linger``
+  seconds (zapping back is instant), then closes and frees its slot.
+
+Each viewer also counts against its user's ``max_connections``
+(:class:`~xrelay.relay.slots.UserStreams`): one stream more than allowed closes
+that user's oldest stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from xrelay.core.config import RelayConfig
+from xrelay.core.deferreds import Shared
+from xrelay.relay.fanout import Fanout, Viewer
+from xrelay.relay.sockwrite import bound_send_buffer, direct_writer
+from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
+from xrelay.relay.upstream import Upstream, UpstreamError
+from xrelay.web.routes import text_error
+
+log = Logger()
+
+#: Treated as "no limit" when the provider says max_connections is 0.
+UNLIMITED_SLOTS = 10_000
+
+_DENIED = {"disabled": "this account is disabled", "expired": "this account has expired"}
+
+
+class ChannelClosed(Exception):
+    pass
+
+
+class Channel:
+    """One live channel: its provider slot, its upstream and its viewers."""
+
+    def __init__(self, relay: LiveRelay, stream_id: int) -> None:
+        self.relay = relay
+        self.stream_id = stream_id
+        self.clock = relay.clock
+        cfg = relay.config
+        self.fanout = Fanout(str(stream_id), self.clock, max_behind=cfg.max_behind)
+        self.fanout.on_empty = self._empty
+        self.upstream: Upstream | None = None
+        self.lease: Lease | None = None
+        self.created = self.clock.seconds()
+        self.closed = False
+        self.close_reason = ""
+        self.waiting = 0
+        self._linger: IDelayedCall | None = None
+        self._stopped: Deferred[None] | None = None
+        self.ready: Shared[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.stream_id}>"
+
+    @property
+    def viewers(self) -> set[Viewer]:
+        return self.fanout.viewers
+
+    def open(self, user: str, address: str) -> None:
+        opening = Deferred.fromCoroutine(self._open(user, address))
+        self.ready = Shared(opening)
+        # Runs after the waiting viewers were told: if they all left while
+        # the channel opened, it lingers (and closes) like any empty channel.
+        opening.addCallback(lambda _: self.maybe_linger())
+
+    async def _open(self, user: str, address: str) -> None:
+        relay = self.relay
+        relay.refresh_capacity()
+        try:
+            self.lease = await relay.slots.acquire(
+                self.stream_id, user=user, address=address,
+                revoke=self.revoke, yields_to=self.yields_to,
+            )
+            if self.closed:
+                self.lease.release()
+                raise ChannelClosed(self.close_reason or "the channel was closed")
+            cfg = relay.config
+            self.upstream = Upstream(
+                self.clock, relay.open_url, relay.stream_url(self.stream_id), self.fanout,
+                name=str(self.stream_id), silence_timeout=cfg.silence_timeout,
+                reconnect_bound=cfg.reconnect_bound, on_give_up=self._give_up,
+            )
+            log.info("channel {channel}: opening the upstream", channel=self.stream_id)
+            await self.upstream.start()
+        except BaseException as e:
+            self.close(f"could not open: {e}")
+            raise
+
+    def yields_to(self, user: str, address: str) -> Yield:
+        """Would this channel give its provider slot up to that client?"""
+        if self.waiting:
+            return Yield.NO
+        viewers = self.fanout.viewers
+        if not viewers:
+            return Yield.IDLE
+        if len(viewers) == 1:
+            (viewer,) = viewers
+            if viewer.user == user and viewer.address == address:
+                return Yield.SAME_CLIENT
+        return Yield.NO
+
+    def revoke(self) -> Deferred[None]:
+        """Give the provider slot up now (handover): close everything."""
+        return self.close("its provider connection was handed over")
+
+    def attached(self) -> None:
+        self._cancel_linger()
+
+    def _empty(self, fanout: Fanout) -> None:
+        self.maybe_linger()
+
+    def maybe_linger(self) -> None:
+        if self.closed or self.fanout.viewers or self.waiting or self._linger is not None:
+            return
+        if self.ready is None or not self.ready.done:
+            return
+        self._linger = self.clock.callLater(self.relay.config.linger, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        if not self.fanout.viewers and not self.waiting:
+            self.close("no viewers left")
+
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            if self._linger.active():
+                self._linger.cancel()
+            self._linger = None
+
+    def _give_up(self, reason: str) -> None:
+        self.close(f"the provider stream is gone ({reason})")
+
+    def close(self, reason: str) -> Deferred[None]:
+        """Close viewers cleanly, the upstream, and free the slot; fires
+        when the upstream connection is closed. Idempotent."""
+        if self._stopped is not None:
+            return _after(self._stopped)
+        self.closed = True
+        self.close_reason = reason
+        self._cancel_linger()
+        log.info("channel {channel}: closing: {reason}", channel=self.stream_id, reason=reason)
+        self.relay._forget(self)
+        self.fanout.close(reason)
+        stopped = self.upstream.stop() if self.upstream is not None else succeed(None)
+
+        def release(result: object) -> object:
+            if self.lease is not None:
+                self.lease.release()
+            return result
+
+        stopped.addBoth(release)
+        self._stopped = stopped
+        return _after(stopped)
+
+    def snapshot(self) -> dict[str, Any]:
+        up = self.upstream
+        now = self.clock.seconds()
+        rate = self.fanout.ring.bitrate()
+        viewers = []
+        for v in self.fanout.iter_viewers():
+            viewers.append({
+                "user": v.user,
+                "address": v.address,
+                "bytes": v.bytes_sent,
+                "started": v.started,
+                "seconds": round(now - v.started, 1),
+                "behind_seconds": round(v.behind() / rate, 2) if rate else None,
+                "paused": v.paused,
+            })
+        channel = self.relay.xr.cache.live(self.stream_id)
+        return {
+            "stream_id": self.stream_id,
+            "name": channel.name if channel is not None else "",
+            "opened": self.created,
+            "state": "lingering" if self._linger is not None else (
+                up.state.value if up is not None else "waiting for a slot"),
+            "upstream": {
+                "state": up.state.value if up is not None else "none",
+                "connections": up.connections if up is not None else 0,
+                "reconnects": up.reconnects if up is not None else 0,
+                "redirected": up.redirected if up is not None else False,
+                "last_error": up.last_error if up is not None else "",
+                "paused": self.fanout.upstream_paused,
+                "bytes": up.bytes_in if up is not None else 0,
+                "bitrate_bps": round(rate * 8) if rate else None,
+            },
+            "buffer_bytes": self.fanout.ring.size,
+            "evictions": self.fanout.evictions,
+            "viewers": viewers,
+        }
+
+
+def _after(d: Deferred[None]) -> Deferred[None]:
+    """A fresh Deferred that fires when ``d`` has (without touching d)."""
+    out: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        if not out.called:
+            out.callback(None)
+        return result
+
+    if d.called:
+        out.callback(None)
+    else:
+        d.addBoth(fire)
+    return out
+
+
+class _StreamResource(Resource):
+    """Renders one viewer's endless response (NOT_DONE_YET)."""
+
+    isLeaf = True
+
+    def __init__(self, relay: LiveRelay, channel: Channel, user: Any, address: str) -> None:
+        super().__init__()
+        self.relay = relay
+        self.channel = channel
+        self.user = user
+        self.address = address
+
+    def render_GET(self, request: IRequest) -> Any:
+        channel = self.channel
+        if channel.closed:
+            return text_error(request, 503, "the channel was closed")
+        request.setHeader(b"content-type", b"video/mp2t")
+        request.setHeader(b"cache-control", b"no-store")
+        holder: list[Viewer] = []
+        lease = self.relay.user_streams.open(
+            self.user.username, self.user.max_connections,
+            key=("live", channel.stream_id), address=self.address,
+            revoke=lambda: holder and holder[0].close("the user opened more streams than allowed"),
+        )
+
+        request.write(b"")  # the headers; the body may then bypass the buffer
+        bound_send_buffer(request)
+        writer = direct_writer(request)
+
+        def finish() -> None:
+            if writer is not None and writer.mid_frame:
+                # Half an HTTP chunk went out: the body cannot end cleanly.
+                request.transport.abortConnection()
+            else:
+                _end_request(request)
+
+        viewer = channel.fanout.attach(request, user=self.user.username, address=self.address,
+                                       finish=finish, write=writer)
+        holder.append(viewer)
+        log.info("{viewer} joined channel {channel}", viewer=f"{self.user.username}@{self.address}",
+                 channel=channel.stream_id, event="viewer_joined")
+        channel.attached()
+        viewer.on_detach(lambda v: (lease.release(), self.relay.viewer_left(v)))
+        request.notifyFinish().addBoth(lambda _: viewer.detach("client left"))
+        return NOT_DONE_YET
+
+
+def _end_request(request: IRequest) -> None:
+    """Finish a stream response and close its connection."""
+    if getattr(request, "finished", False) or getattr(request, "_disconnected", False):
+        return
+    request.finish()
+    transport = getattr(request, "transport", None)
+    if transport is not None:
+        transport.loseConnection()
+
+
+class LiveRelay:
+    """All live channels of this xrelay, and the request handler."""
+
+    def __init__(self, xr: Any, config: RelayConfig | None = None) -> None:
+        self.xr = xr
+        self.clock = xr.reactor
+        self.config = config or xr.config.relay
+        self.slots = ProviderSlots(self.clock, capacity=1, handover_pause=self.config.handover_pause)
+        self.user_streams = UserStreams(self.clock)
+        self.channels: dict[int, Channel] = {}
+        self.evictions = 0
+        self.reconnects = 0
+        #: Bytes received by the upstreams of channels already closed (metrics).
+        self.upstream_bytes_closed = 0
+        self.refresh_capacity()
+
+    # -- provider side -----------------------------------------------------
+
+    def refresh_capacity(self) -> None:
+        override = self.xr.config.upstream.max_connections
+        if override:
+            self.slots.set_capacity(override)
+            return
+        account = self.xr.cache.account or {}
+        value = account.get("max_connections")
+        if isinstance(value, int):
+            self.slots.set_capacity(value if value > 0 else UNLIMITED_SLOTS)
+
+    def stream_url(self, stream_id: int) -> str:
+        return self.xr.client.stream_url("live", stream_id, "ts")
+
+    def open_url(self, url: str) -> Deferred[Any]:
+        return self.xr.client.request(url, timeout=30.0, what="live stream")
+
+    # -- requests ------------------------------------------------------------
+
+    def serve(self, request: IRequest, user: str, password: str, stream_id: int | None,
+              ext: str) -> Any:
+        auth = self.xr.users.authenticate(user, password)
+        if not auth.ok:
+            if auth.reason in _DENIED:
+                return text_error(request, 403, _DENIED[auth.reason])
+            return text_error(request, 401, "wrong username or password")
+        if stream_id is None or ext not in ("ts", ""):
+            return text_error(request, 404, "unknown stream")
+        if not self.xr.cache.loaded:
+            return text_error(request, 503, "the channel list is not loaded yet, try again soon")
+        if not self.xr.cache.has("live", stream_id):
+            return text_error(request, 404, "unknown stream")
+        if request.method == b"HEAD":
+            request.setHeader(b"content-type", b"video/mp2t")
+            return b""
+        address = getattr(request.getClientAddress(), "host", "")
+        return Deferred.fromCoroutine(self._join(request, auth.user, address, stream_id))
+
+    async def _join(self, request: IRequest, user: Any, address: str, stream_id: int) -> Any:
+        channel = self.channels.get(stream_id)
+        if channel is None:
+            channel = Channel(self, stream_id)
+            self.channels[stream_id] = channel
+            channel.open(user.username, address)
+        assert channel.ready is not None
+        channel.waiting += 1
+        try:
+            await channel.ready.wait()
+        except SlotsExhausted as e:
+            log.info("refused channel {channel} to {user}@{address}: {reason}",
+                     channel=stream_id, user=user.username, address=address, reason=str(e))
+            return text_error(request, 503, f"busy: {e}")
+        except (UpstreamError, ChannelClosed) as e:
+            return text_error(request, 503, f"the provider did not deliver this channel: {e}")
+        finally:
+            channel.waiting -= 1
+            channel.maybe_linger()
+        return _StreamResource(self, channel, user, address)
+
+    def viewer_left(self, viewer: Viewer) -> None:
+        if viewer.evicted:
+            self.evictions += 1
+        else:
+            log.info("{viewer} left channel {channel} after {seconds:.0f} s, {sent} bytes",
+                     viewer=f"{viewer.user}@{viewer.address}", channel=viewer.fanout.name,
+                     seconds=self.clock.seconds() - viewer.started, sent=viewer.bytes_sent,
+                     event="viewer_left")
+
+    def _forget(self, channel: Channel) -> None:
+        if self.channels.get(channel.stream_id) is channel:
+            del self.channels[channel.stream_id]
+        if channel.upstream is not None:
+            self.reconnects += channel.upstream.reconnects
+            self.upstream_bytes_closed += channel.upstream.bytes_in
+
+    def close_all(self, reason: str = "xrelay is stopping") -> Deferred[Any]:
+        return DeferredList([c.close(reason) for c in list(self.channels.values())])
+
+    def snapshot(self) -> dict[str, Any]:
+        self.refresh_capacity()
+        channels = [c.snapshot() for c in sorted(self.channels.values(), key=lambda c: c.created)]
+        return {
+            "slots": {"used": self.slots.used, "allowed": self.slots.capacity,
+                      "handovers": self.slots.handovers, "refused": self.slots.refusals},
+            "channels": channels,
+            "viewers": sum(len(c["viewers"]) for c in channels),
+            "evictions": self.evictions,
+            "reconnects": self.reconnects + sum(c["upstream"]["reconnects"] for c in channels),
+            "closed_for_user_limit": self.user_streams.closed_for_limit,
+        }
+
+
+class RelayService(Service):
+    name = "relay"
+
+    def __init__(self, relay: LiveRelay) -> None:
+        self.relay = relay
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.relay.close_all()
+
+
+def wire(reactor: Any, xr: Any) -> RelayService:
+    relay = LiveRelay(xr)
+    xr.relay = relay
+    if xr.status is None:
+        from xrelay.ops.status import StatusPage
+
+        xr.status = StatusPage(xr)
+    return RelayService(relay)

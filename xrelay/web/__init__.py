@@ -1,0 +1,1 @@
+"""The HTTP front: Klein routes mapping URLs to the parts, and the Site that serves them."""
