@@ -26,8 +26,9 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xrelay.api.player_api import SWITCH_INTERVAL  # noqa: E402
-from xrelay.api.answers import ListTemplate, build_templates  # noqa: E402
-from xrelay.api.get_php import write_templates  # noqa: E402
+from xrelay.catalog.list_template import ListTemplate  # noqa: E402
+from xrelay.catalog.lists import build_templates  # noqa: E402
+from xrelay.catalog.m3u_templates import write_templates  # noqa: E402
 from xrelay.catalog.epg import build_index  # noqa: E402
 from xrelay.catalog.generation import load_generation  # noqa: E402
 from xrelay.catalog.store import CacheStore  # noqa: E402

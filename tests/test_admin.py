@@ -101,7 +101,7 @@ async def test_posts_need_the_page_token_and_same_origin(tmp_path: Path) -> None
     relay = await start_relay(tmp_path)
     try:
         calls: list[str] = []
-        relay.xr.ingest_service.trigger = lambda why: calls.append(why) or __import__(
+        relay.xr.admin.trigger_ingest = lambda why: calls.append(why) or __import__(
             "twisted.internet.defer", fromlist=["succeed"]).succeed(None)
         _, page, _ = await get(relay, "/admin", auth=AUTH)
         token = page_token(page)
@@ -115,7 +115,7 @@ async def test_posts_need_the_page_token_and_same_origin(tmp_path: Path) -> None
         assert code == 202 and json.loads(body)["ok"]
         assert calls == ["admin"]
         code, _, _ = await get(relay, "/admin/ingest", auth=AUTH)
-        assert code == 404  # a GET never acts
+        assert code == 405  # a GET never acts
     finally:
         await relay.stop()
 
@@ -170,10 +170,7 @@ def test_names_are_escaped() -> None:
                            "history": [{"ok": False, "started": 0, "trigger": "SIGHUP", "duration": 2.5,
                                         "reason": "<i>provider</i> said no"}]}}
 
-    class FakeXR:
-        config = None
-
-    html = AdminPage(FakeXR(), FakeOverview()).live()  # type: ignore[arg-type]
+    html = AdminPage(FakeOverview(), lambda why: None).live()  # type: ignore[arg-type]
     assert "<script>" not in html and "<b>" not in html and "<img>" not in html and "<i>" not in html
     assert "&lt;script&gt;" in html
     assert "1 min 15 s" in html and "3.9 Mbit/s" in html and "Ingest running" in html
@@ -211,6 +208,6 @@ def test_long_viewer_lists_are_cut() -> None:
                  "viewers": [viewer] * 150}]},
                 "ingest": {"running": False, "cache_age": None, "catalog": {}, "history": []}}
 
-    html = AdminPage(type("X", (), {"config": None})(), FakeOverview()).live()  # type: ignore[arg-type]
+    html = AdminPage(FakeOverview(), lambda why: None).live()  # type: ignore[arg-type]
     assert html.count('<tr class="viewer">') == 100
     assert "and 50 more viewers" in html

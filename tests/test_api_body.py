@@ -9,7 +9,9 @@ import random
 
 import pytest_twisted
 
-from xrelay.api.answers import ListAnswers, ListTemplate, StreamAnswer, build_templates
+from xrelay.api.answers import ListAnswers, StreamAnswer
+from xrelay.catalog.list_template import ListTemplate
+from xrelay.catalog.lists import build_templates
 from xrelay.http.body import MarkerReplacer, MarkerStream
 
 MARKER_B = b"@XRELAY_BASE@"

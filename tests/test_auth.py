@@ -8,6 +8,7 @@ import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
 from xrelay.http.auth import check_admin, parse_basic, require_admin
+from xrelay.http.errors import HTTPError, render_error
 from xrelay.core.config import AdminConfig
 
 ADMIN = AdminConfig(username="admin", password="s3cr\u00e9t")
@@ -27,7 +28,7 @@ def basic(user: str, password: str) -> bytes:
 def test_right_credentials_pass() -> None:
     request = request_with(basic("admin", "s3cr\u00e9t"))
     assert check_admin(request, ADMIN)
-    assert require_admin(request, ADMIN) is None
+    require_admin(request, ADMIN)  # does not raise
     assert request.responseCode is None or request.responseCode == 200
 
 
@@ -42,8 +43,10 @@ def test_right_credentials_pass() -> None:
 ])
 def test_anything_else_gets_401_with_challenge(header: bytes | None) -> None:
     request = request_with(header)
-    body = require_admin(request, ADMIN)
-    assert body is not None and b"s3cr" not in body
+    with pytest.raises(HTTPError) as refused:
+        require_admin(request, ADMIN)
+    body = render_error(request, refused.value)
+    assert b"s3cr" not in body
     assert request.responseCode == 401
     challenge = request.responseHeaders.getRawHeaders(b"www-authenticate")[0]
     assert challenge.startswith(b'Basic realm="xrelay admin"')
@@ -57,7 +60,9 @@ def test_password_containing_colon() -> None:
 
 def test_no_admin_section_is_403() -> None:
     request = request_with(basic("admin", "s3cr\u00e9t"))
-    assert require_admin(request, None) is not None
+    with pytest.raises(HTTPError) as refused:
+        require_admin(request, None)
+    render_error(request, refused.value)
     assert request.responseCode == 403
     assert not check_admin(request, None)
 
@@ -68,7 +73,8 @@ def test_refusal_log_has_no_credentials() -> None:
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        require_admin(request_with(basic("guessuser", "guesspw")), ADMIN)
+        with pytest.raises(HTTPError):
+            require_admin(request_with(basic("guessuser", "guesspw")), ADMIN)
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert events, "a refused login is logged"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from xrelay.catalog import rows as catalog
-from xrelay.api.answers import LIST_KEYS
+from xrelay.catalog.lists import LIST_KEYS
 from xrelay.catalog.generation import NotPrepared, load_generation
 from xrelay.catalog.packed import PackedError, read_arrays, write_arrays
 from xrelay.catalog.prepare import MANIFEST, prepare

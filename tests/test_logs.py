@@ -212,6 +212,6 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
     ("/get.php?username=alice&password=pw&type=m3u", "/get.php?username=alice&password=***&type=m3u"),
 ])
 def test_access_log_masks_passwords_in_every_url_form(uri: str, logged: str) -> None:
-    from xrelay.web.routes import redact_uri
+    from xrelay.web.site import redact_uri
 
     assert redact_uri(uri) == logged

@@ -11,11 +11,19 @@ from xrelay.ingest.ingester import IngestResult
 from xrelay.ops.overview import INGEST_HISTORY, Overview
 
 
-def fake_xr(history: list[dict[str, Any]] | None = None) -> Any:
+NO_HLS = {"channels": [], "segment_cache": {"bytes": 0, "items": 0, "fetches": 0, "hits": 0}}
+
+
+def overview_of(history: list[dict[str, Any]] | None = None) -> Overview:
+    """An Overview over stand-ins: an idle relay, no files, no HLS."""
     store = SimpleNamespace(history=lambda: list(history or []))
     cache = SimpleNamespace(generation=None, current=SimpleNamespace(counts={"live_streams": 3, "junk": "x"}))
-    return SimpleNamespace(store=store, cache=cache, relay=None, vod=None,
-                           ingester=SimpleNamespace(running=None))
+    relay = SimpleNamespace(channels={}, snapshot=lambda: {
+        "slots": {"used": 0, "allowed": 1, "handovers": 0, "refused": 0}, "channels": [], "viewers": 0,
+        "evictions": 0, "reconnects": 0, "closed_for_user_limit": 0})
+    files = SimpleNamespace(playbacks=set(), snapshot=lambda: [])
+    hls = SimpleNamespace(snapshot=lambda: NO_HLS)
+    return Overview(store, SimpleNamespace(running=None), cache, [], relay, files, hls)  # type: ignore[arg-type]
 
 
 def result(ok: bool, trigger: str, started: float) -> IngestResult:
@@ -26,7 +34,7 @@ def result(ok: bool, trigger: str, started: float) -> IngestResult:
 @pytest_twisted.ensureDeferred
 async def test_history_from_disk_then_from_the_ingester() -> None:
     on_disk = [{"ok": True, "started": float(i), "trigger": "schedule"} for i in range(30)]
-    overview = Overview(fake_xr(on_disk))
+    overview = overview_of(on_disk)
     overview.on_ingest(result(False, "admin", 100.0))  # may land before the disk read
     await overview.load_history()
     entries = list(overview.ingests)
@@ -42,16 +50,16 @@ async def test_history_from_disk_then_from_the_ingester() -> None:
 
 
 def test_without_relay_or_media() -> None:
-    overview = Overview(fake_xr())
+    overview = overview_of()
     assert overview.relay()["channels"] == [] and overview.relay()["viewers"] == 0
-    assert overview.media() == {"files": [], "hls": None}
+    assert overview.media() == {"files": [], "hls": NO_HLS}
     assert overview.disconnect("v1") is False
     assert overview.close_streams_of({"alice"}, "gone") == 0
     assert overview.last_ingest() is None and overview.last_success() is None
 
 
 def test_viewer_ids_are_stable_and_distinct() -> None:
-    overview = Overview(fake_xr())
+    overview = overview_of()
 
     class V:
         pass

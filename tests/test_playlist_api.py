@@ -175,12 +175,12 @@ async def test_asset_proxy(relay):
     assert relay.provider.stats.requests["image"] == fetched + 1
     # the size cap
     other = next(r for r in relay.bundle["live_streams"][1:] if r["stream_icon"])
-    relay.xr.api.assets.max_bytes = 100
+    relay.xr.image_fetcher.max_bytes = 100
     try:
         big = await fetch(other["stream_icon"].replace("@XRELAY_BASE@", relay.url))
         assert (big.code, big.body) == (502, b"image too large\n")
     finally:
-        relay.xr.api.assets.max_bytes = 8 * 1024 * 1024
+        relay.xr.image_fetcher.max_bytes = 8 * 1024 * 1024
     head = await fetch(url, method="HEAD")
     assert head.code == 200 and head.header("content-type") == "image/png"
     # provider answers that are not images do not pass through

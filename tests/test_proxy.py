@@ -13,7 +13,8 @@ from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from xrelay.media.proxy import StreamProxy, discard_body, pass_headers
+from xrelay.media.proxy import StreamProxy, pass_headers
+from xrelay.provider.client import discard_body
 
 
 class FakeChannel:

@@ -102,7 +102,7 @@ async def test_reload_closes_only_revoked_users_streams(tmp_path: Path) -> None:
 
         config = relay.xr.config
         kept = tuple(u for u in config.users if u.username != "bob") + (UserConfig("erin", "erinpw"),)
-        relay.xr.reload_users(replace(config, users=kept))
+        relay.xr.take_users(kept)
         await bob.ended
         assert bob.reason.check(ResponseDone)
         await alice.wait_more(188 * 50)

@@ -13,21 +13,19 @@ in this order and stopped in reverse:
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
 from xrelay.app import XRelay
 from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
-from xrelay.ingest.ingester import IngestService
+from xrelay.provider.client import ProviderClient
 
 __all__ = ["Options", "makeService", "build"]
 
@@ -77,10 +75,10 @@ class DemoProviderService(Service):
 
     name = "demo-provider"
 
-    def __init__(self, reactor: Any, xr: XRelay) -> None:
+    def __init__(self, reactor: Any, client: ProviderClient) -> None:
         from xrelay.demo.provider import DemoProvider, DemoSettings
 
-        self.xr = xr
+        self.client = client
         self.provider = DemoProvider(reactor, DemoSettings())
         self.port: Any = None
 
@@ -90,7 +88,7 @@ class DemoProviderService(Service):
 
         def listening(port: Any) -> None:
             self.port = port
-            self.xr.client.set_origin(self.provider.url)
+            self.client.set_origin(self.provider.url)
             log.info("demo provider listening on loopback port {port}", port=port.getHost().port)
 
         d.addCallback(listening)
@@ -103,119 +101,39 @@ class DemoProviderService(Service):
         return None
 
 
-class CatalogService(Service):
-    """Loads the cached catalog at start-up, so xrelay serves at once."""
-
-    name = "catalog"
-
-    def __init__(self, xr: XRelay) -> None:
-        self.xr = xr
-
-    def startService(self) -> None:
-        super().startService()
-        from twisted.internet import defer
-
-        d = defer.Deferred.fromCoroutine(self.xr.cache.reload())
-        d.addCallback(self._loaded)
-
-    def _loaded(self, ok: bool) -> None:
-        if ok:
-            return
-        if self.xr.store.current() is None:
-            log.info("no cached catalog yet in {path}; serving once the first ingest completes",
-                     path=str(self.xr.store.root))
-            return
-        # A cache that cannot be loaded (or prepared) would otherwise leave
-        # nothing to serve until the next scheduled ingest, hours away.
-        ingest = getattr(self.xr, "ingest_service", None)
-        if ingest is not None and ingest.running:
-            log.warn("the cached catalog cannot be loaded; ingesting it again now")
-            ingest.trigger("unusable cache")
-
-
-class SignalService(Service):
-    """SIGHUP: re-read the users from the configuration and ingest now."""
-
-    name = "signals"
-
-    def __init__(self, reactor: Any, xr: XRelay, config_path: str | None) -> None:
-        self.reactor = reactor
-        self.xr = xr
-        self.config_path = config_path
-        self._previous: Any = None
-
-    def startService(self) -> None:
-        super().startService()
-        if hasattr(signal, "SIGHUP"):
-            self._previous = signal.signal(signal.SIGHUP, self._on_signal)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.reactor.callFromThread(self.hangup)
-
-    def hangup(self) -> None:
-        log.info("SIGHUP: reloading users and starting an ingest")
-        if self.config_path:
-            try:
-                config = load_config(self.config_path)
-            except ConfigError as e:
-                log.error("configuration not reloaded: {error}", error=str(e))
-            else:
-                self.xr.reload_users(config)
-        if self.xr.ingest_service is not None:
-            self.xr.ingest_service.trigger("SIGHUP")
-
-
 def build(reactor: Any, config: Config, *, demo: bool = False,
           config_path: str | None = None) -> tuple[MultiService, XRelay]:
     """The whole daemon as a MultiService, and its components."""
-    xr = XRelay(reactor, config)
+
+    def reload_config() -> Config | None:
+        if not config_path:
+            return None
+        try:
+            return load_config(config_path)
+        except ConfigError as e:
+            log.error("configuration not reloaded: {error}", error=str(e))
+            return None
+
+    xr = XRelay(reactor, config, reload_config=reload_config)
     root = MultiService()
     if demo:
-        DemoProviderService(reactor, xr).setServiceParent(root)
-    CatalogService(xr).setServiceParent(root)
-    for module_name in FEATURES:
-        service = _wire(module_name, reactor, xr)
-        if service is not None:
-            service.setServiceParent(root)
-    ingest = IngestService(reactor, xr.ingester, config.ingest.interval)
-    xr.ingest_service = ingest
-    ingest.setServiceParent(root)
-    SignalService(reactor, xr, config_path).setServiceParent(root)
-
-    from xrelay.web.routes import make_site
-
-    web = strports.service(config.server.listen, make_site(xr))
-    web.setName("web")
-    web.setServiceParent(root)
+        DemoProviderService(reactor, xr.client).setServiceParent(root)
+    xr.services(root)
     return root, xr
 
 
-#: Feature modules, each exposing ``wire(reactor, xr) -> IService | None``:
-#: it sets its component on ``xr`` and may return a service to run.  A
-#: module that is absent leaves its routes answering 501.
-FEATURES = ("xrelay.api.player_api", "xrelay.relay.channels", "xrelay.media.vod", "xrelay.ops.service")
-
-
-def _wire(module_name: str, reactor: Any, xr: XRelay) -> IService | None:
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise  # a broken import inside the module must not pass silently
-        return None
-    return module.wire(reactor, xr)
+#: GIL switch interval, seconds, for the whole process.  Catalog work runs in
+#: threads (JSON, the EPG parse, templates); Python's default 5 ms lets each
+#: of them keep the reactor thread waiting that long at every hand-over,
+#: which adds up in API latency.  Set by the entry point, for the process.
+SWITCH_INTERVAL = 0.0005
 
 
 def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
+    if sys.getswitchinterval() > SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         if options["demo"]:
             config = demo_config(options["listen"], options["data-dir"])

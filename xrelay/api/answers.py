@@ -30,23 +30,12 @@ from twisted.logger import Logger
 from xrelay.http.body import MarkerStream
 from xrelay.core.deferreds import Shared
 from xrelay.catalog.list_template import GZIP_LEVEL, MARKER, ListTemplate, dumps
+from xrelay.catalog.lists import ID_KEYS, LIST_KEYS
 
-__all__ = ["ListTemplate", "ListAnswers", "StreamAnswer", "LIST_KEYS", "ID_KEYS", "dumps",
-           "panel_channel", "build_templates"]
+__all__ = ["ListAnswers", "StreamAnswer", "dumps"]
 
 log = Logger()
 
-#: player_api action -> bundle key
-LIST_KEYS = {
-    "get_live_categories": "live_categories",
-    "get_vod_categories": "vod_categories",
-    "get_series_categories": "series_categories",
-    "get_live_streams": "live_streams",
-    "get_vod_streams": "vod_streams",
-    "get_series": "series",
-}
-#: bundle key -> the integer id field its rows are looked up by
-ID_KEYS = {"live_streams": "stream_id", "vod_streams": "stream_id", "series": "series_id"}
 #: Byte budget of the answer cache (gzip full lists, slices).
 CACHE_BUDGET = 48 * 1024 * 1024
 
@@ -61,15 +50,6 @@ class StreamAnswer:
 
     def source(self) -> MarkerStream:
         return MarkerStream([self.path], self.replacements)
-
-
-def build_templates(bundle: dict[str, Any], directory: Path | None = None) -> dict[str, ListTemplate]:
-    """Every list's template (blocking)."""
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-    return {key: ListTemplate.build(bundle.get(key, []), directory / f"{key}.json" if directory else None,
-                                    ID_KEYS.get(key))
-            for key in LIST_KEYS.values()}
 
 
 class ListAnswers:
@@ -174,17 +154,3 @@ class ListAnswers:
             _, old = self._cache.popitem(last=False)
             self._size -= len(old)
         return body
-
-
-def panel_channel(s: dict[str, Any], groups: dict[Any, str]) -> dict[str, Any]:
-    """One live channel as panel_api.php's available_channels lists it."""
-    return {
-        "num": s.get("num"), "name": s.get("name", ""),
-        "stream_type": s.get("stream_type", "live"), "type_name": "Live Streams",
-        "stream_id": s["stream_id"], "stream_icon": s.get("stream_icon") or "",
-        "epg_channel_id": s.get("epg_channel_id"), "added": s.get("added", "0"),
-        "category_name": groups.get(s.get("category_id"), ""), "category_id": s.get("category_id"),
-        "series_no": None, "live": "1", "container_extension": None,
-        "custom_sid": "", "tv_archive": s.get("tv_archive", 0), "direct_source": "",
-        "tv_archive_duration": s.get("tv_archive_duration", 0),
-    }

@@ -11,73 +11,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IRequest
 
 from xrelay.core.deferreds import Shared
-from xrelay.provider.client import ProviderError
 from xrelay.core.scrub import ASSET_PREFIX
+from xrelay.http.errors import NotFound, text_error
 
 __all__ = ["AssetProxy"]
 
 log = Logger()
 
-#: Largest image passed through, bytes.
-MAX_ASSET = 8 * 1024 * 1024
-ALLOWED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
-
-
-class _TooBig(Exception):
-    pass
-
-
-class _Collect(Protocol):
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self.chunks: list[bytes] = []
-        self.done: defer.Deferred[bytes] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.done.errback(_TooBig())
-            self.transport.stopProducing()
-            return
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:
-        if self.done.called:
-            return
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(ProviderError("asset: connection lost"))
-
-
-class _Drop(Protocol):
-    """Reads and forgets a body we do not pass on."""
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-
-def _text(request: IRequest, code: int, message: str) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return message.encode() + b"\n"
+#: ``fetch(path) -> (status, body, content type)``: an image from the
+#: provider's host (:class:`xrelay.provider.images.ImageFetcher`): 200 with
+#: the image, or 404/502 with a short reason as the body.
+ImageFetch = Callable[[str], Awaitable[tuple[int, bytes, bytes]]]
 
 
 @dataclass
@@ -99,9 +51,9 @@ class AssetProxy:
     for one path share a fetch, and results are kept in a small LRU (a TV
     app loading 50k logos must not become 50k provider requests per device)."""
 
-    def __init__(self, xr: Any, max_bytes: int = MAX_ASSET, budget: int = CACHE_BUDGET) -> None:
-        self.xr = xr
-        self.max_bytes = max_bytes
+    def __init__(self, clock: Any, fetch: ImageFetch, budget: int = CACHE_BUDGET) -> None:
+        self.clock = clock
+        self.fetch = fetch
         self.budget = budget
         self._cache: OrderedDict[str, tuple[float, _Result]] = OrderedDict()
         self._size = 0
@@ -123,8 +75,8 @@ class AssetProxy:
     def render(self, request: IRequest) -> Any:
         path = self.path_of(request)
         if path is None:
-            return _text(request, 404, "not found")
-        now = self.xr.reactor.seconds()
+            raise NotFound()
+        now = self.clock.seconds()
         cached = self._cache.get(path)
         if cached is not None and cached[0] > now:
             self._cache.move_to_end(path)
@@ -143,7 +95,7 @@ class AssetProxy:
         old = self._cache.pop(path, None)
         if old is not None:
             self._size -= len(old[1].body)
-        self._cache[path] = (self.xr.reactor.seconds() + ttl, result)
+        self._cache[path] = (self.clock.seconds() + ttl, result)
         self._size += len(result.body)
         while self._size > self.budget and self._cache:
             _, (_, dropped) = self._cache.popitem(last=False)
@@ -151,7 +103,7 @@ class AssetProxy:
 
     def _answer(self, request: IRequest, result: _Result) -> bytes:
         if result.code != 200:
-            return _text(request, result.code, result.body.decode())
+            return text_error(request, result.code, result.body.decode())
         request.setHeader(b"content-type", result.ctype)
         request.setHeader(b"content-length", str(len(result.body)).encode())
         request.setHeader(b"cache-control", b"public, max-age=86400")
@@ -159,30 +111,5 @@ class AssetProxy:
         return result.body
 
     async def _fetch(self, path: str) -> _Result:
-        client = self.xr.client
-        try:
-            response = await client.request(client.asset_url(path), timeout=20, what="asset")
-        except ProviderError:
-            return _Result(502, b"image unavailable")
-        if response.code != 200:
-            response.deliverBody(_Drop())
-            if response.code in (404, 410):
-                return _Result(404, b"image not found")
-            return _Result(502, b"image unavailable")
-        ctype = (response.headers.getRawHeaders(b"content-type") or [b"application/octet-stream"])[0]
-        ctype = ctype.split(b";", 1)[0].strip().lower()
-        if not ctype.decode("latin-1").startswith(ALLOWED_TYPES):
-            response.deliverBody(_Drop())
-            return _Result(502, b"not an image")
-        if isinstance(response.length, int) and response.length > self.max_bytes:
-            response.deliverBody(_Drop())
-            return _Result(502, b"image too large")
-        body = _Collect(self.max_bytes)
-        response.deliverBody(body)
-        try:
-            data = await body.done
-        except _TooBig:
-            return _Result(502, b"image too large")
-        except ProviderError:
-            return _Result(502, b"image unavailable")
-        return _Result(200, data, ctype)
+        code, body, ctype = await self.fetch(path)
+        return _Result(code, body, ctype or b"text/plain; charset=utf-8")

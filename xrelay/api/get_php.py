@@ -10,100 +10,16 @@ the Content-Length is known in advance from the placeholder counts.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
 from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
 from xrelay.http.body import MarkerStream, ThreadedBody
 from xrelay.http.request import accepts_gzip
-from xrelay.catalog.m3u import render_m3u
+from xrelay.catalog.m3u_templates import KINDS, LIVE_EXT_MARKER, PlaylistTemplates
 from xrelay.core.scrub import BASE_MARKER, PASS_MARKER, USER_MARKER
 
-__all__ = ["PlaylistTemplates", "write_templates", "serve_playlist", "LIVE_EXT_MARKER", "KINDS"]
-
-LIVE_EXT_MARKER = "@XRELAY_LIVEEXT@"
-MARKERS = (BASE_MARKER, USER_MARKER, PASS_MARKER, LIVE_EXT_MARKER)
-KINDS = ("live", "movie", "series")
-STYLES = ("plus", "plain")
-
-
-@dataclass
-class TemplateFile:
-    path: str
-    size: int
-    #: marker -> occurrences
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class PlaylistTemplates:
-    files: dict[tuple[str, str], TemplateFile] = field(default_factory=dict)
-
-    def parts(self, style: str, kinds: tuple[str, ...]) -> list[TemplateFile]:
-        return [self.files[(style, kind)] for kind in KINDS if kind in kinds and (style, kind) in self.files]
-
-    def manifest(self) -> list[dict[str, Any]]:
-        return [{"style": style, "kind": kind, "file": Path(t.path).name, "size": t.size, "counts": t.counts}
-                for (style, kind), t in self.files.items()]
-
-    @classmethod
-    def load(cls, directory: Path, entries: list[dict[str, Any]]) -> "PlaylistTemplates":
-        """The templates a manifest describes (blocking: checks their sizes)."""
-        out = cls()
-        for e in entries:
-            path = directory / e["file"]
-            if path.stat().st_size != int(e["size"]):
-                raise ValueError(f"{path}: not the size the manifest says")
-            out.files[(e["style"], e["kind"])] = TemplateFile(str(path), int(e["size"]),
-                                                              {str(k): int(v) for k, v in e["counts"].items()})
-        return out
-
-
-def _lines(bundle: dict[str, Any], style: str, kind: str) -> Iterator[str]:
-    """One template's lines: xrelay's playlist renderer with placeholders."""
-    return render_m3u(bundle, base=BASE_MARKER, username=USER_MARKER, password=PASS_MARKER,
-                      plus=style == "plus", kinds=(kind,), quoted=True, header=False,
-                      live_ext=LIVE_EXT_MARKER)
-
-
-def write_templates(bundle: dict[str, Any], directory: Path,
-                    kinds: tuple[str, ...] = KINDS) -> PlaylistTemplates:
-    """Write the template files of *kinds* (blocking: run in a thread)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    out = PlaylistTemplates()
-    for style in STYLES:
-        for kind in kinds:
-            path = directory / f"{style}-{kind}.m3u"
-            tmp = path.with_name(path.name + ".tmp")
-            counts = dict.fromkeys(MARKERS, 0)
-            size = 0
-            with open(tmp, "wb") as f:
-                batch: list[str] = []
-                for line in _lines(bundle, style, kind):
-                    batch.append(line)
-                    if len(batch) >= 2000:
-                        size += _flush(f, batch, counts)
-                size += _flush(f, batch, counts)
-            os.replace(tmp, path)
-            out.files[(style, kind)] = TemplateFile(str(path), size, counts)
-    return out
-
-
-def _flush(f: Any, batch: list[str], counts: dict[str, int]) -> int:
-    if not batch:
-        return 0
-    text = "".join(batch)
-    batch.clear()
-    for marker in MARKERS:
-        counts[marker] += text.count(marker)
-    data = text.encode("utf-8")
-    f.write(data)
-    return len(data)
-
+__all__ = ["serve_playlist"]
 
 async def serve_playlist(request: IRequest, templates: PlaylistTemplates, args: dict[str, str],
                          base: str) -> bytes | None:

@@ -8,13 +8,13 @@ JSON lists (:mod:`xrelay.api.answers`), the playlist templates
 (:mod:`xrelay.api.get_php`) and the EPG index (:mod:`xrelay.catalog.epg`); the
 daemon loads their indexes and streams the files.
 
-Field types follow ../shared/xtream-api.md section 8.1.  Failed logins get
-HTTP 401 with ``{"user_info":{"auth":0}}`` on every endpoint.
+Field types follow the Xtream field checklist (docs/xtream-api.md).  The
+routes log the user in (:mod:`xrelay.web.guards`); failed logins get HTTP 401
+with ``{"user_info":{"auth":0}}`` on every endpoint.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime
 from typing import Any, Callable
@@ -26,18 +26,25 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay.catalog import rows as catalog_rows
-from xrelay.api.answers import LIST_KEYS, ListAnswers, StreamAnswer, dumps
+from xrelay.api.answers import ListAnswers, StreamAnswer, dumps
+from xrelay.catalog.lists import LIST_KEYS
 from xrelay.http.body import ThreadedBody
-from xrelay.api.get_php import PlaylistTemplates, serve_playlist
-from xrelay.http.request import (ACTION_ALIASES, AUTH_FAILED, accepts_gzip, category_arg, ident_arg,
+from xrelay.api.get_php import serve_playlist
+from xrelay.catalog.m3u_templates import PlaylistTemplates
+from xrelay.http.request import (ACTION_ALIASES, accepts_gzip, category_arg, ident_arg,
                           limit_arg, request_args)
 from xrelay.api.xmltv import GuideServer
 from xrelay.api.assets import AssetProxy
 from xrelay.catalog.epg import EpgIndex
 from xrelay.core.scrub import BASE_MARKER
-from xrelay.web.routes import public_base
+from xrelay.catalog.cache import CatalogCache
+from xrelay.catalog.store import CacheStore
+from xrelay.core.config import ServerConfig, UserConfig
+from xrelay.core.scrub import Scrubber
+from xrelay.http.errors import Unavailable
+from xrelay.http.request import public_base
 
-__all__ = ["XtreamApi", "wire", "request_args", "accepts_gzip", "AUTH_FAILED"]
+__all__ = ["XtreamApi", "minimal_details"]
 
 log = Logger()
 
@@ -47,53 +54,36 @@ FAR_FUTURE = 2145830400
 STARTUP_WAIT = 30.0
 
 
-def active_connections_from(xr: Any) -> Callable[[str], int]:
-    """Open streams per user, from whatever the relay components expose.
-
-    TODO(relay/vod): set ``xr.active_connections = callable(username) -> int``
-    to override this; until then the ``user_streams``
-    (:class:`xrelay.relay.slots.UserStreams`) of ``xr.relay`` and ``xr.vod`` are summed.
-    """
-
-    def count(username: str) -> int:
-        total, seen = 0, set()
-        for component in (xr.relay, xr.vod):
-            streams = getattr(component, "user_streams", None)
-            if streams is None and component is not None:
-                streams = getattr(getattr(component, "relay", None), "user_streams", None)
-            if streams is not None and id(streams) not in seen and hasattr(streams, "count"):
-                seen.add(id(streams))
-                total += int(streams.count(username))
-        return total
-
-    return count
-
-
 class XtreamApi:
-    """The component behind the API routes (``xr.api``)."""
+    """The component behind the API routes: every answer for a logged-in user."""
 
-    def __init__(self, reactor: Any, xr: Any) -> None:
+    def __init__(self, reactor: Any, server: ServerConfig, catalog: CatalogCache, store: CacheStore,
+                 scrubber: Scrubber, assets: AssetProxy,
+                 active_connections: Callable[[str], int] = lambda username: 0) -> None:
         self.reactor = reactor
-        self.xr = xr
+        self.server = server
+        self.catalog = catalog
+        self.scrubber = scrubber
+        self.active_connections_of = active_connections
         self.answers = ListAnswers()
         self.playlists: PlaylistTemplates | None = None
         self.epg = EpgIndex()
-        self.guide = GuideServer(self)
-        self.assets = AssetProxy(xr)
+        self.guide = GuideServer()
+        self.assets = assets
         self._panel: tuple[Any, bytes] | None = None
         self._reloading: defer.Deferred[None] | None = None
         self._ready_waiters: list[defer.Deferred[None]] = []
         try:  # at wiring time, before serving: is there a catalog to load?
-            self._cached_on_disk = xr.store.current() is not None
+            self._cached_on_disk = store.current() is not None
         except OSError:
             self._cached_on_disk = False
         self._generation: Any = None
         try:
-            self.tz = ZoneInfo(xr.config.server.timezone)
-            self.tz_name = xr.config.server.timezone
+            self.tz = ZoneInfo(server.timezone)
+            self.tz_name = server.timezone
         except Exception:
             self.tz, self.tz_name = ZoneInfo("UTC"), "UTC"
-        xr.cache.listeners.append(self.catalog_reloaded)
+        catalog.listeners.append(self.catalog_reloaded)
 
     # -- precomputing ---------------------------------------------------------
 
@@ -136,7 +126,7 @@ class XtreamApi:
         than answer empty lists."""
         if self._generation is not None:
             return  # lists and playlists of a catalog are ready
-        if self._reloading is None and not (self._cached_on_disk and not self.xr.cache.loaded):
+        if self._reloading is None and not (self._cached_on_disk and not self.catalog.loaded):
             return  # nothing cached yet: the first ingest may take minutes
         waiter: defer.Deferred[None] = defer.Deferred()
         self._ready_waiters.append(waiter)
@@ -151,22 +141,8 @@ class XtreamApi:
 
     # -- common pieces --------------------------------------------------------------
 
-    def authenticate(self, request: IRequest, args: dict[str, str]) -> Any:
-        result = self.xr.users.authenticate(args.get("username"), args.get("password"))
-        if not result.ok:
-            # scrubbed: someone may try the provider's own username here
-            log.info("API login refused for {user!r}: {reason}",
-                     user=self.xr.scrubber.text((args.get("username") or "")[:64]), reason=result.reason)
-        return result.user
-
-    def refuse(self, request: IRequest) -> bytes:
-        request.setResponseCode(401)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return AUTH_FAILED
-
     def base(self, request: IRequest) -> str:
-        return public_base(request, self.xr.config.server.public_url).rstrip("/")
+        return public_base(request, self.server.public_url).rstrip("/")
 
     def json(self, request: IRequest, body: bytes, gz: bool = False) -> bytes:
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
@@ -178,9 +154,8 @@ class XtreamApi:
         return body
 
     def active_connections(self, username: str) -> int:
-        hook = getattr(self.xr, "active_connections", None)
         try:
-            return int(hook(username)) if callable(hook) else 0
+            return int(self.active_connections_of(username))
         except Exception:
             log.failure("active_connections failed")
             return 0
@@ -194,9 +169,9 @@ class XtreamApi:
             port = parts.port or (443 if scheme == "https" else 80)
         except ValueError:
             port = 80
-        account = self.xr.cache.account
+        account = self.catalog.account
         exp = user.exp_date or account.get("exp_date") or FAR_FUTURE
-        created = account.get("created_at") or self.xr.cache.generated_at or 0
+        created = account.get("created_at") or self.catalog.generated_at or 0
         now = time.time()
         return {
             "user_info": {
@@ -227,17 +202,14 @@ class XtreamApi:
 
     # -- player_api.php / panel_api.php --------------------------------------------
 
-    def player_api(self, request: IRequest) -> Any:
-        return defer.Deferred.fromCoroutine(self._player_api(request, panel=False))
+    def player_api(self, request: IRequest, user: UserConfig) -> Any:
+        return defer.Deferred.fromCoroutine(self._player_api(request, user, panel=False))
 
-    def panel_api(self, request: IRequest) -> Any:
-        return defer.Deferred.fromCoroutine(self._player_api(request, panel=True))
+    def panel_api(self, request: IRequest, user: UserConfig) -> Any:
+        return defer.Deferred.fromCoroutine(self._player_api(request, user, panel=True))
 
-    async def _player_api(self, request: IRequest, panel: bool) -> bytes:
+    async def _player_api(self, request: IRequest, user: UserConfig, panel: bool) -> bytes | None:
         args = request_args(request)
-        user = self.authenticate(request, args)
-        if user is None:
-            return self.refuse(request)
         action = args.get("action", "").strip()
         action = ACTION_ALIASES.get(action, action)
         if action in LIST_KEYS:
@@ -270,7 +242,7 @@ class XtreamApi:
 
     async def _details(self, request: IRequest, kind: str, value: str | None) -> bytes:
         ident = ident_arg(value)
-        cache = self.xr.cache
+        cache = self.catalog
         row = await cache.row(kind, ident) if ident is not None else None
         if row is None:
             # unknown id: answered here, the provider is not asked
@@ -282,14 +254,14 @@ class XtreamApi:
             raise
         except Exception as e:
             log.warn("{kind} {ident} details unavailable, answering from the list: {error}",
-                     kind=kind, ident=ident, error=self.xr.scrubber.text(str(e)))
+                     kind=kind, ident=ident, error=self.scrubber.text(str(e)))
         if detail is None:
             detail = minimal_details(kind, row)
         return dumps(detail).replace(BASE_MARKER.encode(), self.base(request).encode())
 
     async def _epg(self, args: dict[str, str], simple: bool) -> bytes:
         ident = ident_arg(args.get("stream_id"))
-        channel = self.xr.cache.live(ident) if ident is not None else None
+        channel = self.catalog.live(ident) if ident is not None else None
         if channel is None or not channel.epg_channel_id:
             return b'{"epg_listings":[]}'
         index = self.epg
@@ -307,7 +279,7 @@ class XtreamApi:
     async def _panel_extra(self, base: str) -> bytes:
         """``"categories":{...},"available_channels":{...}`` for panel_api.php."""
         key = (self.answers.generation, base)
-        current = self.xr.cache.current
+        current = self.catalog.current
         if current is None:
             return b'"categories":{"live":[],"movie":[],"series":[]},"available_channels":{}'
         if self._panel is None or self._panel[0] != key:
@@ -317,26 +289,20 @@ class XtreamApi:
 
     # -- get.php -------------------------------------------------------------------
 
-    def get_php(self, request: IRequest) -> Any:
-        return defer.Deferred.fromCoroutine(self._get_php(request))
+    def get_php(self, request: IRequest, user: UserConfig) -> Any:
+        return defer.Deferred.fromCoroutine(self._get_php(request, user))
 
-    async def _get_php(self, request: IRequest) -> Any:
+    async def _get_php(self, request: IRequest, user: UserConfig) -> Any:
         args = request_args(request)
-        user = self.authenticate(request, args)
-        if user is None:
-            return self.refuse(request)
         await self._ready()
         if self.playlists is None:
-            request.setHeader(b"retry-after", b"30")
-            return _text_error(request, 503, "the catalog is not loaded yet")
+            raise Unavailable("the catalog is not loaded yet", retry_after=30)
         return await serve_playlist(request, self.playlists, args, self.base(request))
 
     # -- xmltv.php, /asset/ ------------------------------------------------------------
 
-    def xmltv(self, request: IRequest) -> Any:
+    def xmltv(self, request: IRequest, user: UserConfig) -> Any:
         args = request_args(request)
-        if self.authenticate(request, args) is None:
-            return self.refuse(request)
         as_file = (args.get("gzip") or "").strip().lower() in ("1", "true", "yes")
         return self.guide.serve(request, self.base(request), as_file)
 
@@ -351,12 +317,6 @@ def _bare_host(hostname: str | None) -> str:
     return f"[{hostname}]" if ":" in hostname else hostname
 
 
-def _text_error(request: IRequest, code: int, message: str) -> bytes:
-    from xrelay.web.routes import text_error
-
-    return text_error(request, code, message)
-
-
 def minimal_details(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     """A well-typed details answer built from the list row alone."""
     if kind == "vod":
@@ -368,19 +328,3 @@ def minimal_details(kind: str, row: dict[str, Any]) -> dict[str, Any]:
             info["rating"] = row["rating"]
         return detail
     return catalog_rows.normalise_series_info({}, row)
-
-
-#: GIL switch interval, seconds.  Catalog work runs in threads (JSON, the EPG
-#: parse, templates); Python's default 5 ms lets each of them keep the reactor
-#: thread waiting that long at every hand-over, which adds up in API latency.
-SWITCH_INTERVAL = 0.0005
-
-
-def wire(reactor: Any, xr: Any) -> None:
-    """Install the API on *xr* (called by :mod:`xrelay.tap`)."""
-    if sys.getswitchinterval() > SWITCH_INTERVAL:
-        sys.setswitchinterval(SWITCH_INTERVAL)
-    if not callable(getattr(xr, "active_connections", None)):
-        xr.active_connections = active_connections_from(xr)
-    xr.api = XtreamApi(reactor, xr)
-    return None

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay.http.body import MarkerStream, ThreadedBody
+from xrelay.http.errors import Unavailable
 from xrelay.http.request import accepts_gzip
 from xrelay.catalog.epg import EpgIndex
 from xrelay.core.scrub import BASE_MARKER
@@ -52,8 +53,7 @@ def compress_guide(source: str, dest: str, base: bytes) -> str:
 
 
 class GuideServer:
-    def __init__(self, api: Any) -> None:
-        self.api = api
+    def __init__(self) -> None:
         self.generation: Path | None = None
         self.index = EpgIndex()
         #: base (b"" when the guide has no markers) -> path of the finished .gz
@@ -104,10 +104,7 @@ class GuideServer:
         *as_file* (``gzip=1``, ``/epg/U/P/gz``) as an ``epg.xml.gz`` file."""
         path = self.path
         if path is None or not path.is_file():
-            request.setResponseCode(503)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            request.setHeader(b"retry-after", b"30")
-            return b"the guide is not downloaded yet, try again soon\n"
+            raise Unavailable("the guide is not downloaded yet, try again soon", retry_after=30)
         base_b = base.encode()
         request.setHeader(b"cache-control", b"no-cache")
         if as_file:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -24,11 +24,10 @@ from xrelay.catalog import rows as catalog_rows
 from xrelay.core.deferreds import Shared
 from xrelay.catalog.generation import Generation, LiveChannel, NotPrepared, load_generation
 from xrelay.catalog.prepare import prepare_existing, refresh_epg, run_in_child
-from xrelay.provider.client import ProviderClient, ProviderError
 from xrelay.core.scrub import Scrubber
 from xrelay.catalog.store import CacheStore
 
-__all__ = ["CatalogCache"]
+__all__ = ["CatalogCache", "DetailsUnavailable", "FetchJson"]
 
 log = Logger()
 
@@ -43,13 +42,22 @@ _DETAILS = {
 }
 
 
+#: ``fetch_json(action, **params)``: one provider API answer, parsed
+#: (:meth:`xrelay.provider.client.ProviderClient.get_json`).
+FetchJson = Callable[..., Awaitable[Any]]
+
+
+class DetailsUnavailable(Exception):
+    """The provider gave no usable details for an item."""
+
+
 class CatalogCache:
-    def __init__(self, store: CacheStore, client: ProviderClient | None,
+    def __init__(self, store: CacheStore, fetch_json: FetchJson | None,
                  scrubber: Scrubber | None = None, clock: Any = None) -> None:
         self.clock = clock
         self.store = store
-        self.client = client
-        self.scrubber = scrubber or (client.scrubber if client else None)
+        self.fetch_json = fetch_json
+        self.scrubber = scrubber
         self.current: Generation | None = None
         self.listeners: list[Callable[["CatalogCache"], Any]] = []
         self._inflight: dict[tuple[str, str, int], Shared[Any]] = {}
@@ -144,7 +152,7 @@ class CatalogCache:
         """get_vod_info / get_series_info for a known item, fetched once.
 
         Returns None for an id that is not in the catalog (without asking
-        the provider); raises ProviderError when the provider fails.
+        the provider); raises the provider's error (or DetailsUnavailable) when it fails.
         """
         generation = self.generation
         row = await self.row(kind, ident)
@@ -159,17 +167,18 @@ class CatalogCache:
         key = (str(generation), kind, ident)
         if key not in self._inflight:
             d = defer.Deferred.fromCoroutine(self._fetch(generation, kind, ident, row))
-            d.addBoth(lambda r: (self._inflight.pop(key, None), r)[1])
+            # Stored first: a fetch that fails at once must not stay forever.
             self._inflight[key] = Shared(d)
+            d.addBoth(lambda r: (self._inflight.pop(key, None), r)[1])
         return await self._inflight[key].wait()
 
     async def _fetch(self, generation: Path, kind: str, ident: int, row: dict[str, Any]) -> dict[str, Any]:
-        if self.client is None:
-            raise ProviderError(f"{kind} {ident}: no provider configured")
+        if self.fetch_json is None:
+            raise DetailsUnavailable(f"{kind} {ident}: no provider configured")
         action, param, normalise = _DETAILS[kind]
-        raw = await self.client.get_json(action, timeout=30, **{param: ident})
+        raw = await self.fetch_json(action, timeout=30, **{param: ident})
         if isinstance(raw, dict) and isinstance(raw.get("user_info"), dict):
-            raise ProviderError(f"{action}: the provider answered with the account object")
+            raise DetailsUnavailable(f"{action}: the provider answered with the account object")
 
         def prepare() -> tuple[dict[str, Any], bytes]:
             detail = self.scrubber.tree(normalise(raw, row)) if self.scrubber else normalise(raw, row)

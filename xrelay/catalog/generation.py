@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xrelay.api.get_php import PlaylistTemplates
+from xrelay.catalog.m3u_templates import PlaylistTemplates
 from xrelay.catalog.epg import EpgIndex
 from xrelay.catalog.list_template import ListTemplate
 from xrelay.catalog.packed import read_arrays

@@ -38,8 +38,8 @@ from xml.parsers import expat
 
 from twisted.logger import Logger
 
-from xrelay.api.answers import ID_KEYS, LIST_KEYS, panel_channel
-from xrelay.api.get_php import write_templates
+from xrelay.catalog.lists import ID_KEYS, LIST_KEYS, panel_channel
+from xrelay.catalog.m3u_templates import write_templates
 from xrelay.catalog.rows import as_id, encode_row as _dumps
 from xrelay.catalog.epg import EpgIndex, index_guide
 from xrelay.catalog.list_template import ListTemplate

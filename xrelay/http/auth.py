@@ -1,13 +1,10 @@
 """HTTP Basic authentication for the admin endpoints (/status, /metrics, /admin).
 
-One call at the top of a route::
+The web front's ``admin_only`` guard (:mod:`xrelay.web.guards`) calls
+:func:`require_admin` before an admin route runs; it raises the refusal as
+an :class:`~xrelay.http.errors.HTTPError` (401 with a challenge, or 403)::
 
-    from xrelay.http.auth import require_admin
-
-    denied = require_admin(request, xr.config.admin)
-    if denied is not None:
-        return denied          # a 401 (or 403) answer, headers already set
-    ...                        # the admin is authenticated
+    require_admin(request, config.admin)   # raises unless the admin is logged in
 
 Credentials come from ``[admin]`` in the configuration.  Both the username
 and the password are compared in constant time, and both comparisons always
@@ -26,8 +23,9 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay.core.config import AdminConfig
+from xrelay.http.errors import HTTPError
 
-__all__ = ["REALM", "parse_basic", "check_admin", "require_admin", "challenge"]
+__all__ = ["REALM", "parse_basic", "check_admin", "require_admin"]
 
 log = Logger()
 
@@ -63,28 +61,16 @@ def check_admin(request: IRequest, admin: AdminConfig | None) -> bool:
     return given is not None and user_ok and password_ok
 
 
-def challenge(request: IRequest, realm: str = REALM) -> bytes:
-    """Answer 401 asking for Basic credentials."""
-    request.setResponseCode(401)
-    request.setHeader(b"www-authenticate", f'Basic realm="{realm}", charset="UTF-8"'.encode())
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return b"admin login required\n"
-
-
-def require_admin(request: IRequest, admin: AdminConfig | None) -> bytes | None:
-    """None if the admin is authenticated, otherwise the body of a refusal
-    (401 with ``WWW-Authenticate``, or 403 when no ``[admin]`` is configured)
-    to return from the route as it is."""
+def require_admin(request: IRequest, admin: AdminConfig | None) -> None:
+    """Return if the admin is authenticated; otherwise raise the refusal:
+    401 with ``WWW-Authenticate``, or 403 when no ``[admin]`` is configured."""
     if admin is None:
-        request.setResponseCode(403)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        return b"admin pages are disabled: set [admin] username and password in the configuration\n"
+        raise HTTPError(403, "admin pages are disabled: set [admin] username and password in the configuration")
     if check_admin(request, admin):
-        return None
+        return
     if request.getHeader(b"authorization"):
         address = getattr(request.getClientAddress(), "host", "-")
         log.info("admin login refused from {address} on {path}", address=address,
                  path=(getattr(request, "path", None) or b"").decode("latin-1", "replace"), event="admin_refused")
-    return challenge(request)
+    raise HTTPError(401, "admin login required",
+                    headers={b"www-authenticate": f'Basic realm="{REALM}", charset="UTF-8"'.encode()})

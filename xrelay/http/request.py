@@ -8,12 +8,13 @@ number is "none".
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs
 
 from twisted.web.iweb import IRequest
 
 __all__ = ["AUTH_FAILED", "ACTION_ALIASES", "request_args", "ident_arg", "category_arg",
-           "limit_arg", "accepts_gzip"]
+           "limit_arg", "accepts_gzip", "client_address", "public_base", "valid_host"]
 
 #: The body of every refused login (with HTTP 401).
 AUTH_FAILED = b'{"user_info":{"auth":0}}'
@@ -84,3 +85,46 @@ def accepts_gzip(request: IRequest) -> bool:
             q = params.strip()
             return not (q.startswith(b"q=0") and q.strip(b"q=0.") == b"")
     return False
+
+
+def client_address(request: IRequest) -> str:
+    """The client's IP address (empty for a non-IP transport)."""
+    return getattr(request.getClientAddress(), "host", "") or ""
+
+
+def public_base(request: IRequest, public_url: str | None) -> str:
+    """xrelay's base URL as the client should use it: ``scheme://host:port``.
+
+    From ``[server] public_url`` when set, otherwise from the request's Host
+    header (the port is always explicit, as panels do).  A Host header
+    without a port means the client used its scheme's default port (a port
+    forward or a reverse proxy in front of xrelay), and a reverse proxy's
+    ``X-Forwarded-Proto`` gives the scheme the client used.
+    """
+    if public_url:
+        return public_url
+    scheme = "https" if request.isSecure() else "http"
+    forwarded = (request.getHeader(b"x-forwarded-proto") or b"").split(b",")[0].strip().lower()
+    if forwarded in (b"http", b"https"):
+        scheme = forwarded.decode()
+    host = request.getHeader(b"host")
+    if host:
+        text = host.decode("latin-1").strip()
+        if _HOST_RE.fullmatch(text):
+            if not _PORT_RE.search(text):
+                text = f"{text}:{443 if scheme == 'https' else 80}"
+            return f"{scheme}://{text}"
+    addr = request.getHost()
+    hostname = getattr(addr, "host", "localhost")
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    return f"{scheme}://{hostname}:{getattr(addr, 'port', 80)}"
+
+
+def valid_host(value: bytes) -> bool:
+    """A Host header xrelay can build URLs from: a name or an IP literal, and a port."""
+    return len(value) <= 255 and _HOST_RE.fullmatch(value.decode("latin-1")) is not None
+
+
+_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", re.ASCII)
+_PORT_RE = re.compile(r":\d{1,5}$", re.ASCII)

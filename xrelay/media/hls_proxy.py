@@ -39,16 +39,20 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest, IResponse
 
-from xrelay.core.deferreds import Shared
-from xrelay.media.segment_cache import SegmentCache, TokenEntry, TokenMap
 from twisted.internet.defer import CancelledError
 
+from xrelay.core.config import UserConfig
+from xrelay.core.deferreds import Shared
+from xrelay.core.scrub import Scrubber
+from xrelay.core.users import UserDB
+from xrelay.catalog.cache import CatalogCache
+from xrelay.http.errors import HTTPError, BadGateway, NotFound, Unauthorized, Unavailable
+from xrelay.http.request import client_address, public_base
+from xrelay.media.files import FileRelay
 from xrelay.media.hls_rewrite import rewrite_playlist, target_duration
-from xrelay.provider.client import ProviderError, _collect
-from xrelay.media.proxy import discard_body
+from xrelay.media.segment_cache import SegmentCache, TokenEntry, TokenMap
+from xrelay.provider.client import ProviderClient, ProviderError, collect_body, discard_body
 from xrelay.relay.slots import Lease, SlotsExhausted, Yield
-from xrelay.media.vod import FileRelay, authenticate, client_address
-from xrelay.web.routes import public_base, text_error
 
 __all__ = ["HlsServer", "HlsChannel", "SegmentCache", "TokenMap", "rewrite_playlist"]
 
@@ -107,7 +111,7 @@ class HlsChannel:
 
     @property
     def linger(self) -> float:
-        return max(self.server.xr.config.relay.linger, self.server.linger_targets * self.target)
+        return max(self.server.linger, self.server.linger_targets * self.target)
 
     def live_sessions(self) -> list[Session]:
         now = self.server.clock.seconds()
@@ -256,13 +260,19 @@ class HlsChannel:
 
 
 class HlsServer:
-    """``xr.hls``: playlists and the ``/hls/...`` resources."""
+    """Live HLS and HLS catch-up: rewritten playlists and the ``/hls/...`` resources."""
 
-    def __init__(self, xr: Any, files: FileRelay, *, cache_bytes: int = 64 * 1024 * 1024,
-                 cache_ttl: float = 30.0) -> None:
-        self.xr = xr
+    def __init__(self, clock: Any, catalog: CatalogCache, client: ProviderClient, scrubber: Scrubber,
+                 users: UserDB, files: FileRelay, *, linger: float, public_url: str | None,
+                 cache_bytes: int = 64 * 1024 * 1024, cache_ttl: float = 30.0) -> None:
+        self.clock = clock
+        self.catalog = catalog
+        self.client = client
+        self.scrubber = scrubber
+        self.users = users
         self.files = files
-        self.clock = xr.reactor
+        self.linger = linger
+        self.public_url = public_url
         self.tokens = TokenMap(self.clock)
         self.segments = SegmentCache(self.clock, cache_bytes, cache_ttl)
         self.channels: dict[Hashable, HlsChannel] = {}
@@ -272,21 +282,17 @@ class HlsServer:
 
     # -- entry points (xrelay.web.routes) -------------------------------------------
 
-    def playlist(self, request: IRequest, user: str, password: str, stream_id: int | None) -> Any:
-        account, error = authenticate(self.xr, request, user, password)
-        if error is not None:
-            return error
-        if stream_id is None:
-            return text_error(request, 404, "unknown stream")
-        if not self.xr.cache.loaded:
-            return text_error(request, 503, "the channel list is not loaded yet, try again soon")
-        if not self.xr.cache.has("live", stream_id):
-            return text_error(request, 404, "unknown stream")
-        url = self.xr.client.stream_url("live", stream_id, "m3u8")
+    def playlist(self, request: IRequest, account: UserConfig, stream_id: int) -> Any:
+        """A logged-in user's ``/live/USER/PASS/ID.m3u8``."""
+        if not self.catalog.loaded:
+            raise Unavailable("the channel list is not loaded yet, try again soon", retry_after=10)
+        if not self.catalog.has("live", stream_id):
+            raise NotFound("unknown stream")
+        url = self.client.stream_url("live", stream_id, "m3u8")
         return self.remote_playlist(request, account, ("hls", stream_id), url,
                                     what=f"HLS channel {stream_id}")
 
-    def remote_playlist(self, request: IRequest, account: Any, key: Hashable, url: str,
+    def remote_playlist(self, request: IRequest, account: UserConfig, key: Hashable, url: str,
                         what: str | None = None) -> Deferred[Any]:
         """Serve the provider playlist at ``url`` (never shown) rewritten,
         as channel ``key``; used by live HLS and HLS catch-up."""
@@ -297,50 +303,46 @@ class HlsServer:
             self.channels[key] = channel
         return Deferred.fromCoroutine(self._serve_playlist(request, account, channel, url))
 
-    def resource(self, request: IRequest) -> Any:
-        """``/hls/USER/USERTOKEN/TOKEN.EXT``."""
-        parts = request.path.decode("latin-1").split("/")
-        if len(parts) != 5 or parts[1] != "hls":
-            return text_error(request, 404, "not found")
-        username = unquote(parts[2])
-        user = self.xr.users.get(username)
+    def resource(self, request: IRequest, username: str, user_token: str, name: str) -> Any:
+        """``/hls/USER/USERTOKEN/TOKEN.EXT``: authorised by the user token, not the password."""
+        user = self.users.get(username)
         if user is None or not hmac.compare_digest(
-                parts[3].encode(), self.tokens.user_token(username, user.password).encode()):
-            return text_error(request, 401, "not authorised: reload the playlist")
-        account, error = authenticate(self.xr, request, username, user.password)
-        if error is not None:
-            return error
-        token = parts[4].split(".", 1)[0]
+                user_token.encode(), self.tokens.user_token(username, user.password).encode()):
+            raise Unauthorized("not authorised: reload the playlist")
+        auth = self.users.authenticate(username, user.password)
+        if auth.user is None:
+            raise HTTPError(403, f"this account is {auth.reason}")
+        token = name.split(".", 1)[0]
         entry = self.tokens.get(token)
         if entry is None or entry.channel.closed:
-            return text_error(request, 404, "expired: reload the playlist")
-        return Deferred.fromCoroutine(self._serve_resource(request, account, entry))
+            raise NotFound("expired: reload the playlist")
+        return Deferred.fromCoroutine(self._serve_resource(request, auth.user, entry))
 
     # -- serving ------------------------------------------------------------------
 
-    async def _serve_playlist(self, request: IRequest, account: Any, channel: HlsChannel,
+    async def _serve_playlist(self, request: IRequest, account: UserConfig, channel: HlsChannel,
                               url: str) -> Any:
         address = client_address(request)
         try:
             session = await channel.join(account, address)
         except CancelledError:
             # the channel closed (xrelay stopping) while this request waited
-            return text_error(request, 503, "the stream was closed")
+            raise Unavailable("the stream was closed")
         except SlotsExhausted as e:
             if not channel.sessions:
                 channel.close(f"no provider slot: {e}")
             log.info("refused {what} to {user}@{address}: {reason}", what=channel.what,
                      user=account.username, address=address, reason=str(e))
-            return text_error(request, 503, f"busy: {e}")
+            raise Unavailable(f"busy: {e}")
         if session.revoked:
-            return text_error(request, 403, f"stream closed: {session.revoked}")
+            raise HTTPError(403, f"stream closed: {session.revoked}")
         return await self._send_playlist(request, account, channel, url)
 
-    async def _serve_resource(self, request: IRequest, account: Any, entry: TokenEntry) -> Any:
+    async def _serve_resource(self, request: IRequest, account: UserConfig, entry: TokenEntry) -> Any:
         channel = entry.channel
         session = channel.touch(account, client_address(request))
         if session.revoked:
-            return text_error(request, 403, f"stream closed: {session.revoked}")
+            raise HTTPError(403, f"stream closed: {session.revoked}")
         if entry.kind == "playlist":
             return await self._send_playlist(request, account, channel, entry.url)
         try:
@@ -348,20 +350,20 @@ class HlsServer:
         except ProviderError as e:
             log.info("{what}: segment fetch failed: {error}", what=channel.what, error=str(e))
             code = 404 if "HTTP 40" in str(e) else 502
-            return text_error(request, code, "segment not available: reload the playlist")
+            raise HTTPError(code, "segment not available: reload the playlist")
         return _send_bytes(request, cached.data, cached.content_type)
 
-    async def _send_playlist(self, request: IRequest, account: Any, channel: HlsChannel,
+    async def _send_playlist(self, request: IRequest, account: UserConfig, channel: HlsChannel,
                              url: str) -> Any:
         try:
             text, final = await channel.fetch_playlist(url)
         except ProviderError as e:
             log.info("{what}: playlist fetch failed: {error}", what=channel.what, error=str(e))
-            return text_error(request, 502, "the provider did not deliver this stream")
+            raise BadGateway("the provider did not deliver this stream")
         if not text.lstrip().startswith("#EXTM3U"):
             log.info("{what}: the provider's answer is not a playlist", what=channel.what)
-            return text_error(request, 502, "the provider did not deliver a playlist")
-        base = public_base(request, self.xr.config.server.public_url)
+            raise BadGateway("the provider did not deliver a playlist")
+        base = public_base(request, self.public_url)
         prefix = f"{base}/hls/{quote(account.username, safe='')}/" \
                  f"{self.tokens.user_token(account.username, account.password)}/"
 
@@ -373,7 +375,7 @@ class HlsServer:
                 ext = suffix if suffix in _SEGMENT_EXTS else "ts"
             return f"{prefix}{token}.{ext}"
 
-        body = rewrite_playlist(text, final, make_uri, self.xr.scrubber.leaks).encode()
+        body = rewrite_playlist(text, final, make_uri, self.scrubber.leaks).encode()
         request.setHeader(b"content-type", PLAYLIST_TYPE)
         request.setHeader(b"cache-control", b"no-store, no-cache, must-revalidate")
         request.setHeader(b"content-length", b"%d" % len(body))
@@ -384,15 +386,15 @@ class HlsServer:
     async def fetch_text(self, url: str, what: str) -> tuple[str, str]:
         response = await self._get(url, what)
         final = _final_url(response, url)
-        body = await _collect(self.clock, response, MAX_PLAYLIST, IDLE_TIMEOUT, what)
+        body = await collect_body(self.clock, response, MAX_PLAYLIST, IDLE_TIMEOUT, what)
         return body.decode("utf-8", "replace"), final
 
     async def _fetch_segment_async(self, url: str, kind: str) -> tuple[bytes, bytes]:
         what = "HLS key" if kind == "key" else "HLS segment"
         response = await self._get(url, what)
-        data = await _collect(self.clock, response, MAX_SEGMENT, IDLE_TIMEOUT, what)
+        data = await collect_body(self.clock, response, MAX_SEGMENT, IDLE_TIMEOUT, what)
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
-        if not ctype or self.xr.scrubber.leaks(ctype.decode("latin-1")):
+        if not ctype or self.scrubber.leaks(ctype.decode("latin-1")):
             suffix = urlsplit(url).path.rsplit(".", 1)[-1].lower()
             ctype = _CONTENT_TYPES.get("key" if kind == "key" else suffix, b"video/mp2t")
         return data, ctype
@@ -401,7 +403,7 @@ class HlsServer:
         return Deferred.fromCoroutine(self._fetch_segment_async(url, kind))
 
     async def _get(self, url: str, what: str) -> IResponse:
-        response = await self.xr.client.request(url, timeout=FETCH_TIMEOUT, what=what)
+        response = await self.client.request(url, timeout=FETCH_TIMEOUT, what=what)
         if response.code != 200:
             discard_body(response)
             raise ProviderError(f"{what}: HTTP {response.code}")

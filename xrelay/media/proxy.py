@@ -34,7 +34,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest, IResponse
 from zope.interface import implementer
 
-__all__ = ["StreamProxy", "pass_headers", "PASSED_HEADERS", "abort_request", "discard_body"]
+__all__ = ["StreamProxy", "pass_headers", "PASSED_HEADERS", "abort_request"]
 
 log = Logger()
 
@@ -91,33 +91,6 @@ def finish_request(request: IRequest) -> None:
     request.finish()
 
 
-class _Discard(Protocol):
-    def __init__(self) -> None:
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionMade(self) -> None:
-        # A body we will not read: close that connection instead of
-        # draining a possibly endless stream.
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if not self.closed.called:
-            self.closed.callback(None)
-
-
-def discard_body(response: IResponse) -> Deferred[None]:
-    """Drop a response body we do not want, closing its connection; fires
-    once that connection is done with."""
-    body = _Discard()
-    try:
-        response.deliverBody(body)
-    except Exception:  # already delivered / the connection is gone
-        return succeed(None)
-    return body.closed
 
 
 @implementer(IPushProducer)

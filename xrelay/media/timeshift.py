@@ -32,8 +32,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from xrelay.media.vod import FileRelay, authenticate
-from xrelay.web.routes import text_error
+from xrelay.catalog.cache import CatalogCache
+from xrelay.core.config import UserConfig
+from xrelay.http.errors import HTTPError, NotFound, Unavailable
+from xrelay.media.files import FileRelay
+from xrelay.media.hls_proxy import HlsServer
+from xrelay.provider.client import ProviderClient
 
 __all__ = ["TimeshiftServer", "parse_start", "provider_start", "zone"]
 
@@ -97,68 +101,56 @@ def provider_start(moment: datetime, provider_tz: Any) -> str:
 
 
 class TimeshiftServer:
-    """``xr.timeshift``: both catch-up URL forms."""
+    """Catch-up: a past programme of a channel with an archive, as a file or as HLS."""
 
-    def __init__(self, xr: Any, files: FileRelay) -> None:
-        self.xr = xr
+    def __init__(self, clock: Any, catalog: CatalogCache, client: ProviderClient, timezone: str,
+                 files: FileRelay, hls: HlsServer) -> None:
+        self.clock = clock
+        self.catalog = catalog
+        self.client = client
+        self.timezone = timezone
         self.files = files
+        self.hls = hls
 
-    def serve_path(self, request: IRequest, user: str, password: str, duration: str,
-                   start: str, stream: str) -> Any:
-        return self._serve(request, user, password, duration, start, stream)
-
-    def serve_query(self, request: IRequest) -> Any:
-        args = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
-                for k, v in (request.args or {}).items() if v}
-        stream = args.get("stream", "")
-        if "." not in stream and args.get("extension"):
-            stream = f"{stream}.{args['extension']}"
-        return self._serve(request, args.get("username"), args.get("password"),
-                           args.get("duration", ""), args.get("start", ""), stream)
-
-    def _serve(self, request: IRequest, user: str | None, password: str | None,
-               duration: str, start: str, stream: str) -> Any:
-        account, error = authenticate(self.xr, request, user, password)
-        if error is not None:
-            return error
+    def serve(self, request: IRequest, account: UserConfig, duration: str, start: str,
+              stream: str) -> Any:
+        """A logged-in user's catch-up request: *duration* minutes from
+        *start* of *stream* (``ID.EXT``, ``ts`` or ``m3u8``)."""
         ident, _, ext = (stream or "").partition(".")
         ext = (ext or "ts").lower()
         if not (ident.isascii() and ident.isdigit()) or len(ident) > 11 or ext not in ("ts", "m3u8"):
-            return text_error(request, 404, "unknown stream")
+            raise NotFound("unknown stream")
         stream_id = int(ident)
-        cache = self.xr.cache
+        cache = self.catalog
         if not cache.loaded:
-            return text_error(request, 503, "the catalog is not loaded yet, try again soon")
+            raise Unavailable("the catalog is not loaded yet, try again soon", retry_after=10)
         channel = cache.live(stream_id)
         if channel is None:
-            return text_error(request, 404, "unknown channel")
+            raise NotFound("unknown channel")
         if not channel.tv_archive:
-            return text_error(request, 404, "this channel has no catch-up")
+            raise NotFound("this channel has no catch-up")
         try:
             minutes = int(str(duration).strip())
         except ValueError:
             minutes = 0
         if not 0 < minutes <= MAX_DURATION:
-            return text_error(request, 400, f"bad duration {duration!r}: minutes, 1 to {MAX_DURATION}")
-        moment = parse_start(start, zone(self.xr.config.server.timezone))
+            raise HTTPError(400, f"bad duration {duration!r}: minutes, 1 to {MAX_DURATION}")
+        moment = parse_start(start, zone(self.timezone))
         if moment is None:
-            return text_error(request, 400, f"bad start {start!r}: use YYYY-MM-DD:HH-MM or a UNIX time")
-        now = self.xr.reactor.seconds()
+            raise HTTPError(400, f"bad start {start!r}: use YYYY-MM-DD:HH-MM or a UNIX time")
+        now = self.clock.seconds()
         at = moment.timestamp()
         days = channel.archive_days
         if at > now + FUTURE_SLACK:
-            return text_error(request, 404, "that programme has not started yet")
+            raise NotFound("that programme has not started yet")
         if days and at < now - days * 86400 - WINDOW_SLACK:
-            return text_error(request, 404, f"outside this channel's {days}-day archive")
+            raise NotFound(f"outside this channel's {days}-day archive")
         local = provider_start(moment, zone(cache.account.get("timezone")))
-        url = self.xr.client.timeshift_url(minutes, local, stream_id, ext)
+        url = self.client.timeshift_url(minutes, local, stream_id, ext)
         what = f"catch-up {stream_id} at {local}"
         log.info("{what} for {user} ({minutes} min)", what=what, user=account.username,
                  minutes=minutes)
         if ext == "m3u8":
-            hls = self.xr.hls
-            if hls is None:
-                return text_error(request, 501, "HLS catch-up is not available in this build")
-            return hls.remote_playlist(request, account, ("timeshift", stream_id, local), url)
+            return self.hls.remote_playlist(request, account, ("timeshift", stream_id, local), url)
         return self.files.play(request, account, ("timeshift", stream_id), url, what)
 

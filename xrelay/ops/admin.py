@@ -26,16 +26,15 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay import __version__
-from xrelay.http.auth import require_admin
+from xrelay.http.errors import HTTPError, NotFound
 from xrelay.ops.overview import Overview
-from xrelay.web.routes import text_error
 
 __all__ = ["AdminPage"]
 
@@ -50,65 +49,63 @@ MAX_ROWS = 100
 
 
 class AdminPage:
-    def __init__(self, xr: Any, overview: Overview) -> None:
-        self.xr = xr
+    """The admin page's answers; the routes (:mod:`xrelay.web.routes`) check the admin login."""
+
+    def __init__(self, overview: Overview, trigger_ingest: Callable[[str], Any]) -> None:
         self.overview = overview
+        self.trigger_ingest = trigger_ingest
         self.token = secrets.token_urlsafe(24)
         self.static = {p.name: p.read_bytes() for p in STATIC_DIR.iterdir()
                        if p.suffix in STATIC_TYPES} if STATIC_DIR.is_dir() else {}
 
-    # -- dispatch -----------------------------------------------------------------
+    # -- GET ----------------------------------------------------------------------
 
-    def resource(self, request: IRequest) -> Any:
-        denied = require_admin(request, self.xr.config.admin)
-        if denied is not None:
-            return denied
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"x-frame-options", b"DENY")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        path = request.path.decode("latin-1").rstrip("/")
-        sub = path[len("/admin"):].lstrip("/")
-        if request.method == b"POST":
-            return self._post(request, sub)
-        if sub == "":
-            return self._html(request, self.page())
-        if sub == "live":
-            return self._html(request, self.live())
-        if sub == "state.json":
-            request.setHeader(b"content-type", b"application/json")
-            return json.dumps(self.overview.state(), default=str).encode()
-        if sub.startswith("static/") and sub[7:] in self.static:
-            name = sub[7:]
-            request.setHeader(b"content-type", STATIC_TYPES[Path(name).suffix])
-            return self.static[name]
-        return text_error(request, 404, "not found")
+    def page_html(self, request: IRequest) -> bytes:
+        return self._html(request, self.page())
+
+    def live_html(self, request: IRequest) -> bytes:
+        return self._html(request, self.live())
+
+    def state_json(self, request: IRequest) -> bytes:
+        _protect(request)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(self.overview.state(), default=str).encode()
+
+    def static_file(self, request: IRequest, name: str) -> bytes:
+        if name not in self.static:
+            raise NotFound()
+        _protect(request)
+        request.setHeader(b"content-type", STATIC_TYPES[Path(name).suffix])
+        return self.static[name]
 
     def _html(self, request: IRequest, body: str) -> bytes:
+        _protect(request)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy",
                           b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
         return body.encode()
 
-    def _post(self, request: IRequest, sub: str) -> Any:
+    # -- POST (the page's buttons) -----------------------------------------------------
+
+    def check_page_token(self, request: IRequest) -> None:
+        """A POST must come from the page: its token header, and a same-origin ``Origin``."""
+        _protect(request)
         token = (request.getHeader(b"x-xrelay-token") or b"")
         if not hmac.compare_digest(token, self.token.encode()) or not _same_origin(request):
-            return text_error(request, 403, "missing or wrong page token: reload the admin page")
-        if sub == "ingest":
-            return self._ingest(request)
-        if sub == "disconnect":
-            ident = (request.args.get(b"id") or [b""])[0].decode("latin-1")
-            if not self.overview.disconnect(ident):
-                return self._json(request, {"ok": False, "message": "that viewer is gone"}, 404)
-            return self._json(request, {"ok": True, "message": "viewer disconnected"})
-        return text_error(request, 404, "not found")
+            raise HTTPError(403, "missing or wrong page token: reload the admin page")
 
-    def _ingest(self, request: IRequest) -> bytes:
-        service = self.xr.ingest_service
-        if service is None:
-            return self._json(request, {"ok": False, "message": "ingest is not available"}, 503)
+    def disconnect(self, request: IRequest) -> bytes:
+        self.check_page_token(request)
+        ident = (request.args.get(b"id") or [b""])[0].decode("latin-1")
+        if not self.overview.disconnect(ident):
+            return self._json(request, {"ok": False, "message": "that viewer is gone"}, 404)
+        return self._json(request, {"ok": True, "message": "viewer disconnected"})
+
+    def ingest(self, request: IRequest) -> bytes:
+        self.check_page_token(request)
         already = self.overview.ingest_running
         log.info("admin requested an ingest", event="admin_ingest")
-        d = service.trigger("admin")
+        d = self.trigger_ingest("admin")
         d.addErrback(lambda f: log.failure("admin ingest", f))
         return self._json(request, {"ok": True, "message": "an ingest is already running" if already
                                     else "ingest started"}, 202)
@@ -244,6 +241,13 @@ class AdminPage:
             out.append("</tbody></table>")
         out.append("</section>")
         return "".join(out)
+
+
+def _protect(request: IRequest) -> None:
+    """Headers of every admin answer: never cached, never framed, never sniffed."""
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"x-content-type-options", b"nosniff")
 
 
 def _same_origin(request: IRequest) -> bool:

@@ -31,7 +31,6 @@ from twisted.web import server
 from twisted.web.iweb import IRequest
 
 from xrelay import __version__
-from xrelay.http.auth import require_admin
 from xrelay.ops.overview import Overview
 
 __all__ = ["Metrics", "RelayCollector", "WebStats", "endpoint_of"]
@@ -222,7 +221,7 @@ class RelayCollector:
         refused.add_metric(["user_limit"], snap.get("closed_for_user_limit", 0))
         yield refused
         bytes_in = sum(c.get("upstream", {}).get("bytes", 0) for c in channels)
-        closed = getattr(self.overview.xr.relay, "upstream_bytes_closed", 0)
+        closed = self.overview.live.upstream_bytes_closed
         yield CounterMetricFamily("xrelay_upstream_bytes", "Bytes received from the provider for live channels",
                                   value=closed + bytes_in)
         sent = sum(v.get("bytes", 0) for c in channels for v in c.get("viewers", []))
@@ -231,7 +230,7 @@ class RelayCollector:
                                   value=self.overview.disconnected)
 
     def _users(self, relay: dict[str, Any], media: dict[str, Any]) -> Iterable[Metric]:
-        users = self.overview.xr.users
+        users = self.overview.users
         yield GaugeMetricFamily("xrelay_users", "Users in the configuration", value=len(users))
         streams = GaugeMetricFamily("xrelay_user_streams", "Streams open now per user (live and files)",
                                     labels=["user"])
@@ -294,8 +293,7 @@ class RelayCollector:
 class Metrics:
     """The ``/metrics`` endpoint."""
 
-    def __init__(self, xr: Any, overview: Overview) -> None:
-        self.xr = xr
+    def __init__(self, overview: Overview) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.web = WebStats(self.registry)
         self.registry.register(RelayCollector(overview, self.web))
@@ -308,9 +306,7 @@ class Metrics:
         return generate_latest(self.registry)
 
     def render(self, request: IRequest) -> bytes:
-        denied = require_admin(request, self.xr.config.admin)
-        if denied is not None:
-            return denied
+        """The exposition for an admin (the route has checked the login)."""
         request.setHeader(b"content-type", CONTENT_TYPE)
         request.setHeader(b"cache-control", b"no-store")
         return self.exposition()

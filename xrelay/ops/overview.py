@@ -20,7 +20,13 @@ from typing import Any, Iterator
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from xrelay.ingest.ingester import IngestResult
+from xrelay.catalog.cache import CatalogCache
+from xrelay.catalog.store import CacheStore
+from xrelay.core.users import UserDB
+from xrelay.ingest.ingester import Ingester, IngestResult
+from xrelay.media.files import FileRelay
+from xrelay.media.hls_proxy import HlsServer
+from xrelay.relay.channels import LiveRelay
 
 __all__ = ["Overview", "INGEST_HISTORY"]
 
@@ -29,19 +35,16 @@ log = Logger()
 #: How many past ingests the admin page shows.
 INGEST_HISTORY = 10
 
-_EMPTY_RELAY: dict[str, Any] = {
-    "slots": {"used": 0, "allowed": 0, "handovers": 0, "refused": 0},
-    "channels": [],
-    "viewers": 0,
-    "evictions": 0,
-    "reconnects": 0,
-    "closed_for_user_limit": 0,
-}
-
-
 class Overview:
-    def __init__(self, xr: Any) -> None:
-        self.xr = xr
+    def __init__(self, store: CacheStore, ingester: Ingester, catalog: CatalogCache, users: UserDB,
+                 relay: LiveRelay, files: FileRelay, hls: HlsServer) -> None:
+        self.store = store
+        self.ingester = ingester
+        self.catalog = catalog
+        self.users = users
+        self.live = relay
+        self.files = files
+        self.hls = hls
         self.started = time.time()
         self.ingests: deque[dict[str, Any]] = deque(maxlen=INGEST_HISTORY)
         #: ``(outcome, trigger) -> count`` of the ingests run by this process.
@@ -54,7 +57,7 @@ class Overview:
 
     def load_history(self) -> defer.Deferred[None]:
         """Seed the ingest record from the data directory (in a thread)."""
-        d = threads.deferToThread(self.xr.store.history)
+        d = threads.deferToThread(self.store.history)
 
         def loaded(entries: list[dict[str, Any]]) -> None:
             older = [e for e in entries if isinstance(e, dict)][-INGEST_HISTORY:]
@@ -73,7 +76,7 @@ class Overview:
 
     @property
     def ingest_running(self) -> bool:
-        return self.xr.ingester.running is not None
+        return self.ingester.running is not None
 
     def last_ingest(self) -> dict[str, Any] | None:
         return self.ingests[-1] if self.ingests else None
@@ -86,7 +89,7 @@ class Overview:
 
     def cache_age(self) -> float | None:
         """Seconds since the current catalog was written (None: no catalog)."""
-        generation = getattr(self.xr.cache, "generation", None)
+        generation = self.catalog.generation
         if generation is None:
             return None
         try:
@@ -95,7 +98,7 @@ class Overview:
             return None
 
     def catalog_counts(self) -> dict[str, int]:
-        current = getattr(self.xr.cache, "current", None)
+        current = self.catalog.current
         counts = current.counts if current is not None else {}
         return {k: v for k, v in counts.items() if isinstance(v, int)}
 
@@ -103,14 +106,12 @@ class Overview:
 
     def relay(self) -> dict[str, Any]:
         """The relay's snapshot, each viewer with an ``id`` for the admin."""
-        relay = self.xr.relay
-        if relay is None or not hasattr(relay, "snapshot"):
-            return {**_EMPTY_RELAY, "channels": []}
+        relay = self.live
         snap = relay.snapshot()
-        channels = {c.stream_id: c for c in getattr(relay, "channels", {}).values()}
+        channels = {c.stream_id: c for c in relay.channels.values()}
         for row in snap.get("channels", []):
             channel = channels.get(row.get("stream_id"))
-            live = list(_viewers_of(channel)) if channel is not None else []
+            live = list(channel.fanout.iter_viewers()) if channel is not None else []
             rows = row.get("viewers", [])
             if len(live) == len(rows):
                 for viewer, vrow in zip(live, rows):
@@ -121,12 +122,9 @@ class Overview:
 
     def media(self) -> dict[str, Any]:
         """Movies, episodes and catch-up being proxied, and HLS channels
-        (``xr.vod.snapshot()``), each proxied file with an ``id``."""
-        vod = self.xr.vod
-        if vod is None or not hasattr(vod, "snapshot"):
-            return {"files": [], "hls": None}
-        snap = vod.snapshot()
-        rows = snap.get("files") or []
+        (no provider URL), each proxied file with an ``id``."""
+        snap = {"files": self.files.snapshot(), "hls": self.hls.snapshot()}
+        rows = snap["files"]
         playbacks = self._playbacks()
         if len(playbacks) == len(rows):
             for playback, row in zip(playbacks, rows):
@@ -136,8 +134,7 @@ class Overview:
         return snap
 
     def _playbacks(self) -> list[Any]:
-        files = getattr(self.xr.vod, "files", None)
-        return sorted(getattr(files, "playbacks", ()), key=lambda p: p.started)
+        return sorted(self.files.playbacks, key=lambda p: p.started)
 
     def viewer_id(self, viewer: Any) -> str:
         ident = self._ids.get(viewer)
@@ -146,13 +143,12 @@ class Overview:
         return ident
 
     def iter_viewers(self) -> Iterator[Any]:
-        relay = self.xr.relay
-        for channel in list(getattr(relay, "channels", {}).values()):
-            yield from _viewers_of(channel)
+        for channel in list(self.live.channels.values()):
+            yield from channel.fanout.iter_viewers()
 
     def disconnect(self, viewer_id: str, reason: str = "disconnected by the admin") -> bool:
         """Close one viewer's stream cleanly.  False if no such viewer."""
-        for viewer in list(self.iter_viewers()) + (self._playbacks() if self.xr.vod is not None else []):
+        for viewer in list(self.iter_viewers()) + self._playbacks():
             if self._ids.get(viewer) == viewer_id:
                 log.info("admin disconnects {viewer} ({viewer_id})", viewer=f"{viewer.user}@{viewer.address}",
                          viewer_id=viewer_id, event="viewer_disconnected")
@@ -164,7 +160,7 @@ class Overview:
     def close_streams_of(self, usernames: set[str], reason: str) -> int:
         """Close every live stream of these users; how many were closed."""
         closed = 0
-        playbacks = self._playbacks() if self.xr.vod is not None else []
+        playbacks = self._playbacks()
         for viewer in list(self.iter_viewers()) + playbacks:
             if viewer.user in usernames:
                 viewer.close(reason)
@@ -191,9 +187,3 @@ class Overview:
             },
         }
 
-
-def _viewers_of(channel: Any) -> Iterator[Any]:
-    fanout = getattr(channel, "fanout", None)
-    if fanout is None:
-        return iter(())
-    return iter(list(fanout.iter_viewers()))

@@ -1,9 +1,4 @@
-"""Operations wiring: /metrics, /admin, the start-up line, user reloads.
-
-Called by :func:`xrelay.tap.build` like every feature module.  It sets
-``xr.metrics`` and ``xr.admin``, listens to the ingester (for the ingest
-record the admin sees) and to user reloads (SIGHUP), and returns the
-``ops`` service.
+"""The ``ops`` service: the start-up line, the ingest record, user reloads.
 
 Reload policy (SIGHUP): a viewer keeps streaming while its user still
 exists with the same password and is neither disabled nor expired; the
@@ -15,31 +10,19 @@ changed are closed cleanly (their URL no longer logs in).  A lowered
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
 from xrelay import __version__
-from xrelay.ops.admin import AdminPage
-from xrelay.core.config import UserConfig
-from xrelay.ops.metrics import Metrics
+from xrelay.core.config import Config, UserConfig
+from xrelay.core.users import UserDB
 from xrelay.ops.overview import Overview
 
-__all__ = ["OpsService", "wire", "revoked_users"]
+__all__ = ["OpsService", "revoked_users", "close_revoked"]
 
 log = Logger()
-
-
-def wire(reactor: Any, xr: Any) -> "OpsService":
-    overview = Overview(xr)
-    xr.ingester.listeners.append(overview.on_ingest)
-    xr.metrics = Metrics(xr, overview)
-    xr.admin = AdminPage(xr, overview)
-    listeners = getattr(xr, "user_listeners", None)
-    if listeners is not None:
-        listeners.append(lambda previous: close_revoked(xr, overview, previous))
-    return OpsService(reactor, xr, overview)
 
 
 def revoked_users(previous: dict[str, UserConfig], users: Any, now: float | None = None) -> set[str]:
@@ -54,8 +37,10 @@ def revoked_users(previous: dict[str, UserConfig], users: Any, now: float | None
     return gone
 
 
-def close_revoked(xr: Any, overview: Overview, previous: dict[str, UserConfig]) -> None:
-    gone = revoked_users(previous, xr.users)
+def close_revoked(users: UserDB, overview: Overview, previous: dict[str, UserConfig]) -> None:
+    """After a reload: close the streams of users removed, disabled,
+    expired or with a new password."""
+    gone = revoked_users(previous, users)
     if not gone:
         return
     closed = overview.close_streams_of(gone, "the user was removed or changed by a reload")
@@ -69,21 +54,24 @@ class OpsService(Service):
 
     name = "ops"
 
-    def __init__(self, reactor: Any, xr: Any, overview: Overview) -> None:
+    def __init__(self, reactor: Any, config: Config, users: UserDB, overview: Overview,
+                 close_provider_connections: Callable[[], Any]) -> None:
         self.reactor = reactor
-        self.xr = xr
+        self.config = config
+        self.users = users
         self.overview = overview
+        self.close_provider_connections = close_provider_connections
         self._trigger: Any = None
 
     def startService(self) -> None:
         super().startService()
-        config = self.xr.config
+        config = self.config
         log.info("xrelay {version} starting: listen {listen}, {users} users, data in {data_dir}, "
                  "admin pages {admin}", version=__version__, listen=config.server.listen,
-                 users=len(self.xr.users), data_dir=str(config.ingest.data_dir),
+                 users=len(self.users), data_dir=str(config.ingest.data_dir),
                  admin="on" if config.admin is not None else "off (no [admin])", event="start")
         self.overview.load_history()
-        if self._trigger is None and hasattr(self.reactor, "addSystemEventTrigger"):
+        if self._trigger is None:
             self._trigger = self.reactor.addSystemEventTrigger("during", "shutdown", self._close_pool)
 
     def stopService(self) -> None:
@@ -93,4 +81,4 @@ class OpsService(Service):
 
     def _close_pool(self) -> Any:
         self._trigger = None
-        return self.xr.client.close()
+        return self.close_provider_connections()

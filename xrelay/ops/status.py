@@ -1,6 +1,6 @@
 """``GET /status``: what the relay is doing, as JSON, for the admin.
 
-Protected by HTTP Basic auth with ``[admin] username`` and ``password``.
+Behind HTTP Basic auth with ``[admin] username`` and ``password`` (the route checks it).
 Lists the live channels (upstream state, buffer, viewers with user, address,
 bytes and start time), the provider slots used and allowed, and eviction,
 reconnect and handover counts. Never includes provider URLs or secrets.
@@ -14,31 +14,27 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from xrelay.http.auth import require_admin
+from xrelay.ops.overview import Overview
 
 __all__ = ["StatusPage"]
 
 
 class StatusPage:
-    def __init__(self, xr: Any) -> None:
-        self.xr = xr
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
         self.started = time.time()
 
     def snapshot(self) -> dict[str, Any]:
-        xr = self.xr
         out: dict[str, Any] = {
             "time": time.time(),
             "started": self.started,
-            "catalog_loaded": bool(getattr(xr.cache, "loaded", False)),
+            "catalog_loaded": self.overview.catalog.loaded,
         }
-        if xr.relay is not None:
-            out.update(xr.relay.snapshot())
+        out.update(self.overview.live.snapshot())
         return out
 
     def render(self, request: IRequest) -> bytes:
-        denied = require_admin(request, self.xr.config.admin)
-        if denied is not None:
-            return denied
+        """The answer for an admin (the route has checked the login)."""
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(self.snapshot(), indent=1).encode() + b"\n"

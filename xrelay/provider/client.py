@@ -28,7 +28,7 @@ from xrelay.core import jsonparse
 from xrelay.core.config import UpstreamConfig
 from xrelay.core.scrub import Scrubber
 
-__all__ = ["ProviderClient", "ProviderError", "Download", "JsonText"]
+__all__ = ["ProviderClient", "ProviderError", "Download", "JsonText", "collect_body", "discard_body"]
 
 log = Logger()
 
@@ -328,7 +328,7 @@ class ProviderClient:
         """Stream a response body into *path* (created or truncated)."""
         response = await self.request(url, timeout=timeout, what=what)
         if response.code != 200:
-            await _discard(response)
+            await discard_body(response)
             raise ProviderError(f"{what}: HTTP {response.code}")
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")
         with open(path, "wb") as out:
@@ -359,9 +359,9 @@ class ProviderClient:
         what = action or "account info"
         response = await self.request(self.api_url(action, **params), timeout=timeout, what=what)
         if response.code != 200:
-            await _discard(response)
+            await discard_body(response)
             raise ProviderError(f"{what}: HTTP {response.code}")
-        body = await _collect(self.reactor, response, max_bytes, idle_timeout, what)
+        body = await collect_body(self.reactor, response, max_bytes, idle_timeout, what)
         return await threads.deferToThread(parse_json_answer, body, what)
 
 
@@ -439,7 +439,7 @@ def _not_json(head: bytes, size: int, what: str) -> ProviderError:
     return ProviderError(f"{what}: not JSON (starts with {word!r})")
 
 
-async def _collect(clock: IReactorTime, response: IResponse, max_bytes: int, idle: float, what: str) -> bytes:
+async def collect_body(clock: IReactorTime, response: IResponse, max_bytes: int, idle: float, what: str) -> bytes:
     sink = _MemorySink()
     body = _BodyToSink(clock, sink, max_bytes, idle, what)
     response.deliverBody(body)
@@ -447,11 +447,30 @@ async def _collect(clock: IReactorTime, response: IResponse, max_bytes: int, idl
     return b"".join(sink.chunks)
 
 
-async def _discard(response: IResponse) -> None:
-    """Drop a body we don't want (the connection is reused once it ends)."""
-    response.deliverBody(_Drop())
+class _Discard(Protocol):
+    def __init__(self) -> None:
+        self.closed: defer.Deferred[None] = defer.Deferred()
 
-
-class _Drop(Protocol):
     def dataReceived(self, data: bytes) -> None:
         pass
+
+    def connectionMade(self) -> None:
+        # A body we will not read: close that connection instead of
+        # draining a possibly endless stream.
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+def discard_body(response: IResponse) -> defer.Deferred[None]:
+    """Drop a provider response body we do not want, closing its connection;
+    fires once that connection is done with."""
+    body = _Discard()
+    try:
+        response.deliverBody(body)
+    except Exception:  # already delivered / the connection is gone
+        return defer.succeed(None)
+    return body.closed

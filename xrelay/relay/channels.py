@@ -20,7 +20,7 @@ that user's oldest stream.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -36,14 +36,12 @@ from xrelay.relay.fanout import Fanout, Viewer
 from xrelay.relay.sockwrite import bound_send_buffer, direct_writer
 from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
 from xrelay.relay.upstream import Upstream, UpstreamError
-from xrelay.web.routes import text_error
+from xrelay.catalog.cache import CatalogCache
+from xrelay.core.config import UserConfig
+from xrelay.http.errors import NotFound, Unavailable, text_error
+from xrelay.provider.client import ProviderClient
 
 log = Logger()
-
-#: Treated as "no limit" when the provider says max_connections is 0.
-UNLIMITED_SLOTS = 10_000
-
-_DENIED = {"disabled": "this account is disabled", "expired": "this account has expired"}
 
 
 class ChannelClosed(Exception):
@@ -188,7 +186,7 @@ class Channel:
                 "behind_seconds": round(v.behind() / rate, 2) if rate else None,
                 "paused": v.paused,
             })
-        channel = self.relay.xr.cache.live(self.stream_id)
+        channel = self.relay.catalog.live(self.stream_id)
         return {
             "stream_id": self.stream_id,
             "name": channel.name if channel is not None else "",
@@ -287,12 +285,16 @@ def _end_request(request: IRequest) -> None:
 class LiveRelay:
     """All live channels of this xrelay, and the request handler."""
 
-    def __init__(self, xr: Any, config: RelayConfig | None = None) -> None:
-        self.xr = xr
-        self.clock = xr.reactor
-        self.config = config or xr.config.relay
-        self.slots = ProviderSlots(self.clock, capacity=1, handover_pause=self.config.handover_pause)
-        self.user_streams = UserStreams(self.clock)
+    def __init__(self, clock: Any, config: RelayConfig, catalog: CatalogCache, client: ProviderClient,
+                 slots: ProviderSlots, user_streams: UserStreams,
+                 refresh_capacity: Callable[[], None] = lambda: None) -> None:
+        self.clock = clock
+        self.config = config
+        self.catalog = catalog
+        self.client = client
+        self.slots = slots
+        self.user_streams = user_streams
+        self.refresh_capacity = refresh_capacity
         self.channels: dict[int, Channel] = {}
         self.evictions = 0
         self.reconnects = 0
@@ -302,42 +304,27 @@ class LiveRelay:
 
     # -- provider side -----------------------------------------------------
 
-    def refresh_capacity(self) -> None:
-        override = self.xr.config.upstream.max_connections
-        if override:
-            self.slots.set_capacity(override)
-            return
-        account = self.xr.cache.account or {}
-        value = account.get("max_connections")
-        if isinstance(value, int):
-            self.slots.set_capacity(value if value > 0 else UNLIMITED_SLOTS)
-
     def stream_url(self, stream_id: int) -> str:
-        return self.xr.client.stream_url("live", stream_id, "ts")
+        return self.client.stream_url("live", stream_id, "ts")
 
     def open_url(self, url: str) -> Deferred[Any]:
-        return self.xr.client.request(url, timeout=30.0, what="live stream")
+        return self.client.request(url, timeout=30.0, what="live stream")
 
     # -- requests ------------------------------------------------------------
 
-    def serve(self, request: IRequest, user: str, password: str, stream_id: int | None,
-              ext: str) -> Any:
-        auth = self.xr.users.authenticate(user, password)
-        if not auth.ok:
-            if auth.reason in _DENIED:
-                return text_error(request, 403, _DENIED[auth.reason])
-            return text_error(request, 401, "wrong username or password")
-        if stream_id is None or ext not in ("ts", ""):
-            return text_error(request, 404, "unknown stream")
-        if not self.xr.cache.loaded:
-            return text_error(request, 503, "the channel list is not loaded yet, try again soon")
-        if not self.xr.cache.has("live", stream_id):
-            return text_error(request, 404, "unknown stream")
+    def serve(self, request: IRequest, account: UserConfig, stream_id: int, ext: str) -> Any:
+        """A logged-in user's request for a live channel as MPEG-TS."""
+        if ext not in ("ts", ""):
+            raise NotFound("unknown stream")
+        if not self.catalog.loaded:
+            raise Unavailable("the channel list is not loaded yet, try again soon", retry_after=10)
+        if not self.catalog.has("live", stream_id):
+            raise NotFound("unknown stream")
         if request.method == b"HEAD":
             request.setHeader(b"content-type", b"video/mp2t")
             return b""
         address = getattr(request.getClientAddress(), "host", "")
-        return Deferred.fromCoroutine(self._join(request, auth.user, address, stream_id))
+        return Deferred.fromCoroutine(self._join(request, account, address, stream_id))
 
     async def _join(self, request: IRequest, user: Any, address: str, stream_id: int) -> Any:
         channel = self.channels.get(stream_id)
@@ -352,9 +339,9 @@ class LiveRelay:
         except SlotsExhausted as e:
             log.info("refused channel {channel} to {user}@{address}: {reason}",
                      channel=stream_id, user=user.username, address=address, reason=str(e))
-            return text_error(request, 503, f"busy: {e}")
+            raise Unavailable(f"busy: {e}")
         except (UpstreamError, ChannelClosed) as e:
-            return text_error(request, 503, f"the provider did not deliver this channel: {e}")
+            raise Unavailable(f"the provider did not deliver this channel: {e}")
         finally:
             channel.waiting -= 1
             channel.maybe_linger()
@@ -403,12 +390,3 @@ class RelayService(Service):
         super().stopService()
         return self.relay.close_all()
 
-
-def wire(reactor: Any, xr: Any) -> RelayService:
-    relay = LiveRelay(xr)
-    xr.relay = relay
-    if xr.status is None:
-        from xrelay.ops.status import StatusPage
-
-        xr.status = StatusPage(xr)
-    return RelayService(relay)

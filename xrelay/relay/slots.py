@@ -279,3 +279,24 @@ class UserStreams:
             pass
         if not leases:
             del self.by_user[lease.user]
+
+
+#: Treated as "no limit" when the provider says max_connections is 0.
+UNLIMITED_SLOTS = 10_000
+
+
+def capacity_refresher(slots: ProviderSlots, override: int | None,
+                       account: Callable[[], dict[str, Any] | None]) -> Callable[[], None]:
+    """A function that sets *slots*' capacity from ``[upstream]
+    max_connections`` (*override*) or else from the provider's account
+    (its ``max_connections``; 0 means unlimited)."""
+
+    def refresh() -> None:
+        if override:
+            slots.set_capacity(override)
+            return
+        value = (account() or {}).get("max_connections")
+        if isinstance(value, int):
+            slots.set_capacity(value if value > 0 else UNLIMITED_SLOTS)
+
+    return refresh

@@ -1,304 +1,279 @@
-"""The HTTP front: every route xrelay serves, in one table.
+"""The HTTP front: every URL xrelay serves, in one Klein route table.
 
-Each route hands the request to the component that owns it (the API, the
-live relay, movies, HLS, catch-up, the admin pages); this module only knows
-the URL forms.  Components live on the :class:`~xrelay.app.XRelay` object.
+Each route checks the login with a guard (:mod:`xrelay.web.guards`), reads
+its typed path arguments (:class:`StreamRef` for ``ID.EXT``) and hands the
+request to the part that owns it: the API, the live relay, movies, HLS,
+catch-up, the admin pages.  A part that cannot serve raises an
+:class:`~xrelay.http.errors.HTTPError`; :meth:`WebApp.http_error` is the one
+place that turns it into the answer.  Streaming answers are returned as
+resources (or Deferreds) that keep their producers.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import BaseConverter, Map
 
+from xrelay.api.player_api import XtreamApi
+from xrelay.core.config import AdminConfig, UserConfig
+from xrelay.core.scrub import Scrubber
+from xrelay.core.users import UserDB
+from xrelay.http.errors import HTTPError, render_error, text_error
 from xrelay.http.request import PATH_ARGS
+from xrelay.media.hls_proxy import HlsServer
+from xrelay.media.timeshift import TimeshiftServer
+from xrelay.media.vod import VodServer
+from xrelay.ops.admin import AdminPage
+from xrelay.ops.metrics import Metrics
+from xrelay.ops.status import StatusPage
+from xrelay.relay.channels import LiveRelay
+from xrelay.web.guards import admin_only, user_login
 
-from xrelay.app import XRelay
-
-__all__ = ["WebApp", "make_site", "public_base", "text_error"]
+__all__ = ["WebApp", "Surfaces", "StreamRef"]
 
 log = Logger()
 
 ANY = ["GET", "POST", "HEAD"]
+READ = ["GET", "HEAD"]
 
 
-def text_error(request: IRequest, code: int, message: str) -> bytes:
-    """A short plain-text error answer."""
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return (message.rstrip("\n") + "\n").encode()
+@dataclass(frozen=True)
+class StreamRef:
+    """A stream's last path segment: ``1000.ts`` is ``StreamRef(1000, "ts")``;
+    without an extension the container is MPEG-TS."""
+
+    ident: int
+    ext: str
 
 
-def public_base(request: IRequest, public_url: str | None) -> str:
-    """xrelay's base URL as the client should use it: ``scheme://host:port``.
+class StreamConverter(BaseConverter):
+    """``<stream:name>``: a numeric id with an optional extension."""
 
-    From ``[server] public_url`` when set, otherwise from the request's Host
-    header (the port is always explicit, as panels do).  A Host header
-    without a port means the client used its scheme's default port (a port
-    forward or a reverse proxy in front of xrelay), and a reverse proxy's
-    ``X-Forwarded-Proto`` gives the scheme the client used.
-    """
-    if public_url:
-        return public_url
-    scheme = "https" if request.isSecure() else "http"
-    forwarded = (request.getHeader(b"x-forwarded-proto") or b"").split(b",")[0].strip().lower()
-    if forwarded in (b"http", b"https"):
-        scheme = forwarded.decode()
-    host = request.getHeader(b"host")
-    if host:
-        text = host.decode("latin-1").strip()
-        if _HOST_RE.fullmatch(text):
-            if not _PORT_RE.search(text):
-                text = f"{text}:{443 if scheme == 'https' else 80}"
-            return f"{scheme}://{text}"
-    addr = request.getHost()
-    hostname = getattr(addr, "host", "localhost")
-    if ":" in hostname:
-        hostname = f"[{hostname}]"
-    return f"{scheme}://{hostname}:{getattr(addr, 'port', 80)}"
+    regex = r"[0-9]{1,11}(?:\.[A-Za-z0-9]{1,8})?"
+
+    def to_python(self, value: str) -> StreamRef:
+        ident, dot, ext = value.partition(".")
+        return StreamRef(int(ident), ext.lower() if dot else "ts")
+
+    def to_url(self, value: StreamRef) -> str:
+        return f"{value.ident}.{value.ext}"
 
 
-_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", re.ASCII)
-_PORT_RE = re.compile(r":\d{1,5}$", re.ASCII)
+@dataclass(frozen=True)
+class Surfaces:
+    """Everything the routes hand requests to."""
+
+    users: UserDB
+    admin: AdminConfig | None
+    scrubber: Scrubber
+    api: XtreamApi
+    relay: LiveRelay
+    hls: HlsServer
+    vod: VodServer
+    timeshift: TimeshiftServer
+    status: StatusPage
+    metrics: Metrics
+    admin_page: AdminPage
+
+
+def _route_map() -> Klein:
+    app = Klein()
+    url_map: Map = app.url_map
+    url_map.converters["stream"] = StreamConverter
+    return app
 
 
 class WebApp:
-    """The route table."""
+    """The route table (its guards need ``users``, ``admin`` and ``scrubber``)."""
 
-    app = Klein()
+    app = _route_map()
 
-    def __init__(self, xr: XRelay) -> None:
-        self.xr = xr
+    def __init__(self, surfaces: Surfaces) -> None:
+        self.parts = surfaces
+        self.users = surfaces.users
+        self.admin = surfaces.admin
+        self.scrubber = surfaces.scrubber
 
-    def _missing(self, request: IRequest, what: str) -> bytes:
-        return text_error(request, 501, f"{what} is not available in this build")
-
-    # -- Xtream API (xrelay.api.player_api) ----------------------------------------------
+    # -- Xtream API ---------------------------------------------------------------
 
     @app.route("/player_api.php", methods=ANY)
-    def player_api(self, request: IRequest) -> Any:
-        if self.xr.api is None:
-            return self._missing(request, "player_api.php")
-        return self.xr.api.player_api(request)
+    @user_login("json")
+    def player_api(self, request: IRequest, account: UserConfig) -> Any:
+        return self.parts.api.player_api(request, account)
 
     @app.route("/panel_api.php", methods=ANY)
-    def panel_api(self, request: IRequest) -> Any:
-        if self.xr.api is None:
-            return self._missing(request, "panel_api.php")
-        return self.xr.api.panel_api(request)
+    @user_login("json")
+    def panel_api(self, request: IRequest, account: UserConfig) -> Any:
+        return self.parts.api.panel_api(request, account)
 
     @app.route("/get.php", methods=ANY)
-    def get_php(self, request: IRequest) -> Any:
-        if self.xr.api is None:
-            return self._missing(request, "get.php")
-        return self.xr.api.get_php(request)
+    @user_login("json")
+    def get_php(self, request: IRequest, account: UserConfig) -> Any:
+        return self.parts.api.get_php(request, account)
 
     @app.route("/xmltv.php", methods=ANY)
-    def xmltv(self, request: IRequest) -> Any:
-        if self.xr.api is None:
-            return self._missing(request, "xmltv.php")
-        return self.xr.api.xmltv(request)
+    @user_login("json")
+    def xmltv(self, request: IRequest, account: UserConfig) -> Any:
+        return self.parts.api.xmltv(request, account)
 
     # XUI's path aliases (XC_VM nginx.conf): the same answers, credentials in the path.
 
     @app.route("/player_api/<user>/<password>", methods=ANY)
     @app.route("/player_api/<user>/<password>/<action>", methods=ANY)
-    def player_api_path(self, request: IRequest, user: str, password: str, action: str | None = None) -> Any:
-        _path_args(request, username=user, password=password, action=action)
-        return self.player_api(request)
+    @user_login("json")
+    def player_api_path(self, request: IRequest, account: UserConfig, action: str | None = None) -> Any:
+        _path_args(request, account, action=action)
+        return self.parts.api.player_api(request, account)
 
     @app.route("/playlist/<user>/<password>", methods=ANY)
     @app.route("/playlist/<user>/<password>/<kind>", methods=ANY)
-    def playlist_path(self, request: IRequest, user: str, password: str, kind: str | None = None) -> Any:
-        _path_args(request, username=user, password=password, type=kind)
-        return self.get_php(request)
+    @user_login("json")
+    def playlist_path(self, request: IRequest, account: UserConfig, kind: str | None = None) -> Any:
+        _path_args(request, account, type=kind)
+        return self.parts.api.get_php(request, account)
 
-    @app.route("/epg/<user>/<password>", methods=["GET", "HEAD"])
-    @app.route("/epg/<user>/<password>/<variant>", methods=["GET", "HEAD"])
-    def epg_path(self, request: IRequest, user: str, password: str, variant: str | None = None) -> Any:
-        if variant not in (None, "gz"):
-            return text_error(request, 404, "not found")
-        _path_args(request, username=user, password=password, gzip="1" if variant else None)
-        return self.xmltv(request)
+    @app.route("/epg/<user>/<password>", methods=READ)
+    @app.route("/epg/<user>/<password>/<any(gz):variant>", methods=READ)
+    @user_login("json")
+    def epg_path(self, request: IRequest, account: UserConfig, variant: str | None = None) -> Any:
+        _path_args(request, account, gzip="1" if variant else None)
+        return self.parts.api.xmltv(request, account)
 
-    @app.route("/asset/", branch=True, methods=["GET", "HEAD"])
+    @app.route("/asset/", branch=True, methods=READ)
     def asset(self, request: IRequest) -> Any:
-        if self.xr.api is None or not hasattr(self.xr.api, "asset"):
-            return self._missing(request, "the image proxy")
-        return self.xr.api.asset(request)
+        return self.parts.api.asset(request)
 
-    # -- live relay (xrelay.relay.channels) -------------------------------------------------
+    # -- live channels ------------------------------------------------------------
 
-    @app.route("/live/<user>/<password>/<stream>", methods=["GET", "HEAD"])
-    def live(self, request: IRequest, user: str, password: str, stream: str) -> Any:
-        stream_id, ext = split_stream(stream)
-        if ext == "m3u8":
-            if self.xr.hls is None:
-                return self._missing(request, "HLS")
-            return self.xr.hls.playlist(request, user, password, stream_id)
-        if self.xr.relay is None:
-            return self._missing(request, "the live relay")
-        return self.xr.relay.serve(request, user, password, stream_id, ext)
+    @app.route("/live/<user>/<password>/<stream:stream>", methods=READ)
+    @app.route("/<user>/<password>/<stream:stream>", methods=READ)
+    @user_login("text")
+    def live(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
+        if stream.ext == "m3u8":
+            return self.parts.hls.playlist(request, account, stream.ident)
+        return self.parts.relay.serve(request, account, stream.ident, stream.ext)
 
-    @app.route("/<user>/<password>/<stream>", methods=["GET", "HEAD"])
-    def live_short(self, request: IRequest, user: str, password: str, stream: str) -> Any:
-        return self.live(request, user, password, stream)
+    # -- movies and series episodes -------------------------------------------------
 
-    # -- movies and series episodes (xrelay.media.vod) ----------------------------------
+    @app.route("/movie/<user>/<password>/<stream:stream>", methods=READ)
+    @user_login("text")
+    def movie(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
+        return self.parts.vod.serve(request, account, "movie", stream.ident, stream.ext)
 
-    @app.route("/movie/<user>/<password>/<stream>", methods=["GET", "HEAD"])
-    def movie(self, request: IRequest, user: str, password: str, stream: str) -> Any:
-        if self.xr.vod is None:
-            return self._missing(request, "movies")
-        stream_id, ext = split_stream(stream)
-        return self.xr.vod.serve(request, "movie", user, password, stream_id, ext)
+    @app.route("/series/<user>/<password>/<stream:stream>", methods=READ)
+    @user_login("text")
+    def series(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
+        return self.parts.vod.serve(request, account, "series", stream.ident, stream.ext)
 
-    @app.route("/series/<user>/<password>/<stream>", methods=["GET", "HEAD"])
-    def series(self, request: IRequest, user: str, password: str, stream: str) -> Any:
-        if self.xr.vod is None:
-            return self._missing(request, "series")
-        stream_id, ext = split_stream(stream)
-        return self.xr.vod.serve(request, "series", user, password, stream_id, ext)
+    # -- catch-up ---------------------------------------------------------------------
 
-    # -- catch-up (xrelay.media.timeshift) ------------------------------------------------
+    @app.route("/timeshift/<user>/<password>/<duration>/<start>/<stream>", methods=READ)
+    @user_login("text")
+    def timeshift(self, request: IRequest, account: UserConfig, duration: str, start: str,
+                  stream: str) -> Any:
+        return self.parts.timeshift.serve(request, account, duration, start, stream)
 
-    @app.route("/timeshift/<user>/<password>/<duration>/<start>/<stream>", methods=["GET", "HEAD"])
-    def timeshift(self, request: IRequest, user: str, password: str, duration: str,
-                  start: str, stream: str) -> Any:
-        if self.xr.timeshift is None:
-            return self._missing(request, "catch-up")
-        return self.xr.timeshift.serve_path(request, user, password, duration, start, stream)
-
-    @app.route("/timeshifts/<user>/<password>/<duration>/<stream>/<start>", methods=["GET", "HEAD"])
-    def timeshifts(self, request: IRequest, user: str, password: str, duration: str,
-                   stream: str, start: str) -> Any:
+    @app.route("/timeshifts/<user>/<password>/<duration>/<stream>/<start>", methods=READ)
+    @user_login("text")
+    def timeshifts(self, request: IRequest, account: UserConfig, duration: str, stream: str,
+                   start: str) -> Any:
         """The alternate order some panels use: ``.../DURATION/ID/START.EXT``."""
         start, dot, ext = start.rpartition(".")
         if not dot:
             start, ext = ext, "ts"
-        return self.timeshift(request, user, password, duration, start, f"{stream}.{ext}")
+        return self.parts.timeshift.serve(request, account, duration, start, f"{stream}.{ext}")
 
-    @app.route("/streaming/timeshift.php", methods=["GET", "HEAD"])
-    @app.route("/timeshift.php", methods=["GET", "HEAD"])
-    def timeshift_php(self, request: IRequest) -> Any:
-        if self.xr.timeshift is None:
-            return self._missing(request, "catch-up")
-        return self.xr.timeshift.serve_query(request)
+    @app.route("/streaming/timeshift.php", methods=READ)
+    @app.route("/timeshift.php", methods=READ)
+    @user_login("text")
+    def timeshift_php(self, request: IRequest, account: UserConfig) -> Any:
+        args = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
+                for k, v in (request.args or {}).items() if v}
+        stream = args.get("stream", "")
+        if "." not in stream and args.get("extension"):
+            stream = f"{stream}.{args['extension']}"
+        return self.parts.timeshift.serve(request, account, args.get("duration", ""),
+                                          args.get("start", ""), stream)
 
-    # -- HLS segments (xrelay.media.hls_proxy) ------------------------------------------------
+    # -- HLS playlists and segments (authorised by the user token in the path) -------------
 
-    @app.route("/hls/", branch=True, methods=["GET", "HEAD"])
-    def hls(self, request: IRequest) -> Any:
-        if self.xr.hls is None:
-            return self._missing(request, "HLS")
-        return self.xr.hls.resource(request)
+    @app.route("/hls/<user>/<user_token>/<name>", methods=READ)
+    def hls(self, request: IRequest, user: str, user_token: str, name: str) -> Any:
+        return self.parts.hls.resource(request, user, user_token, name)
 
-    # -- operations (xrelay.ops.status, xrelay.ops.metrics, xrelay.ops.admin) -----------------
+    # -- operations -------------------------------------------------------------------------
 
     @app.route("/status", methods=["GET"])
+    @admin_only
     def status(self, request: IRequest) -> Any:
-        if self.xr.status is None:
-            return self._missing(request, "/status")
-        return self.xr.status.render(request)
+        return self.parts.status.render(request)
 
     @app.route("/metrics", methods=["GET"])
+    @admin_only
     def metrics(self, request: IRequest) -> Any:
-        if self.xr.metrics is None:
-            return self._missing(request, "/metrics")
-        return self.xr.metrics.render(request)
+        return self.parts.metrics.render(request)
 
+    @app.route("/admin", methods=["GET"])
     @app.route("/admin/", methods=["GET"])
-    @app.route("/admin", branch=True, methods=["GET", "POST"])
-    def admin(self, request: IRequest) -> Any:
-        if self.xr.admin is None:
-            return self._missing(request, "/admin")
-        return self.xr.admin.resource(request)
+    @admin_only
+    def admin_page(self, request: IRequest) -> Any:
+        return self.parts.admin_page.page_html(request)
+
+    @app.route("/admin/live", methods=["GET"])
+    @admin_only
+    def admin_live(self, request: IRequest) -> Any:
+        return self.parts.admin_page.live_html(request)
+
+    @app.route("/admin/state.json", methods=["GET"])
+    @admin_only
+    def admin_state(self, request: IRequest) -> Any:
+        return self.parts.admin_page.state_json(request)
+
+    @app.route("/admin/static/<name>", methods=["GET"])
+    @admin_only
+    def admin_static(self, request: IRequest, name: str) -> Any:
+        return self.parts.admin_page.static_file(request, name)
+
+    @app.route("/admin/ingest", methods=["POST"])
+    @admin_only
+    def admin_ingest(self, request: IRequest) -> Any:
+        return self.parts.admin_page.ingest(request)
+
+    @app.route("/admin/disconnect", methods=["POST"])
+    @admin_only
+    def admin_disconnect(self, request: IRequest) -> Any:
+        return self.parts.admin_page.disconnect(request)
 
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"xrelay: point your IPTV player at this address (Xtream Codes login).\n"
 
-    # -- errors ----------------------------------------------------------------
+    # -- errors: the one place they become answers -----------------------------------------
+
+    @app.handle_errors(HTTPError)
+    def http_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, HTTPError)
+        return render_error(request, error)
 
     @app.handle_errors(NotFound)
-    def not_found(self, request: IRequest, failure: Any) -> bytes:
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
         return text_error(request, 404, "not found")
 
     @app.handle_errors(MethodNotAllowed)
-    def not_allowed(self, request: IRequest, failure: Any) -> bytes:
+    def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         return text_error(request, 405, "method not allowed")
 
 
-def _path_args(request: IRequest, **values: str | None) -> None:
-    setattr(request, PATH_ARGS, {k: v for k, v in values.items() if v is not None})
-
-
-def split_stream(segment: str) -> tuple[int | None, str]:
-    """``"123.ts"`` -> ``(123, "ts")``; ``"123"`` -> ``(123, "ts")``; junk -> ``(None, ext)``."""
-    ident, dot, ext = segment.partition(".")
-    ext = ext.lower() if dot else "ts"
-    return (int(ident) if ident.isascii() and ident.isdigit() and len(ident) < 12 else None), ext
-
-
-_SECRET_PATH = re.compile(r"^/(live|movie|series|timeshifts?|player_api|playlist|epg)/([^/]+)/([^/]+)(?=/|$)")
-_SECRET_SHORT = re.compile(r"^/([^/?]+)/([^/?]+)/([^/?]+)$")
-_SECRET_QUERY = re.compile(r"(password=)[^&]*", re.I)
-
-
-def redact_uri(uri: str) -> str:
-    """A request URI safe to log: users' passwords masked."""
-    # The router decodes %2F into a separator, so the log must read it as one.
-    uri = re.sub(r"%2[fF]", "/", uri)
-    uri = _SECRET_QUERY.sub(r"\1***", uri)
-    path, sep, query = uri.partition("?")
-    if _SECRET_PATH.match(path):
-        path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/{m.group(2)}/***", path)
-    else:
-        path = _SECRET_SHORT.sub(lambda m: f"/{m.group(1)}/***/{m.group(3)}", path)
-    return path + sep + query
-
-
-def _access_log_line(timestamp: str, request: Any) -> str:
-    uri = redact_uri(request.uri.decode("latin-1", "replace"))
-    return (f'{request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "-"} '
-            f'"{request.method.decode("latin-1")} {quote(uri, safe="/:?=&%*.-_~+,;@[]")}" '
-            f'{request.code} {request.sentLength or "-"}')
-
-
-class _HostGuard(Resource):
-    """Answers 400 to a malformed Host header before routing (the router
-    would fail on it with a 500)."""
-
-    isLeaf = True
-
-    def __init__(self, inner: Any) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def render(self, request: IRequest) -> Any:
-        host = request.getHeader(b"host")
-        if host is not None and (len(host) > 255 or not _HOST_RE.fullmatch(host.decode("latin-1"))):
-            return text_error(request, 400, "bad Host header")
-        return self.inner.render(request)
-
-
-def make_site(xr: XRelay) -> Site:
-    def access_log_line(timestamp: str, request: Any) -> str:
-        # Someone may try the provider's own credentials on xrelay: even then
-        # they must not be written to the log.
-        return xr.scrubber.text(_access_log_line(timestamp, request))
-
-    site = Site(_HostGuard(WebApp(xr).app.resource()), logFormatter=access_log_line)
-    site.displayTracebacks = False
-    if xr.metrics is not None and hasattr(xr.metrics, "instrument"):
-        xr.metrics.instrument(site)  # request counts and latency by endpoint
-    return site
+def _path_args(request: IRequest, account: UserConfig, **values: str | None) -> None:
+    """Parameters a path alias gives (they win over the query and the body)."""
+    given = {"username": account.username, "password": account.password, **values}
+    setattr(request, PATH_ARGS, {k: v for k, v in given.items() if v is not None})
