@@ -11,7 +11,8 @@ import treq
 from twisted.internet import reactor
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import open_stream, start_provider, wait_until as poll, within
+
+from demo_helpers import open_stream, start_provider, wait_until as poll, within
 
 USER, PASS = "provider-user", "provider-pass"
 CREDS = {"username": USER, "password": PASS}

@@ -21,7 +21,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThread
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import start_provider, within
+
+from demo_helpers import start_provider, within
 
 USER, PASS = "provider-user", "provider-pass"
 
