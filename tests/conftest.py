@@ -41,7 +41,8 @@ def _timeout_of(item: pytest.Item) -> float:
     return float(value or 0)
 
 
-def _cancel_after(test: Callable[..., Any], seconds: float, name: str) -> Callable[..., Any]:
+def _cancel_after(test: Callable[..., Any], seconds: float, name: str,
+                  clock: Any = reactor) -> Callable[..., Any]:
     """``test``, whose Deferred (or coroutine) fails after ``seconds``."""
 
     def bounded(**kwargs: Any) -> Any:
@@ -53,7 +54,7 @@ def _cancel_after(test: Callable[..., Any], seconds: float, name: str) -> Callab
                 where = outcome.getTraceback() if isinstance(outcome, Failure) else repr(outcome)
                 raise AssertionError(f"{name} did not finish within {timeout:g} s and was "
                                      f"cancelled; where it waited:\n{where}")
-            result.addTimeout(seconds, reactor, onTimeoutCancel=expired)
+            result.addTimeout(seconds, clock, onTimeoutCancel=expired)
         return result
 
     return bounded

@@ -48,7 +48,7 @@ class StreamReader(Protocol):
         self.received += len(data)
         if self.want is not None and self.received >= self.want and not self.done.called:
             self.done.callback(self)
-            self.transport.stopProducing()
+            self.stop()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.reason = reason
