@@ -13,10 +13,10 @@ test uses (:func:`within`, :func:`wait_until`).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import treq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -80,13 +80,14 @@ async def read_stream(url: str, want: int, timeout: float = 30.0, **kw: Any) -> 
     return reader.data[:want]
 
 
-def within(d: Deferred[Any], seconds: float = 15.0, clock: Any = None,
-           what: str = "") -> Deferred[Any]:
-    """``d``, cancelled and failing with TimeoutError after ``seconds``
-    (naming ``what`` it waited for): a broken test fails instead of hanging
-    the suite."""
+def within(d: Deferred[Any] | Coroutine[Any, Any, Any], seconds: float = 15.0,
+           clock: Any = None, what: str = "") -> Deferred[Any]:
+    """``d`` (a Deferred or a coroutine), cancelled and failing with
+    TimeoutError after ``seconds`` (naming ``what`` it waited for): a broken
+    test fails instead of hanging the suite."""
     if clock is None:
         from twisted.internet import reactor as clock
+    d = ensureDeferred(d)
 
     def expired(result: Any, timeout: float) -> None:
         raise TimeoutError(f"{what or repr(d)} did not happen within {timeout:g} s")
