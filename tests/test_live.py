@@ -179,6 +179,9 @@ async def test_silent_upstream_is_reopened(tmp_path: Path) -> None:
         relay.provider.faults.live = None
         await stats.wait_for(lambda: stats.opened_total("live") >= 3)
         await reader.wait_more(50_000)
+        assert reader.reason is None  # the viewer stayed connected throughout
+        upstream = relay.xr.relay.snapshot()["channels"][0]["upstream"]
+        assert upstream["reconnects"] >= 2 and upstream["last_error"] == "no data for 0.5 s", upstream
         reader.close()
         await reader.ended
     finally:
