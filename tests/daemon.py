@@ -210,17 +210,16 @@ class Daemon:
         import treq
         from twisted.internet.task import deferLater
 
-        waited = 0.0
+        deadline = reactor.seconds() + timeout
         while True:
             response = await treq.get(self.url + "/player_api.php?username=alice&password=alicepw"
-                                                 "&action=get_live_streams")
+                                                 "&action=get_live_streams", timeout=10)
             rows = await response.json() if response.code == 200 else await response.content()
             if isinstance(rows, list) and rows:
                 return [int(r["stream_id"]) for r in rows]
-            if waited > timeout:
+            if reactor.seconds() > deadline:
                 raise AssertionError(f"the API served no live streams within {timeout} s")
             await deferLater(reactor, 0.05, lambda: None)
-            waited += 0.05
 
     def mark(self) -> int:
         """The output length now, for ``wait_line(after=...)``."""

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from xrelay.demo.testing import wait_until
+from demo_helpers import wait_until, within
 
 
 class RawResponse(Protocol):
@@ -91,11 +91,12 @@ async def raw_request(port: int, path: str, *, method: str = "GET",
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     proto = RawResponse(("\r\n".join(lines) + "\r\n\r\n").encode(), read=read)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), proto)
+    await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), proto),
+                 what=f"connecting for {path}")
     if wait == "closed":
-        await proto.closed
+        await within(proto.closed, 30, what=f"the end of the answer to {method} {path}")
     elif wait == "head":
-        await proto.head_seen
+        await within(proto.head_seen, 30, what=f"the head of the answer to {method} {path}")
     return proto
 
 

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from xrelay.demo.testing import wait_until  # noqa: F401  (re-exported for the tests)
+from demo_helpers import wait_until  # noqa: F401  (re-exported for the tests)
 
 
 class StreamReader(Protocol):
@@ -40,15 +40,26 @@ class StreamReader(Protocol):
         self._waiters = []
         self.ended.callback(None)
 
-    def wait_bytes(self, n: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
+    def wait_bytes(self, n: int, timeout: float = 20.0) -> Deferred[None]:
+        """Fires once ``n`` bytes arrived; fails if the stream ends first or
+        after ``timeout`` seconds."""
+        d: Deferred[None] = Deferred(lambda d: self._drop(d))
         if self.received >= n:
             d.callback(None)
         elif self.reason is not None:
             d.errback(AssertionError(f"stream ended after {self.received} bytes"))
         else:
             self._waiters.append((n, d))
+
+            def expired(result: Any, seconds: float) -> None:
+                raise AssertionError(f"{n} bytes did not arrive within {seconds:g} s "
+                                     f"(got {self.received})")
+
+            d.addTimeout(timeout, global_reactor, onTimeoutCancel=expired)
         return d
+
+    def _drop(self, d: Deferred[None]) -> None:
+        self._waiters = [w for w in self._waiters if w[1] is not d]
 
     def wait_more(self, n: int) -> Deferred[None]:
         return self.wait_bytes(self.received + n)

@@ -161,7 +161,8 @@ async def test_a_host_without_port_is_the_default_port_of_the_scheme(relay):
     assert b"https://tv.example.net:443/live/alice/alicepw/" in a.body
     assert f":{relay.port}".encode() not in a.body
     rows = (await fetch(f"{relay.url}/player_api.php?{query(action='get_live_streams')}", headers=proxied)).json()
-    assert all(r["stream_icon"].startswith("https://tv.example.net:443/asset/") for r in rows if r["stream_icon"])
+    icons = [r["stream_icon"] for r in rows if r["stream_icon"]]
+    assert icons and all(icon.startswith("https://tv.example.net:443/asset/") for icon in icons)
     # a forwarded scheme that is neither http nor https is ignored
     a = await fetch(f"{relay.url}/player_api.php?{query()}", headers={"host": "tv.example.net", "x-forwarded-proto": "gopher"})
     assert a.json()["server_info"]["server_protocol"] == "http"
@@ -190,8 +191,9 @@ async def test_server_info_from_public_url_and_timezone(tmp_path):
         for row in rows:
             start = datetime.fromtimestamp(int(row["start_timestamp"]), ZoneInfo("Asia/Tokyo"))
             assert row["start"] == start.strftime("%Y-%m-%d %H:%M:%S")
-        icons = (await api(relay.url, user="bob", password="bobpw", action="get_live_streams")).json()
-        assert all(r["stream_icon"].startswith("https://tv.example.org/asset/") for r in icons if r["stream_icon"])
+        rows = (await api(relay.url, user="bob", password="bobpw", action="get_live_streams")).json()
+        icons = [r["stream_icon"] for r in rows if r["stream_icon"]]
+        assert icons and all(icon.startswith("https://tv.example.org/asset/") for icon in icons)
     finally:
         await relay.stop()
 
@@ -255,7 +257,7 @@ async def test_category_filters_and_limit(relay):
                 assert row["category_id"] == cat["category_id"]  # as XUI answers a category
             seen.update(r.get("stream_id", r.get("series_id")) for r in rows)
         categorised = {r.get("stream_id", r.get("series_id")) for r in bundle[rows_key] if r["category_ids"]}
-        assert seen == categorised
+        assert categorised and seen == categorised
         full = (await api(relay.url, action=action)).body
         for everything in ("0", "", "abc"):
             assert (await api(relay.url, action=action, category_id=everything)).body == full
@@ -299,6 +301,7 @@ async def test_empty_lists_are_empty_arrays(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_vod_info(relay):
+    assert relay.bundle["vod_streams"]
     for row in relay.bundle["vod_streams"][:10]:
         for action in ("get_vod_info", "209"):
             data = (await api(relay.url, action=action, vod_id=row["stream_id"])).json()
@@ -317,6 +320,7 @@ async def test_vod_info(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_series_info_shapes(relay):
+    assert relay.bundle["series"]
     for row in relay.bundle["series"]:
         for action in ("get_series_info", "204"):
             data = (await api(relay.url, action=action, series_id=row["series_id"])).json()
@@ -458,6 +462,7 @@ async def test_panel_api_categories_and_channel_types(relay):
     assert data["categories"] == {"live": bundle["live_categories"], "movie": bundle["vod_categories"],
                                   "series": bundle["series_categories"]}
     names = {c["category_id"]: c["category_name"] for c in bundle["live_categories"]}
+    assert names and bundle["live_streams"]
     for row in bundle["live_streams"]:
         channel = data["available_channels"][str(row["stream_id"])]
         assert isinstance(channel["num"], int) and isinstance(channel["tv_archive"], int)

@@ -50,7 +50,7 @@ def test_simple_data_table_flags() -> None:
     past = [r for r in rows if int(r["stop_timestamp"]) <= NOW]
     assert past and all(r["has_archive"] == 1 for r in past)
     no_archive = api.answer(catalog, request(), "get_simple_data_table", {"stream_id": "2"})
-    assert all(r["has_archive"] == 0 for r in no_archive["epg_listings"])
+    assert no_archive["epg_listings"] and all(r["has_archive"] == 0 for r in no_archive["epg_listings"])
 
 
 def test_aliases_and_fallbacks() -> None:

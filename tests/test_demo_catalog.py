@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from xrelay.demo.catalog import Context, DemoCatalog
 
@@ -95,11 +94,14 @@ def test_epg_window_and_shared_ids() -> None:
     assert cat.epg_channel_id(8) == cat.epg_channel_id(7)
 
 
-def test_hundred_thousand_items_build_quickly() -> None:
+def test_hundred_thousand_items() -> None:
+    """A benchmark-sized catalog, whole and in order (its speed is measured by
+    the benchmarks that use it, bench/big_catalog.py: a wall-clock bound here
+    would fail on a busy machine)."""
     cat = DemoCatalog(live=100_000, vod=100_000)
-    started = time.perf_counter()
     rows = cat.list_rows("live", CTX)
     body = json.dumps(rows, separators=(",", ":"))
-    elapsed = time.perf_counter() - started
     assert len(rows) == 100_000 and len(body) > 10_000_000
-    assert elapsed < 10, f"100k live rows took {elapsed:.1f}s"
+    assert [r["stream_id"] for r in rows] == list(range(1, 100_001))
+    vod = cat.list_rows("vod", CTX)
+    assert [r["stream_id"] for r in vod] == list(range(100_001, 200_001))

@@ -9,9 +9,13 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionLost
+from twisted.web.client import ResponseNeverReceived
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import open_stream, start_provider, wait_until as poll, within
+
+from demo_helpers import open_stream, start_provider, wait_until as poll, within
 
 USER, PASS = "provider-user", "provider-pass"
 CREDS = {"username": USER, "password": PASS}
@@ -65,8 +69,9 @@ async def test_api_fault_limited_to_one_action(provider: DemoProvider) -> None:
 @pytest_twisted.ensureDeferred
 async def test_api_hang_never_answers(provider: DemoProvider) -> None:
     provider.faults.api = "hang"
-    with pytest.raises(Exception):
+    with pytest.raises(ResponseNeverReceived) as never:
         await treq.get(f"{provider.url}/player_api.php", params=CREDS, timeout=0.3)
+    assert never.value.reasons[0].check(CancelledError)  # treq's timeout gave up waiting
     assert provider.stats.requests["player_api"] == 1
 
 
@@ -99,8 +104,9 @@ async def test_get_php_refuse_and_reset(provider: DemoProvider) -> None:
     await response.content()
     assert response.code == 404
     provider.faults.get_php = "reset"
-    with pytest.raises(Exception):
+    with pytest.raises(ResponseNeverReceived) as never:
         await treq.get(f"{provider.url}/get.php", params=params)
+    assert never.value.reasons[0].check(ConnectionLost)
 
 
 @pytest_twisted.ensureDeferred

@@ -17,11 +17,13 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThread
 
 from xrelay.demo.provider import DemoProvider
-from xrelay.demo.testing import start_provider, within
+
+from demo_helpers import start_provider, within
 
 USER, PASS = "provider-user", "provider-pass"
 
@@ -203,7 +205,7 @@ async def test_service_listens_then_stops() -> None:
     assert (await api(p))["user_info"]["auth"] == 1
     url = p.url
     await service.stopService()
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectionRefusedError):
         await treq.get(f"{url}/player_api.php", timeout=2)
 
 

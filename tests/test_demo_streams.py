@@ -22,7 +22,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from xrelay.demo import hls
 from xrelay.demo.provider import DemoProvider
 from xrelay.demo.sample import TS_PACKET, sample_clip
-from xrelay.demo.testing import (
+
+from demo_helpers import (
     open_stream, read_stream, start_provider, within,
 )
 

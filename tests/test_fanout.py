@@ -126,8 +126,12 @@ def test_pause_reentered_during_write_stops_the_loop():
     first = consumer.drain()
     assert len(consumer.writes) == 2  # one more write, then paused again inside it
     rest = b""
-    while viewer.paused:
+    for _ in range(1000):
+        if not viewer.paused:
+            break
         rest += consumer.drain()
+    else:
+        raise AssertionError("the viewer stayed paused through 1000 drains")
     assert is_aligned(first + rest)
     assert fanout.ring.tail - viewer.offset == 0
     assert not upstream.paused
@@ -246,9 +250,13 @@ def test_eviction_during_a_burst():
     late = Consumer(limit=1)
     viewer = fanout.attach(late)
     assert viewer.paused and len(late.writes) == 1  # paused inside its burst
-    while not viewer.detached:
+    for _ in range(100):
+        if viewer.detached:
+            break
         fanout.feed(gop(400))
         keep.drain()
+    else:
+        raise AssertionError("the paused viewer was never evicted")
     assert viewer.evicted and late.aborted
     # After the eviction nothing more is written to it, even if resumed.
     writes = len(late.writes)
@@ -443,6 +451,7 @@ def test_short_writes_keep_the_cursor_inside_the_chunk():
     rounds = 0
     while len(got) < len(stream):
         assert viewer.paused
+        assert rounds < len(stream), "no progress: the viewer is resumed but writes nothing"
         viewer.resumeProducing()  # the socket is writable again
         clock.advance(0)
         rounds += 1

@@ -110,13 +110,14 @@ async def test_types_are_normalised_from_a_quirky_provider(setup: Any) -> None:
     assert (await s.ingester.run()).ok
     bundle = json.loads((s.data_dir / "bundle.json").read_bytes())
     ids = [r["stream_id"] for r in bundle["live_streams"]]
-    assert len(ids) == len(set(ids)), "duplicate rows per category are merged"
+    assert ids and len(ids) == len(set(ids)), "duplicate rows per category are merged"
     for row in bundle["live_streams"]:
         assert isinstance(row["stream_id"], int) and isinstance(row["num"], int)
         assert row["stream_type"] == "live"
         assert isinstance(row["tv_archive"], int) and isinstance(row["tv_archive_duration"], int)
         assert row["category_id"] is None or row["category_id"].isdigit()
         assert row["added"].isdigit()
+    assert bundle["vod_streams"]
     for row in bundle["vod_streams"]:
         assert row["container_extension"].isalnum()
 

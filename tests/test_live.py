@@ -128,12 +128,12 @@ async def test_stalled_client_is_evicted_and_does_not_slow_the_others(tmp_path: 
         stalled.sendall(f"GET /live/alice/alicepw/{channel}.ts HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         live = relay.xr.relay
         await wait_until(lambda: live.evictions == 1, timeout=10)
-        start, before = reactor.seconds(), healthy.received
+        before = healthy.received
         await healthy.wait_more(rate // 8)  # one more second of stream
-        elapsed = reactor.seconds() - start
-        # (generous: a loaded CI machine must not make this flaky)
-        assert elapsed < 2.5, f"healthy viewer slowed down: {elapsed:.2f}s for 1 s of stream"
         assert healthy.received > before
+        # It kept up with the live edge (a measure in bytes, not in wall-clock time).
+        viewer = live.snapshot()["channels"][0]["viewers"][0]
+        assert not viewer["paused"] and viewer["behind_seconds"] < 0.5, viewer
         assert live.channels[channel].fanout.viewers and len(live.channels[channel].viewers) == 1
         stalled.close()
         healthy.close()
@@ -179,6 +179,9 @@ async def test_silent_upstream_is_reopened(tmp_path: Path) -> None:
         relay.provider.faults.live = None
         await stats.wait_for(lambda: stats.opened_total("live") >= 3)
         await reader.wait_more(50_000)
+        assert reader.reason is None  # the viewer stayed connected throughout
+        upstream = relay.xr.relay.snapshot()["channels"][0]["upstream"]
+        assert upstream["reconnects"] >= 2 and upstream["last_error"] == "no data for 0.5 s", upstream
         reader.close()
         await reader.ended
     finally:

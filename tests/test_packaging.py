@@ -3,9 +3,13 @@ the ``xrelay`` command, and does not shadow Twisted's own packages."""
 
 from __future__ import annotations
 
+import ast
+import configparser
 import os
+import re
 import subprocess
 import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,34 @@ def test_no_twisted_init_files_in_the_source_tree() -> None:
     assert not (ROOT / "twisted" / "__init__.py").exists()
     assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_install_requires_is_what_the_package_imports() -> None:
+    """Every distribution xrelay imports is declared, and nothing declared is
+    left unused (service-identity is used by Twisted's TLS, never imported)."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    declared = set()
+    for line in config["options"]["install_requires"].splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            declared.add(_canonical(re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0]))
+    modules: set[str] = set()
+    for path in (ROOT / "xrelay").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    owners = packages_distributions()
+    imported = {_canonical(dist) for module in modules - set(sys.stdlib_module_names) - {"xrelay"}
+                for dist in owners.get(module, [module]) if _canonical(dist) != "xrelay"}
+    assert imported - declared == set(), "imported but not in install_requires"
+    assert declared - imported == {"service-identity"}, "declared but never imported"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from apiclient import fetch, query
+from demo_helpers import wait_until, within
 from harness import USERS, start_relay
 from xrelay.core.config import UserConfig
 from xrelay.demo.provider import DemoSettings
@@ -141,11 +142,7 @@ async def test_xmltv_plain_and_gzip(relay):
 
 
 async def _wait_for_gz(relay):
-    guide = relay.xr.api.guide
-    while guide.gz_building:  # bounded: one file of a few hundred KB
-        d = defer.Deferred()
-        relay.xr.reactor.callLater(0.01, d.callback, None)
-        await d
+    await within(relay.xr.api.guide.gz_idle(), 30, what="the compressed guide file")
 
 
 @pytest_twisted.ensureDeferred
@@ -225,7 +222,7 @@ async def test_a_client_that_stops_reading_pauses_the_stream(tmp_path, monkeypat
     (bounded memory), and gets the complete body once it reads again."""
     import socket
 
-    from twisted.internet import reactor, threads
+    from twisted.internet import threads
 
     from xrelay.http import body as api_body
 
@@ -249,12 +246,9 @@ async def test_a_client_that_stops_reading_pauses_the_stream(tmp_path, monkeypat
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", relay.port))
         sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\nConnection: close\r\n\r\n".encode())
-        for _ in range(500):  # bounded poll: wait until the producer is paused by the transport
-            if bodies and bodies[0].paused:
-                break
-            d = defer.Deferred()
-            reactor.callLater(0.01, d.callback, None)
-            await d
+        # bounded poll: the transport pauses the producer, and says so to nobody
+        await wait_until(lambda: bool(bodies) and bodies[0].paused, 10,
+                         what="the transport pausing the producer")
         body = bodies[0]
         assert body.paused, ("the transport never paused the producer", body.sent, size, body.stopped)
         assert body.sent < size / 2, (body.sent, size)
@@ -267,6 +261,7 @@ async def test_a_client_that_stops_reading_pauses_the_stream(tmp_path, monkeypat
                     return b"".join(chunks)
                 chunks.append(data)
 
+        sock.settimeout(30)  # a body that never ends fails the test, not the thread pool
         raw = await threads.deferToThread(read_all)
         sock.close()
         head, _, payload = raw.partition(b"\r\n\r\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest_twisted
@@ -10,6 +9,7 @@ import treq
 from twisted.internet.error import ConnectError
 from twisted.web.client import ResponseDone
 
+from demo_helpers import within
 from harness import start_relay
 from streamclient import open_stream
 from daemon import cache_snapshot
@@ -47,12 +47,10 @@ async def test_stop_ends_streams_cancels_ingest_keeps_cache(tmp_path: Path) -> N
     await provider.stats.wait_for(lambda: provider.stats.requests["xmltv_hung"] >= 1)
     assert relay.xr.ingester.running is not None
 
-    started = time.monotonic()
-    await relay.stop()
-    took = time.monotonic() - started
-    assert took < 5, f"stop took {took:.1f} s"
+    # The stop cancels the hung ingest rather than waiting for its timeout (60 s).
+    await within(relay.stop(), 30, what="the stop with a hung ingest")
     result = await ingest
-    assert not result.ok
+    assert (result.ok, result.reason) == (False, "cancelled")
     # viewers got the end of their response, not a reset
     for reader in (alice, bob):
         await reader.ended

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,13 @@ import pytest_twisted
 from twisted.web.client import ResponseDone
 
 from daemon import Daemon, cache_snapshot, start_provider
+from demo_helpers import within
 from streamclient import open_stream
 
 pytestmark = pytest.mark.slow
 
-#: The unit's TimeoutStopSec is 30 s; a graceful stop must take far less.
-STOP_BUDGET = 10.0
+#: The unit's TimeoutStopSec: systemd kills a daemon whose stop takes longer.
+STOP_TIMEOUT = 30.0
 
 
 async def first_live_id(daemon: Daemon) -> int:
@@ -43,13 +43,12 @@ async def test_sigterm_during_an_ingest(tmp_path: Path) -> None:
         daemon.signal(signal.SIGHUP)
         await provider.stats.wait_for(lambda: provider.stats.requests["xmltv_hung"] >= 1)
 
-        started = time.monotonic()
         daemon.signal(signal.SIGTERM)
-        await daemon.wait_exit()
-        took = time.monotonic() - started
+        # The stop cancels the hung ingest rather than waiting for its timeout (60 s).
+        await within(daemon.wait_exit(), STOP_TIMEOUT, what="the exit after SIGTERM")
         assert daemon.exited_cleanly_on_sigterm, (daemon.exit_code, daemon.exit_signal, daemon.text)
-        assert took < STOP_BUDGET, f"stopping took {took:.1f} s"
         assert "cancelling the running ingest" in daemon.text
+        assert "previous cache kept: cancelled" in daemon.text
 
         # the viewer's stream ended cleanly (a complete chunked response)
         await reader.ended

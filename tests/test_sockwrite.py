@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 
 import pytest_twisted
 import treq
@@ -143,6 +144,31 @@ def test_no_direct_writer_for_test_transports_or_unstarted_responses() -> None:
         startedWriting = True
 
     assert direct_writer(Fake()) is None
+
+
+def test_a_tcp_transport_without_the_expected_internals_is_reported_once(monkeypatch) -> None:
+    """A Twisted whose transport changed: the slow way, and a warning saying so."""
+    from twisted.internet import tcp
+
+    from media_helpers import LogCapture
+    from xrelay.relay import sockwrite
+
+    monkeypatch.setattr(sockwrite, "_warned", [])
+    transport = tcp.Connection.__new__(tcp.Connection)  # no __init__: no _tempDataBuffer
+    transport.socket = socket.socket()
+
+    class Request:
+        startedWriting = True
+
+    Request.transport = transport
+    try:
+        with LogCapture() as logs:
+            assert direct_writer(Request()) is None
+            assert direct_writer(Request()) is None
+    finally:
+        transport.socket.close()
+    warnings = [line for line in logs.lines if "viewers are written the slow way" in line]
+    assert len(warnings) == 1 and "_tempDataBuffer, _tempDataLen" in warnings[0], logs.lines
 
 
 # -- framing under arbitrary short writes, with a scripted socket -------------

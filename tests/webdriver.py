@@ -69,7 +69,7 @@ class Browser:
 
     async def _wait_ready(self, timeout: float = 20.0) -> None:
         # chromedriver has no readiness signal but its /status: bounded poll.
-        waited = 0.0
+        deadline = reactor.seconds() + timeout
         while True:
             try:
                 response = await treq.get(self.base + "/status", timeout=2, persistent=False)
@@ -78,10 +78,9 @@ class Browser:
                     return
             except Exception:
                 pass
-            if waited > timeout or (self.process and self.process.poll() is not None):
+            if reactor.seconds() > deadline or (self.process and self.process.poll() is not None):
                 raise WebDriverError("chromedriver did not start")
             await deferLater(reactor, 0.1, lambda: None)
-            waited += 0.1
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         kw: dict[str, Any] = {"json": body} if body is not None else {}
@@ -111,16 +110,15 @@ class Browser:
     async def wait_for(self, source: str, *args: Any, timeout: float = 20.0) -> Any:
         """Run *source* until it returns something truthy (bounded poll: a
         page offers no event to wait on from outside)."""
-        waited = 0.0
+        deadline = reactor.seconds() + timeout
         while True:
             result = await self.script(source, *args)
             if result:
                 return result
-            if waited > timeout:
+            if reactor.seconds() > deadline:
                 text = await self.script("return document.body ? document.body.innerText : ''")
                 raise AssertionError(f"page condition not met in {timeout} s: {source}\npage:\n{text}")
             await deferLater(reactor, 0.1, lambda: None)
-            waited += 0.1
 
     async def screenshot(self) -> bytes:
         return base64.b64decode(await self._call("GET", self._s("/screenshot")))

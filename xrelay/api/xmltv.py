@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import threads
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -59,12 +60,29 @@ class GuideServer:
         #: base (b"" when the guide has no markers) -> path of the finished .gz
         self.gz_ready: dict[bytes, str] = {}
         self.gz_building: set[bytes] = set()
+        self._gz_waiters: list[Deferred[None]] = []
 
     async def reloaded(self, generation: Path, index: EpgIndex) -> None:
         self.generation, self.index = generation, index
         self.gz_ready, self.gz_building = {}, set()
         if index.size and not index.markers:
             self._build_gz(b"")  # one compressed file fits every client
+        self._gz_settled()
+
+    def gz_idle(self) -> Deferred[None]:
+        """Fires once no compressed guide is being built (at once if none is)."""
+        d: Deferred[None] = Deferred()
+        if self.gz_building:
+            self._gz_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def _gz_settled(self) -> None:
+        if not self.gz_building:
+            waiters, self._gz_waiters = self._gz_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     @property
     def path(self) -> Path | None:
@@ -91,11 +109,13 @@ class GuideServer:
             if self.generation == generation:
                 self.gz_building.discard(key)
                 self.gz_ready[key] = path
+            self._gz_settled()
 
         def failed(f: Any) -> None:
             if self.generation == generation:
                 self.gz_building.discard(key)
             log.warn("cannot compress the guide: {error}", error=str(f.value))
+            self._gz_settled()
 
         threads.deferToThread(make).addCallbacks(done, failed)
 

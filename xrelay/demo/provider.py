@@ -118,7 +118,7 @@ class DemoProvider:
         self.settings = settings or DemoSettings()
         self.catalog = self.settings.catalog()
         self.tz = ZoneInfo(self.settings.timezone)
-        self.stats = DemoStats(max_connections=self.settings.max_connections)
+        self.stats = DemoStats(max_connections=self.settings.max_connections, clock=reactor)
         self.faults = DemoFaults()
         self.streams = StreamHandlers(self)
         self.panel = PanelHandlers(self)

@@ -21,18 +21,30 @@
 
 ``wait_for(predicate)`` returns a Deferred that fires once the predicate is
 true, re-checked after every change, so tests wait on events, not sleeps.
+With a clock (the provider passes its reactor) the wait has a deadline: after
+``timeout`` seconds it fails with :class:`WaitTimeout`, naming the condition
+and what the provider counted, so a broken test fails instead of hanging.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 log = Logger()
+
+#: Seconds a ``wait_for`` waits by default before failing.
+WAIT_TIMEOUT = 20.0
+
+
+class WaitTimeout(AssertionError):
+    """A ``DemoStats.wait_for`` condition did not hold before its deadline."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class DemoStats:
     kicked: int = 0
     kicked_connections: list[StreamConnection] = field(default_factory=list)
     dropped_slow: int = 0
+    #: Arms the deadline of ``wait_for``; None waits without one.
+    clock: IReactorTime | None = field(default=None, repr=False, compare=False)
     _waiters: list[tuple[Callable[[], bool], Deferred[None]]] = field(default_factory=list)
 
     # ----- queries --------------------------------------------------------
@@ -82,14 +96,30 @@ class DemoStats:
             if (kind is None or c.kind == kind) and (stream_id is None or c.stream_id == stream_id)
         )
 
-    def wait_for(self, predicate: Callable[[], bool]) -> Deferred[None]:
-        """A Deferred that fires once ``predicate()`` is true."""
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT_TIMEOUT,
+                 what: str = "") -> Deferred[None]:
+        """A Deferred that fires once ``predicate()`` is true, or fails with
+        :class:`WaitTimeout` after ``timeout`` seconds (when there is a clock).
+
+        ``what`` names the condition in that failure (default: the
+        predicate's source line)."""
         d: Deferred[None] = Deferred(lambda d: self._drop_waiter(d))
         if predicate():
             d.callback(None)
-        else:
-            self._waiters.append((predicate, d))
+            return d
+        self._waiters.append((predicate, d))
+        if self.clock is not None:
+            def expired(result: Any, seconds: float) -> None:
+                raise WaitTimeout(f"demo provider: {what or _describe(predicate)} "
+                                  f"did not hold within {seconds:g} s; {self.summary()}")
+            d.addTimeout(timeout, self.clock, onTimeoutCancel=expired)
         return d
+
+    def summary(self) -> str:
+        """What the provider counted so far, for failure messages."""
+        streams = ", ".join(f"{c.kind} {c.stream_id}" for c in self.open_streams) or "none"
+        return (f"requests {dict(self.requests)}, open streams: {streams}, "
+                f"kicked {self.kicked}, dropped_slow {self.dropped_slow}")
 
     def _drop_waiter(self, d: Deferred[None]) -> None:
         self._waiters = [w for w in self._waiters if w[1] is not d]
@@ -143,3 +173,11 @@ class DemoStats:
         if conn in self.open_streams:
             self.open_streams.remove(conn)
         self.changed()
+
+
+def _describe(predicate: Callable[[], bool]) -> str:
+    """The source of a predicate (a lambda's line), else its name."""
+    try:
+        return inspect.getsource(predicate).strip()
+    except (OSError, TypeError):
+        return getattr(predicate, "__qualname__", repr(predicate))

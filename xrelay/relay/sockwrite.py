@@ -26,6 +26,7 @@ import socket
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.logger import Logger
 
 __all__ = ["DirectWriter", "direct_writer", "bound_send_buffer"]
 
@@ -38,6 +39,14 @@ VIEWER_SEND_BUFFER = 512 * 1024
 #: Bytes already buffered by the transport that a direct write takes over.
 TAKE_OVER = 16 * 1024
 _CRLF = b"\r\n"
+
+#: The TCP transport's internals a DirectWriter uses (checked, on real
+#: transports, by tests/test_twisted_internals.py; setup.cfg pins Twisted).
+_NEEDED = ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "producerPaused",
+           "startWriting")
+
+log = Logger()
+_warned: list[bool] = []
 
 
 class DirectWriter:
@@ -164,9 +173,12 @@ def direct_writer(request: Any) -> DirectWriter | None:
     sock = getattr(transport, "socket", None)
     if sock is None or not hasattr(sock, "sendmsg"):
         return None
-    needed = ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "producerPaused",
-              "startWriting")
-    if not all(hasattr(transport, name) for name in needed):
+    missing = [name for name in _NEEDED if not hasattr(transport, name)]
+    if missing:
+        if not _warned:
+            _warned.append(True)
+            log.warn("this Twisted's TCP transport has no {missing}: viewers are written the "
+                     "slow way (install a Twisted release setup.cfg allows)", missing=", ".join(missing))
         return None
     if not getattr(request, "startedWriting", False) or getattr(request, "finished", False):
         return None

@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks that use the demo provider.
+"""Helpers for tests that use the demo provider, and the bounded waits every
+test uses (:func:`within`, :func:`wait_until`).
 
     provider = await start_provider(reactor, max_connections=1)
     data = await read_stream(f"{provider.url}/live/{USER}/{PASS}/1.ts", 50_000)
@@ -11,14 +12,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+from typing import Any, Callable, Coroutine
 
 import treq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from .provider import DemoProvider, DemoSettings
+from xrelay.demo.provider import DemoProvider, DemoSettings
 
 
 async def start_provider(reactor: Any, **settings: Any) -> DemoProvider:
@@ -45,7 +48,7 @@ class StreamReader(Protocol):
         self.received += len(data)
         if self.want is not None and self.received >= self.want and not self.done.called:
             self.done.callback(self)
-            self.transport.stopProducing()
+            self.stop()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.reason = reason
@@ -77,25 +80,39 @@ async def read_stream(url: str, want: int, timeout: float = 30.0, **kw: Any) -> 
     return reader.data[:want]
 
 
-def within(d: Deferred[Any], seconds: float = 15.0, clock: Any = None) -> Deferred[Any]:
-    """``d``, failing with TimeoutError after ``seconds``: a broken test fails
-    instead of hanging the suite."""
+def within(d: Deferred[Any] | Coroutine[Any, Any, Any], seconds: float = 15.0,
+           clock: Any = None, what: str = "") -> Deferred[Any]:
+    """``d`` (a Deferred or a coroutine), cancelled and failing with
+    TimeoutError after ``seconds`` (naming ``what`` it waited for): a broken
+    test fails instead of hanging the suite."""
     if clock is None:
         from twisted.internet import reactor as clock
-    return d.addTimeout(seconds, clock)
+    d = ensureDeferred(d)
+
+    def expired(result: Any, timeout: float) -> None:
+        raise TimeoutError(f"{what or repr(d)} did not happen within {timeout:g} s")
+
+    return d.addTimeout(seconds, clock, onTimeoutCancel=expired)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0,
-                     step: float = 0.02, clock: Any = None) -> None:
+                     step: float = 0.02, clock: Any = None, what: str = "") -> None:
     """A bounded poll: only for conditions that no event reports (bytes in
-    flight in the kernel, a counter in another component)."""
+    flight in the kernel, a counter in another component).  Fails with an
+    AssertionError naming the condition once ``timeout`` seconds have passed
+    on ``clock``."""
     if clock is None:
         from twisted.internet import reactor as clock
-    from twisted.internet.task import deferLater
-
-    waited = 0.0
+    deadline = clock.seconds() + timeout
     while not condition():
-        if waited >= timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
+        if clock.seconds() >= deadline:
+            raise AssertionError(f"{what or _describe(condition)} did not hold within {timeout:g} s")
         await deferLater(clock, step, lambda: None)
-        waited += step
+
+
+def _describe(condition: Callable[[], bool]) -> str:
+    """A condition's source (a lambda's line), else its name."""
+    try:
+        return inspect.getsource(condition).strip()
+    except (OSError, TypeError):
+        return getattr(condition, "__qualname__", repr(condition))
