@@ -1,30 +1,77 @@
-"""Logs: the JSON format, twistd integration, and a whole session's log scanned for secrets."""
+"""Logs: where twistd sends them, the JSON format, masking before encoding, a
+daemonised twistd writing its --logfile, and a whole session's log scanned for secrets."""
 
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
+import select
 import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
 import pytest_twisted
 import treq
 from twisted.application.service import Application
-from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, capturedLogs, textFileLogObserver
 from twisted.python.failure import Failure
+from twisted.python.syslog import SyslogObserver
+from twisted.scripts.twistd import ServerOptions
 
-from daemon import ADMIN, Daemon, start_provider
+from daemon import ADMIN, REPO, Daemon, start_provider
 from streamclient import open_stream
-from xrelay.ops.logs import LoggingRoot, event_as_json_line, json_observer, observer_for
+from xrelay.core.config import UpstreamConfig
+from xrelay.core.scrub import Scrubber
+from xrelay.demo.provider import DemoSettings
+from xrelay.ops.logs import (Destination, LoggingRoot, MaskedFailure, ScrubbingObserver, destination,
+                             event_as_json_line, json_observer, masked_event, open_destination, twistd_observer)
+
+#: A provider password that JSON escapes (and a username short enough to be masked only in URLs).
+AWKWARD = UpstreamConfig(url="http://panel.example:8080", username="ab", password='pa"ss\\wo/rd')
+
+
+class _Reactor:
+    """Records callFromThread calls (what the SIGUSR1 handler does)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[..., Any]] = []
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        self.calls.append(f)
+
+
+def fake_reactor() -> Any:
+    """What the log needs of an ``IReactorFromThreads``: callFromThread."""
+    return _Reactor()
+
+
+def logger_to(observer: Any) -> Logger:
+    """A logger publishing to *observer* only."""
+    return Logger(namespace="xrelay.test", observer=observer)
+
+
+def twistd_options(*argv: str) -> Any:
+    """twistd's own options, parsed as twistd parses them; what xrelay's
+    ``Options.parent`` is under twistd."""
+    config = ServerOptions()
+    config.parseOptions([*argv, "xrelay", "--demo"])
+    assert config.subOptions.parent is config
+    return config
+
+
+# -- the JSON format ------------------------------------------------------------------
 
 
 def test_one_json_object_per_line_with_the_structured_fields() -> None:
     out = io.StringIO()
     observer = json_observer(out)
-    log = Logger(namespace="xrelay.test", observer=observer)
+    log = logger_to(observer)
     log.info("evicted {viewer} from {channel}:\nbehind", viewer="alice@10.0.0.2", channel=7,
              behind=123456, event="viewer_evicted")
     log.warn("ingest failed: {reason}", reason="xmltv.php: cut off", outcome="failed", duration=1.5)
@@ -53,33 +100,268 @@ def test_failures_carry_their_traceback_and_odd_values_become_text() -> None:
     assert data["time"] == "1970-01-01T00:00:00.500Z"
 
 
-def test_legacy_messages_and_scrubbing() -> None:
-    line = event_as_json_line({"message": ("GET /x?password=hunter2",), "log_time": 1.0, "isError": 0,
-                               "system": "-"}, scrub=lambda s: s.replace("hunter2", "***"))
-    data = json.loads(line)
-    assert data["message"] == "GET /x?password=***"
+# -- masking before formatting and encoding -------------------------------------------
 
 
-def test_the_text_log_is_scrubbed_too() -> None:
-    import io
-
+def test_json_lines_are_masked_before_encoding() -> None:
+    """A password with a quote and a backslash: JSON escapes it, so masking
+    the encoded line would miss it; the event is masked first."""
+    scrubber = Scrubber(AWKWARD)
+    password = AWKWARD.password
     out = io.StringIO()
-    observer = observer_for("text", out, scrub=lambda text: text.replace("sekrit", "***"))
+    log = logger_to(ScrubbingObserver(json_observer(out), scrubber.text))
+    url = f"http://panel.example:8080/live/ab/{password}/7.ts"
+    log.info("fetching {url} failed", url=url, attempt=2, hint=password, parts=[password, "ok"])
+    line = out.getvalue()
+    data = json.loads(line)
+    assert data["message"] == "fetching http://***/live/***/***/7.ts failed"
+    assert data["url"] == "http://***/live/***/***/7.ts"
+    assert data["hint"] == "***" and data["parts"] == ["***", "ok"] and data["attempt"] == 2
+    assert password not in line and json.dumps(password)[1:-1] not in line and "ab/" not in line
+    assert scrubber.leaks(json.loads(line)["message"]) == []
+
+
+def test_tracebacks_are_masked_for_every_observer() -> None:
+    scrubber = Scrubber(AWKWARD)
+    try:
+        raise ConnectionError("refused: http://panel.example:8080/player_api.php"
+                              f"?username=ab&password={AWKWARD.password}")
+    except ConnectionError:
+        failure = Failure()
+    text_out, json_out = io.StringIO(), io.StringIO()
+    for observer in (textFileLogObserver(text_out), json_observer(json_out)):
+        log = logger_to(ScrubbingObserver(observer, scrubber.text))
+        log.failure("ingest crashed", failure)
+    for out in (text_out.getvalue(), json.loads(json_out.getvalue())["traceback"]):
+        assert "ConnectionError" in out and "refused: http://***/player_api.php?username=***&password=***" in out
+        assert AWKWARD.password not in out and "panel.example" not in out
+    event = masked_event({"log_failure": failure, "failure": failure, "log_format": "x"}, scrubber.text)
+    assert isinstance(event["log_failure"], MaskedFailure) and event["failure"] is event["log_failure"]
+    assert "panel.example" not in event["log_failure"].getErrorMessage()
+
+
+def test_legacy_events_and_every_kind_of_field_are_masked() -> None:
+    def scrub(text: str) -> str:
+        return text.replace("hunter2", "***").replace("1234", "***")
+
+    legacy = {"message": ("GET /x?password=hunter2",), "log_text": "GET /x?password=hunter2",
+              "log_format": "{log_text}", "format": "%(log_legacy)s", "log_legacy": "GET hunter2",
+              "log_time": 1.0, "isError": 0, "system": "-", "log_level": LogLevel.info}
+    event = masked_event(legacy, scrub)
+    data = json.loads(event_as_json_line(event))
+    assert data["message"] == "GET /x?password=***"
+    assert event["message"] == ("GET /x?password=***",) and "log_legacy" not in event and "format" not in event
+    # a number equal to a secret, an object whose text holds it, braces in the message
+    event = masked_event({"log_format": "{a} {{literal}} {b}", "a": 1234, "b": Path("/hunter2"),
+                          "log_namespace": "hunter2.module"}, scrub)
+    assert event["a"] == "***" and event["b"] == "/***" and event["log_namespace"] == "hunter2.module"
+    out = io.StringIO()  # the classic text renders the masked message literally
+    textFileLogObserver(out)(event)
+    assert out.getvalue().rstrip().endswith("*** {literal} /***")
+
+
+def test_the_text_log_is_masked_too() -> None:
+    out = io.StringIO()
+    observer = ScrubbingObserver(open_destination(Destination("stdout"), "text", fake_reactor(), stdout=out),
+                                 lambda text: text.replace("sekrit", "***"))
     observer({"log_format": "failed for {url}", "url": "http://h/sekrit/1.ts",
               "log_level": LogLevel.error, "log_namespace": "x", "log_time": 0.0})
-    assert "***" in out.getvalue() and "sekrit" not in out.getvalue()
+    assert "failed for http://h/***/1.ts" in out.getvalue() and "sekrit" not in out.getvalue()
+
+
+# -- where twistd sends the log ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ((), Destination("file", path="twistd.log")),
+    (("--logfile", "/var/log/xrelay.log"), Destination("file", path="/var/log/xrelay.log")),
+    (("-n",), Destination("stdout")),
+    (("-n", "--logfile", "-"), Destination("stdout")),
+    (("-n", "--logfile", "x.log"), Destination("file", path="x.log")),
+    (("--syslog",), Destination("syslog", prefix="twisted")),
+    (("--syslog", "--prefix", "xrelay", "--logfile", "ignored.log"), Destination("syslog", prefix="xrelay")),
+])
+def test_the_destination_is_twistds_choice(argv: tuple[str, ...], expected: Destination) -> None:
+    assert destination(twistd_options(*argv)) == expected
+
+
+def test_a_daemon_cannot_log_to_stdout_and_outside_twistd_it_does() -> None:
+    with pytest.raises(SystemExit, match="Daemons cannot log to stdout"):
+        destination(twistd_options("--logfile", "-"))
+    assert destination(None) == Destination("stdout")
+
+
+def test_foreground_json_lines_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    observer = twistd_observer("json", lambda text: text.replace("sekrit", "***"), fake_reactor(),
+                               twistd_options("-n", "--pidfile="))
+    logger_to(observer).info("hello {who}", who="sekrit")
+    data = json.loads(capsys.readouterr().out)
+    assert data["message"] == "hello ***" and data["who"] == "***"
+
+
+@pytest.fixture
+def sigusr1() -> Iterator[None]:
+    """Leaves the process's SIGUSR1 handler as it found it."""
+    before = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
+def test_json_lines_go_to_the_log_file_which_sigusr1_rotates(tmp_path: Path, sigusr1: None) -> None:
+    path = tmp_path / "xrelay.log"
+    reactor = fake_reactor()
+    observer = ScrubbingObserver(open_destination(destination(twistd_options("--logfile", str(path))), "json",
+                                                  reactor), lambda text: text.replace("sekrit", "***"))
+    log = logger_to(observer)
+    log.info("one {x}", x="sekrit")
+    assert json.loads(path.read_text())["message"] == "one ***"
+    handler = signal.getsignal(signal.SIGUSR1)
+    assert callable(handler)
+    handler(signal.SIGUSR1, None)
+    assert len(reactor.calls) == 1  # rotated in the reactor thread, as twistd does
+    reactor.calls[0]()
+    log.info("two")
+    assert json.loads((tmp_path / "xrelay.log.1").read_text())["message"] == "one ***"
+    assert json.loads(path.read_text())["message"] == "two"
+
+
+def test_sigusr1_taken_by_someone_else_is_left_alone(tmp_path: Path, sigusr1: None) -> None:
+    def mine(signum: int, frame: Any) -> None:
+        pass
+
+    signal.signal(signal.SIGUSR1, mine)
+    open_destination(Destination("file", path=str(tmp_path / "x.log")), "text", fake_reactor())
+    assert signal.getsignal(signal.SIGUSR1) is mine
+
+
+class FakeSyslog(SyslogObserver):
+    """Twisted's syslog observer, talking to a list instead of the syslog daemon."""
+
+    def __init__(self, prefix: str) -> None:
+        self.opened: list[str] = []
+        self.sent: list[tuple[int, str]] = []
+        super().__init__(prefix)
+
+    def openlog(self, prefix: str, options: int, facility: int) -> None:  # type: ignore[override]
+        self.opened.append(prefix)
+
+    def syslog(self, priority: int, line: str) -> None:  # type: ignore[override]
+        self.sent.append((priority, line))
+
+
+def test_syslog_gets_masked_text_even_when_json_is_configured() -> None:
+    import syslog
+
+    made: list[FakeSyslog] = []
+
+    def factory(prefix: str) -> Any:
+        made.append(FakeSyslog(prefix))
+        return made[0].emit
+
+    where = destination(twistd_options("--syslog", "--prefix", "xrelay"))
+    scrubber = Scrubber(AWKWARD)
+    observer = ScrubbingObserver(open_destination(where, "json", fake_reactor(), syslog=factory), scrubber.text)
+    log = logger_to(observer)
+    log.info("upstream {url}", url=f"http://panel.example:8080/live/ab/{AWKWARD.password}/1.ts")
+    try:
+        raise OSError(f"no route to panel.example with {AWKWARD.password}")
+    except OSError:
+        log.failure("ingest crashed")
+    fake = made[0]
+    assert fake.opened == ["xrelay"]
+    text = "\n".join(line for _, line in fake.sent)
+    assert fake.sent[0] == (syslog.LOG_INFO, "[-] upstream http://***/live/***/***/1.ts")
+    assert (syslog.LOG_ALERT, "[-] ingest crashed") in fake.sent
+    assert "OSError: no route to *** with ***" in text and '"message"' not in text  # text, not JSON
+    assert AWKWARD.password not in text and "panel.example" not in text
 
 
 def test_logging_root_hands_the_observer_to_twistd() -> None:
-    observer = observer_for("json")
-    assert observer is not None and observer_for("text") is not None
+    observer = twistd_observer("json", str, fake_reactor(), None)
     application = Application("xrelay")
     root = LoggingRoot(observer)
     root.setServiceParent(application)
     assert application.getComponent(ILogObserver) is observer
+    assert ILogObserver.providedBy(observer)  # twistd checks this before using it
     plain = Application("xrelay")
     LoggingRoot(None).setServiceParent(plain)
     assert plain.getComponent(ILogObserver, None) is None
+
+
+def test_twistd_logger_option_is_warned_about() -> None:
+    with capturedLogs() as events:
+        twistd_observer("text", str, fake_reactor(),
+                        twistd_options("-n", "--logger", "twisted.logger.jsonFileLogObserver"))
+    assert any("--logger" in e["log_format"] and e["log_level"] == LogLevel.warn for e in events)
+
+
+# -- a daemonised twistd -----------------------------------------------------------------------
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Whether process *pid* (not our child) ended within *timeout* s: one
+    bounded wait on a pidfd, no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        e.close()
+        return int(e.code)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds")
+def test_a_daemonised_twistd_writes_its_logfile(tmp_path: Path) -> None:
+    """``twistd --logfile F xrelay ...`` as an init script runs it: twistd
+    forks into the background and returns once the port listens, and every
+    line, to the last, goes to F, masked."""
+    logfile, pidfile = tmp_path / "xrelay.log", tmp_path / "xrelay.pid"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XRELAY_UPSTREAM_")}
+    env["PYTHONPATH"] = str(REPO)
+    twistd = Path(sys.executable).with_name("twistd")
+    argv = [str(twistd)] if twistd.exists() else [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    argv += ["--logfile", str(logfile), "--pidfile", str(pidfile),
+             "xrelay", "--demo", "--listen", "tcp:0:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")]
+    # the foreground twistd exits once the daemon has started its services
+    started = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    pid = int(pidfile.read_text())
+    try:
+        text = logfile.read_text()
+        assert "twistd" in text and "starting up" in text and "[xrelay.ops.service#info] xrelay" in text, text
+        port = int(text.split("Site starting on ", 1)[1].split()[0])
+        user_token = "0123456789abcdef01234567"
+        assert _get(f"http://127.0.0.1:{port}/hls/demo/{user_token}/feedbeef.ts") == 401
+        demo = DemoSettings()
+        assert _get(f"http://127.0.0.1:{port}/live/{demo.username}/{demo.password}/1.ts") == 401
+        # the access line is written before the answer is sent
+        text = logfile.read_text()
+        assert '"GET /hls/demo/***/feedbeef.ts" 401' in text and user_token not in text
+        assert '"GET /live/***/***/1.ts" 401' in text
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, 30):
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the daemon did not stop on SIGTERM within 30 s")
+    text = logfile.read_text()
+    assert text.rstrip().endswith("Server Shut Down.")  # the log followed the daemon to its end
+    assert demo.username not in text and demo.password not in text
+    assert started.stdout == "" and not pidfile.exists()
 
 
 @pytest.mark.slow
@@ -165,7 +447,11 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
 
         assert await read_some(f"{base}/live/alice/alicepw/{live_id}.ts") == 200
         await read_some(f"{base}/alice/alicepw/{live_id}")
-        await fetch(f"{base}/live/alice/alicepw/{live_id}.m3u8")
+        code, playlist = await fetch(f"{base}/live/alice/alicepw/{live_id}.m3u8")
+        hls_uris = [line for line in playlist.decode().splitlines() if "/hls/alice/" in line]
+        assert code == 200 and hls_uris
+        await fetch(hls_uris[0])  # a segment or variant, by the user's HLS token
+        hls_token = hls_uris[0].split("/hls/alice/", 1)[1].split("/", 1)[0]
         await read_some(f"{base}/movie/alice/alicepw/{movie['stream_id']}.{movie.get('container_extension') or 'mp4'}")
         if episode is not None:
             await read_some(f"{base}/series/alice/alicepw/{episode['id']}.{episode.get('container_extension') or 'mp4'}")
@@ -195,6 +481,7 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
     assert '"GET /movie/alice/***/' in text
     assert "ingest failed" in text and "ingest succeeded" in text
     assert "alicepw" not in text and "WRONG" not in text  # users' passwords neither
+    assert '"GET /hls/alice/***/' in text and hls_token not in text  # nor their HLS tokens
     for number, line in enumerate(daemon.lines, 1):
         for secret in (password, username, netloc):
             assert secret not in line, f"log line {number} contains a provider secret: {line}"
@@ -210,8 +497,18 @@ async def test_a_whole_session_never_logs_the_provider_secrets(tmp_path: Path) -
     ("/timeshifts/alice/pw/30/7/2026-01-01:10-00.ts", "/timeshifts/alice/***/30/7/2026-01-01:10-00.ts"),
     ("/timeshift/alice/pw/30/2026-01-01:10-00/7.ts", "/timeshift/alice/***/30/2026-01-01:10-00/7.ts"),
     ("/get.php?username=alice&password=pw&type=m3u", "/get.php?username=alice&password=***&type=m3u"),
+    ("/hls/alice/0123456789abcdef01234567/feedbeef.ts", "/hls/alice/***/feedbeef.ts"),
+    ("/hls/alice/0123456789abcdef01234567", "/hls/alice/***"),
 ])
 def test_access_log_masks_passwords_in_every_url_form(uri: str, logged: str) -> None:
     from xrelay.web.site import redact_uri
 
     assert redact_uri(uri) == logged
+
+
+def test_access_log_masks_the_hls_user_token_as_made() -> None:
+    from xrelay.media.segment_cache import TokenMap
+    from xrelay.web.site import redact_uri
+
+    token = TokenMap(object()).user_token("alice", "alicepw")
+    assert redact_uri(f"/hls/alice/{token}/c0ffee.m3u8") == "/hls/alice/***/c0ffee.m3u8"

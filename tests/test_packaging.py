@@ -27,6 +27,13 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _top(module: str) -> str:
+    """The importable name a distribution provides: ``zope.interface`` for the
+    ``zope`` namespace (shared by several distributions), else the top package."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "zope" else parts[0]
+
+
 def test_install_requires_is_what_the_package_imports() -> None:
     """Every distribution xrelay imports is declared, and nothing declared is
     left unused (service-identity is used by Twisted's TLS, never imported)."""
@@ -41,9 +48,9 @@ def test_install_requires_is_what_the_package_imports() -> None:
     for path in (ROOT / "xrelay").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
-                modules.update(alias.name.split(".")[0] for alias in node.names)
+                modules.update(_top(alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules.add(node.module.split(".")[0])
+                modules.add(_top(node.module))
     owners = packages_distributions()
     imported = {_canonical(dist) for module in modules - set(sys.stdlib_module_names) - {"xrelay"}
                 for dist in owners.get(module, [module]) if _canonical(dist) != "xrelay"}

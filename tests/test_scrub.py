@@ -60,3 +60,29 @@ def test_a_loopback_provider_is_masked_with_its_port() -> None:
     assert s.text(line) == "demo: open http://127.0.0.1:8080/get.php ; upstream http://***/live/***/***/1.ts"
     remote = Scrubber(UpstreamConfig(url="http://panel.example:8000", username="prov", password="secretpw"))
     assert remote.text("panel.example is down") == "*** is down"
+
+
+SHORT_USER = UpstreamConfig(url="http://panel.example:8080", username="ab", password="ppass99")
+
+
+def test_a_short_username_is_masked_where_a_url_carries_it() -> None:
+    """Masking a two-letter name everywhere would mask every word holding
+    it: it is masked as a URL path segment or query value only."""
+    s = Scrubber(SHORT_USER)
+    assert s.text("GET http://cdn.example/live/ab/ppass99/1.ts") == "GET http://cdn.example/live/***/***/1.ts"
+    assert s.text("GET /live/AB/x/1.ts") == "GET /live/***/x/1.ts"
+    assert s.text("/player_api.php?username=ab&password=x") == "/player_api.php?username=***&password=x"
+    assert s.text("/get.php?password=x&username=ab") == "/get.php?password=x&username=***"
+    assert s.text("url='http://cdn.example/x/ab' user=ab;") == "url='http://cdn.example/x/***' user=***;"
+    assert s.text("/ab?x=1 and /ab#frag and /ab\nnext") == "/***?x=1 and /***#frag and /***\nnext"
+    words = "about a table: /abc/cab/ab.ts ?x=abc&y=cab"
+    assert s.text(words) == words
+    assert s.leaks("http://cdn.example/live/ab/x/1.ts") == ["username"]
+    assert s.leaks("?username=ab") == ["username"]
+    assert s.leaks(words) == []
+
+
+def test_a_short_username_url_encoded() -> None:
+    s = Scrubber(UpstreamConfig(url="http://panel.example", username="é", password="ppass99"))
+    assert s.text("/live/%C3%A9/1.ts ?username=%c3%a9 /live/é/") == "/live/***/1.ts ?username=*** /live/***/"
+    assert s.text("café /caf%C3%A9") == "café /caf%C3%A9"

@@ -149,10 +149,12 @@ def makeService(options: Options) -> MultiService:
     service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     if options["demo"]:
         reactor.callWhenRunning(_announce_demo, xr)
-    from xrelay.ops.logs import LoggingRoot, observer_for
+    from xrelay.ops.logs import LoggingRoot, twistd_observer
 
-    # twistd starts logging after makeService: LoggingRoot hands it the observer.
-    root = LoggingRoot(observer_for(config.log.format, scrub=xr.scrubber.text))
+    # twistd starts logging after makeService: LoggingRoot hands it the observer for
+    # twistd's own destination (--logfile, --syslog, -n; options.parent is twistd's options).
+    twistd_options = getattr(options, "parent", None)  # None when not run by twistd
+    root = LoggingRoot(twistd_observer(config.log.format, xr.scrubber.text, reactor, twistd_options))
     service.setServiceParent(root)
     return root
 

@@ -28,6 +28,9 @@ PASS_MARKER = "@XRELAY_PASS@"
 #: Path prefix of the asset proxy for provider-hosted images.
 ASSET_PREFIX = "/asset"
 
+#: A username shorter than this is masked only as a URL path segment or query value.
+SHORT = 3
+
 
 def _is_loopback(host: str) -> bool:
     import ipaddress
@@ -54,6 +57,7 @@ class Scrubber:
         self.netloc = parts.netloc.lower()
         self._pw_forms = self._forms(self.password)
         self._user_forms = self._forms(self.username)
+        self._short_pattern = self._short()
         self._pattern = self._compile()
 
     def _forms(self, value: str) -> set[str]:
@@ -67,15 +71,31 @@ class Scrubber:
         # too, and masking it would hide xrelay's URLs in its own log.
         host = "" if _is_loopback(self.host) and self.netloc != self.host else self.host
         values = {self.netloc, host} | self._forms(self.password)
-        if len(self.username) >= 3:
+        if len(self.username) >= SHORT:
             values |= self._forms(self.username)
         ordered = sorted((v for v in values if v), key=len, reverse=True)
-        return re.compile("|".join(re.escape(v) for v in ordered) or r"(?!)", re.IGNORECASE)
+        alternatives = [re.escape(v) for v in ordered]
+        if self._short_pattern is not None:
+            alternatives.append(self._short_pattern.pattern)
+        return re.compile("|".join(alternatives) or r"(?!)", re.IGNORECASE)
+
+    def _short(self) -> "re.Pattern[str] | None":
+        """A username shorter than :data:`SHORT` as a whole URL path segment
+        (``/ab/``, ``/ab?``, ``/ab`` at the end) or query value (``=ab&``,
+        ``=ab`` at the end): masking it anywhere would mask every word
+        containing it, so it is masked only where a URL carries it."""
+        if not self.username or len(self.username) >= SHORT:
+            return None
+        forms = "|".join(re.escape(f) for f in sorted(self._user_forms, key=len, reverse=True))
+        segment_end = r"""(?=[/?#;\s"'<>]|$)"""
+        value_end = r"""(?=[&#;\s"'<>]|$)"""
+        return re.compile(rf"(?<=/)(?:{forms}){segment_end}|(?<==)(?:{forms}){value_end}", re.IGNORECASE)
 
     # -- text (logs, error messages) ------------------------------------
 
     def text(self, message: str) -> str:
-        """Mask every secret in a free-form message (any case, raw or URL-encoded)."""
+        """Mask every secret in a free-form message (any case, raw or URL-encoded);
+        a username shorter than :data:`SHORT` only where a URL carries it."""
         return self._pattern.sub("***", message)
 
     def leaks(self, data: str | bytes) -> list[str]:
@@ -88,9 +108,11 @@ class Scrubber:
             found.append("host")
         if any(form in data for form in self._pw_forms):
             found.append("password")
-        if len(self.username) >= 3 and any(
+        if len(self.username) >= SHORT and any(
                 f"/{form}/" in data or f"={form}&" in data or f"={form}\"" in data
                 or data.endswith(f"={form}") for form in self._user_forms):
+            found.append("username")
+        elif self._short_pattern is not None and self._short_pattern.search(data):
             found.append("username")
         return found
 
@@ -142,7 +164,7 @@ class Scrubber:
             chunk = origin.sub(lambda m: (BASE_MARKER + (ASSET_PREFIX + "/" if m.group(1) else "")).encode(),
                                chunk)
         secrets = {self.host} | self._forms(self.password)
-        if len(self.username) >= 3:
+        if len(self.username) >= SHORT:
             secrets |= {f"/{form}/" for form in self._forms(self.username)}
         for secret in sorted((v for v in secrets if v), key=len, reverse=True):
             pattern = re.compile(re.escape(secret.encode()), re.IGNORECASE)

@@ -24,13 +24,15 @@ from xrelay.web.routes import WebApp
 __all__ = ["make_site", "redact_uri"]
 
 
-_SECRET_PATH = re.compile(r"^/(live|movie|series|timeshifts?|player_api|playlist|epg)/([^/]+)/([^/]+)(?=/|$)")
+#: ``/KIND/USER/SECRET/...``: the secret is a user's password, or for ``/hls/`` the
+#: user's token (an HMAC of name and password that logs in to the HLS segments).
+_SECRET_PATH = re.compile(r"^/(live|movie|series|timeshifts?|player_api|playlist|epg|hls)/([^/]+)/([^/]+)(?=/|$)")
 _SECRET_SHORT = re.compile(r"^/([^/?]+)/([^/?]+)/([^/?]+)$")
 _SECRET_QUERY = re.compile(r"(password=)[^&]*", re.I)
 
 
 def redact_uri(uri: str) -> str:
-    """A request URI safe to log: users' passwords masked."""
+    """A request URI safe to log: users' passwords and HLS tokens masked."""
     # The router decodes %2F into a separator, so the log must read it as one.
     uri = re.sub(r"%2[fF]", "/", uri)
     uri = _SECRET_QUERY.sub(r"\1***", uri)
