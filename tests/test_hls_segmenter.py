@@ -245,11 +245,17 @@ def test_program_date_time_follows_arrival_then_durations() -> None:
 
 
 def test_continues_an_earlier_numbering() -> None:
-    segmenter, feeder, _ = make(first_sequence=100, discontinuity_sequence=5, discontinuous_start=True)
+    old, feeder, _ = make()
+    feeder.play(13)
+    old.reset()
+    feeder.play(10)
+    assert old.next_sequence == 6 and old.window[-1].discontinuity_number == 1
+    old.close()
+    segmenter, feeder, _ = make(**old.continuation())
     feeder.play(12)
     first = segmenter.window[0]
-    assert first.sequence == 100 and first.discontinuity and first.discontinuity_number == 6
-    assert segmenter.discontinuity_sequence == 5
+    assert first.sequence == 6 and first.discontinuity and first.discontinuity_number == 2
+    assert segmenter.discontinuity_sequence == 1
 
 
 # -- discontinuities ----------------------------------------------------------------------------------

@@ -299,6 +299,12 @@ class Segmenter:
             return None
         return segment
 
+    def continuation(self) -> dict[str, Any]:
+        """Keyword arguments for the segmenter of the same channel reopened
+        later, so that its playlist's numbers never go back."""
+        return {"first_sequence": self.next_sequence, "discontinuity_sequence": self._dseq,
+                "discontinuous_start": self.segments_cut > 0 or self._next_discontinuity}
+
     def held_bytes(self) -> int:
         """Stream bytes referenced by the window, the grace list and the open
         segment (a chunk shared by two segments counts twice)."""
@@ -596,7 +602,6 @@ class Segmenter:
             if found is None or before <= seg.start:
                 return
             offset, time = before, found
-        self.forced_cuts += 1
         log.debug("HLS {channel}: forced cut ({limit}s target reached before a keyframe)",
                   channel=self.name, limit=self._limit())
         self._cut(offset, time, keyframe=False, prefix=self.timing.psi, forced=True)
@@ -661,6 +666,8 @@ class Segmenter:
         )
         self.next_sequence += 1
         self.segments_cut += 1
+        if seg.forced:
+            self.forced_cuts += 1
         self._push(segment)
 
     def _push(self, segment: Segment) -> None:
