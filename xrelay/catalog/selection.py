@@ -35,7 +35,7 @@ from typing import Callable, Hashable, Mapping
 from xrelay.catalog.generation import Generation
 from xrelay.catalog.lineups import KINDS, LineupConfig, Patterns, SectionRules
 from xrelay.catalog.list_template import ListTemplate
-from xrelay.catalog.numbering import FAVOURITES, ChannelNumbers
+from xrelay.catalog.numbering import FAVOURITES, ChannelNumbers, LineupNumbers
 from xrelay.catalog.row_facts import RowFacts, load_facts
 
 __all__ = ["KindSelection", "Selection", "compute_selections", "GenerationFacts", "LISTS"]
@@ -275,8 +275,8 @@ def _select(k: _Kind, lineup: LineupConfig, mark: bytearray, numbers: ChannelNum
             (ids_by_row[r], FAVOURITES if r in rank else category[r]) for r in rows]
         if numbers is not None:
             assigned = numbers.assign(lineup.name, channels, lineup.number_from)
-        else:
-            assigned = list(range(lineup.number_from, lineup.number_from + len(rows)))
+        else:  # numbered as the first time, remembered nowhere
+            assigned = LineupNumbers(lineup.number_from).assign(channels, lineup.number_from, 0.0)
         number_of_row = array("i", bytes(4 * n))
         for r, number in zip(rows, assigned):
             number_of_row[r] = number
@@ -309,7 +309,7 @@ def compute_selections(generation: Generation, lineups: Mapping[str, LineupConfi
                        numbers: ChannelNumbers | None = None, facts: Facts | None = None) -> dict[str, Selection]:
     """Every lineup's :class:`Selection` of *generation* (blocking).  With
     *numbers*, live channels get their stable numbers (the caller saves
-    *numbers* afterwards); without, they are numbered in order."""
+    *numbers* afterwards); without, they are numbered as if for the first time."""
     facts = facts if facts is not None else GenerationFacts(generation)
     kinds = {kind: _Kind(kind, generation, facts) for kind in KINDS}
     marks: dict[tuple[str, str], bytearray] = {}
