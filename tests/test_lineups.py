@@ -15,7 +15,7 @@ from xrelay.catalog import rows as catalog
 from xrelay.catalog.generation import Generation, load_generation
 from xrelay.catalog.lineups import LineupConfig, parse_lineups
 from xrelay.catalog.prepare import prepare
-from xrelay.catalog.row_facts import FACTS, RowFacts, load_facts, write_generation_facts
+from xrelay.catalog.row_facts import FACTS, RowFacts, _lines, load_facts, write_generation_facts
 from xrelay.catalog.selection import Selection, compute_selections
 from xrelay.core.config import ConfigError
 
@@ -132,6 +132,9 @@ def test_entries_are_globs_ids_and_regexes() -> None:
     assert inc.matches(0, "uk: SKY   news hd")  # regexes ignore case, are searched
     assert inc.matches(17, "whatever") and not inc.matches(18, "whatever")
     assert inc.first(0, "Sky News") == 2 and inc.first(5, "") == 3 and inc.first(1, "x") is None
+    brackets = parse({"x": {"live": {"include_streams": ["[[]uk] *", "[!0-9]?"]}}})["x"].live.include_streams
+    assert brackets.matches_name("[UK] BBC One") and not brackets.matches_name("UK BBC One")
+    assert brackets.matches_name("a1") and not brackets.matches_name("11")
 
 
 def test_defaults() -> None:
@@ -350,9 +353,24 @@ def test_saved_facts_decide(tmp_path: Path) -> None:
     write_generation_facts(str(g1.path))
     api = g1.path / "api"
     index = json.loads((api / FACTS).read_text())
-    (api / "facts-vod_streams.json").write_text(json.dumps(["Frozen", "Up", "Night Moves", "Blue Hour"]))
+    (api / "facts-vod_streams.txt").write_text("Frozen\nUp\nNight Moves\nBlue Hour")
     from xrelay.catalog.packed import write_arrays
     from array import array
     index["vod_streams"]["arrays"] = write_arrays(api / "facts-vod_streams.idx", {"adult": array("B", [1, 0, 0, 0])})
     (api / FACTS).write_text(json.dumps(index))
     assert ids(select(g1, {"x": {"adult": "hide", "vod": {"exclude_categories": ["*18+"]}}}), "vod") == [101, 103]
+
+
+def test_saved_facts_of_empty_lists_and_odd_names(tmp_path: Path) -> None:
+    empty = make_generation(tmp_path / "empty", live={})
+    write_generation_facts(str(empty.path))
+    assert load_facts(empty.path / "api", empty.manifest, "live_streams") == RowFacts([], bytearray())
+    odd = make_generation(tmp_path / "odd", live={1: ("", [1], 0), 2: ("Two\rLines", [1], 1), 3: ("Ünï", [1], 0)})
+    write_generation_facts(str(odd.path))
+    assert load_facts(odd.path / "api", odd.manifest, "live_streams") == RowFacts(["", "Two Lines", "Ünï"],
+                                                                                 bytearray([0, 1, 0]))
+
+
+@pytest.mark.parametrize("text", ["", "a", "\n", "a\nb", "\n\nx\n", "one\ntwo\n\nthree" * 50, "x" * 100 + "\n"])
+def test_lines_split_in_pieces(text: str) -> None:
+    assert _lines(text, pieces=7) == text.split("\n")

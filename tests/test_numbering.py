@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Hashable, Sequence
+from typing import Sequence
 
 import pytest
 from twisted.internet.task import Clock
@@ -21,9 +21,11 @@ from xrelay.catalog.selection import compute_selections
 DAY = 86400.0
 
 
-def numbered(state: LineupNumbers, channels: Sequence[tuple[int, Hashable]], now: float = 0.0,
+def numbered(state: LineupNumbers, channels: Sequence[tuple[int, int]], now: float = 0.0,
              number_from: int = 1) -> dict[int, int]:
-    return dict(zip((c for c, _ in channels), state.assign(channels, number_from, now)))
+    """(channel id, block key) in lineup order -> their numbers."""
+    ids, keys = [c for c, _ in channels], [k for _, k in channels]
+    return dict(zip(ids, state.assign(ids, keys, number_from, now)))
 
 
 def test_first_numbering_in_blocks_per_category() -> None:
@@ -102,13 +104,13 @@ def test_file_round_trip(tmp_path: Path) -> None:
     clock.advance(1_000_000)
     numbers = ChannelNumbers(tmp_path, clock)
     numbers.load()
-    assert numbers.assign("kids", [(1, 10), (2, 10)]) == [1, 2]
-    assert numbers.assign("all", [(2, 10)], number_from=7) == [7]
+    assert list(numbers.assign("kids", [1, 2], [10, 10])) == [1, 2]
+    assert list(numbers.assign("all", [2], [10], number_from=7)) == [7]
     assert numbers.save() and not numbers.save()  # written once, then unchanged
     clock.advance(DAY)
     again = ChannelNumbers(tmp_path, clock)
     again.load()
-    assert again.assign("kids", [(3, 10), (2, 10)]) == [3, 2]
+    assert list(again.assign("kids", [3, 2], [10, 10])) == [3, 2]
     assert again.lineups["kids"].retired == {1: 1_000_000 + DAY}
     assert again.save()
     saved = json.loads((tmp_path / FILE_NAME).read_text())
@@ -122,7 +124,7 @@ def test_a_damaged_file_is_set_aside(tmp_path: Path) -> None:
     numbers.load()
     assert numbers.lineups == {}
     assert (tmp_path / (FILE_NAME + ".damaged")).exists() and not (tmp_path / FILE_NAME).exists()
-    assert numbers.assign("kids", [(1, 10)]) == [1] and numbers.save()
+    assert list(numbers.assign("kids", [1], [10])) == [1] and numbers.save()
 
 
 # -- through a re-ingest ------------------------------------------------------------------

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from twisted.logger import Logger
 
 from xrelay.catalog.store import write_atomic
 
-__all__ = ["ChannelNumbers", "LineupNumbers", "Clock", "FAVOURITES", "FILE_NAME", "RETIRE_AFTER", "ALIGN"]
+__all__ = ["ChannelNumbers", "LineupNumbers", "Clock", "FAVOURITES", "NO_CATEGORY", "FILE_NAME", "RETIRE_AFTER", "ALIGN"]
 
 log = Logger()
 
@@ -40,8 +41,9 @@ FORMAT = 1
 RETIRE_AFTER = 90 * 86400.0
 #: Blocks start at number_from + a multiple of this.
 ALIGN = 10
-#: The block key of favourite channels (categories are ints).
-FAVOURITES = "favourites"
+#: Block keys besides category ids: the favourites, the channels without a category.
+FAVOURITES = -2
+NO_CATEGORY = -1
 
 
 class Clock(Protocol):
@@ -60,8 +62,8 @@ class LineupNumbers:
     """One lineup's numbers: blocks, channel numbers, retired numbers."""
 
     number_from: int = 1
-    #: [key, first, last] in number order; key: a category id or FAVOURITES
-    blocks: list[list[Any]] = field(default_factory=list)
+    #: [key, first, last]; key: a category id, FAVOURITES or NO_CATEGORY
+    blocks: list[list[int]] = field(default_factory=list)
     #: channel id -> number
     numbers: dict[int, int] = field(default_factory=dict)
     #: number -> when it was retired (clock seconds)
@@ -75,32 +77,34 @@ class LineupNumbers:
     @classmethod
     def from_json(cls, value: Any) -> "LineupNumbers":
         """Raises ValueError, TypeError or KeyError on a damaged entry."""
-        blocks = [[_key(b[0]), int(b[1]), int(b[2])] for b in value["blocks"]]
+        blocks = [[int(b[0]), int(b[1]), int(b[2])] for b in value["blocks"]]
         return cls(int(value["number_from"]), blocks,
                    {int(k): int(v) for k, v in value["numbers"].items()},
                    {int(k): float(v) for k, v in value["retired"].items()})
 
-    def assign(self, channels: Sequence[tuple[int, Hashable]], number_from: int, now: float,
-               retire_after: float = RETIRE_AFTER) -> list[int]:
-        """The numbers of *channels* ((id, block key) in lineup order), the
-        state updated: kept numbers, new ones, retirements."""
+    def assign(self, ids: Sequence[int], keys: Sequence[int], number_from: int, now: float,
+               retire_after: float = RETIRE_AFTER) -> array:
+        """The numbers of the channels *ids* (in lineup order) whose blocks
+        are *keys*; the state updated: kept numbers, new ones, retirements.
+        (Two flat sequences, no object per channel: no garbage collection
+        pass over the daemon's heap in the middle of a reload.)"""
         if number_from != self.number_from:  # the admin moved the lineup: number it afresh
             self.number_from, self.blocks, self.numbers, self.retired = number_from, [], {}, {}
         self.retired = {n: t for n, t in self.retired.items() if now - t < retire_after}
-        present = {ident for ident, _ in channels}
+        present = set(ids)
         for ident in [i for i in self.numbers if i not in present]:
             self.retired[self.numbers.pop(ident)] = now
         taken = set(self.numbers.values()) | set(self.retired)
-        waiting: dict[Hashable, int] = {}
-        for ident, key in channels:
+        waiting: dict[int, int] = {}
+        for ident, key in zip(ids, keys):
             if ident not in self.numbers:
                 waiting[key] = waiting.get(key, 0) + 1
-        out = []
+        out = array("i")
         cursors: dict[int, int] = {}  # block index -> no free number below this
-        blocks: dict[Hashable, list[int]] = {}
+        blocks: dict[int, list[int]] = {}
         for i, block in enumerate(self.blocks):
             blocks.setdefault(block[0], []).append(i)
-        for ident, key in channels:
+        for ident, key in zip(ids, keys):
             number = self.numbers.get(ident)
             if number is None:
                 number = self._free(key, taken, waiting[key], blocks, cursors)
@@ -111,7 +115,7 @@ class LineupNumbers:
         self._drop_unused_blocks(taken)
         return out
 
-    def _free(self, key: Hashable, taken: set[int], waiting: int, blocks: dict[Hashable, list[int]],
+    def _free(self, key: int, taken: set[int], waiting: int, blocks: dict[int, list[int]],
               cursors: dict[int, int]) -> int:
         """The lowest free number of *key*'s blocks, or the first of a new block."""
         for i in blocks.get(key, ()):
@@ -135,10 +139,6 @@ class LineupNumbers:
     def _drop_unused_blocks(self, taken: set[int]) -> None:
         """Blocks with no number in use or retired any more are forgotten."""
         self.blocks = [b for b in self.blocks if not taken.isdisjoint(range(b[1], b[2] + 1))]
-
-
-def _key(value: Any) -> Hashable:
-    return value if value == FAVOURITES else int(value)
 
 
 class ChannelNumbers:
@@ -172,10 +172,10 @@ class ChannelNumbers:
             os.replace(self.path, self.path.with_name(FILE_NAME + ".damaged"))
             self.lineups, self._saved = {}, None
 
-    def assign(self, lineup: str, channels: Sequence[tuple[int, Hashable]], number_from: int = 1) -> list[int]:
-        """Numbers of *lineup*'s channels ((id, block key) in lineup order)."""
+    def assign(self, lineup: str, ids: Sequence[int], keys: Sequence[int], number_from: int = 1) -> array:
+        """Numbers of *lineup*'s channels *ids* (in lineup order) in the blocks *keys*."""
         state = self.lineups.setdefault(lineup, LineupNumbers(number_from))
-        return state.assign(channels, number_from, self.clock.seconds(), self.retire_after)
+        return state.assign(ids, keys, number_from, self.clock.seconds(), self.retire_after)
 
     def save(self) -> bool:
         """Write the file if anything changed (blocking, atomic); True if written."""

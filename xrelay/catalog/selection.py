@@ -30,7 +30,7 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Callable, Hashable, Mapping
+from typing import Callable, Mapping
 
 from xrelay.catalog.generation import Generation
 from xrelay.catalog.lineups import KINDS, LineupConfig, Patterns, SectionRules
@@ -46,8 +46,9 @@ LISTS = {"live": ("live_streams", "live_categories"), "vod": ("vod_streams", "vo
 _KIND = {"live": "live", "vod": "vod", "movie": "vod", "series": "series"}
 
 Facts = Callable[[str], RowFacts]
-#: Names matched per C loop (a few ms of GIL each).
-NAME_SLICE = 8192
+#: Items per C loop (name matching, array building): a few ms of GIL each,
+#: so that the reactor's thread gets it between them.
+SLICE = 4096
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,9 @@ class _Kind:
             tests = [rx.search for rx in patterns.searches]
             if patterns.globs is not None:
                 tests.append(patterns.globs.match)
-            # map + compress: C loops, no Python frame per name; in slices,
-            # so that the reactor's thread gets the GIL between them
-            for start in range(0, len(names), NAME_SLICE):
-                part = names[start:start + NAME_SLICE]
+            # map + compress: C loops, no Python frame per name, a slice at a time
+            for start in range(0, len(names), SLICE):
+                part = names[start:start + SLICE]
                 for test in tests:
                     out.extend(compress(range(start, start + len(part)), map(test, part)))
         return out
@@ -264,27 +264,27 @@ def _select(k: _Kind, lineup: LineupConfig, mark: bytearray, numbers: ChannelNum
     for r in favourites:
         others[r] = 0
     rows = array("i", favourites)
-    rows.extend(compress(range(n), others))
-    ids = array("q", compress(t.sorted_ids, map(mark.__getitem__, t.rows_by_id)))
+    rows.extend(_picked(range(n), others))
+    ids = _picked(t.sorted_ids, mark, t.rows_by_id, "q")
     numbered = array("i")
     id_numbers = array("i")
     by_number: Callable[[int], int] | None = None
     if k.kind == "live":  # numbered in this order, then shown by number
         ids_by_row, category = k.ids_by_row, k.first_category
-        channels: list[tuple[int, Hashable]] = [
-            (ids_by_row[r], FAVOURITES if r in rank else category[r]) for r in rows]
+        order_ids = array("q", (ids_by_row[r] for r in rows))
+        keys = array("q", (FAVOURITES if r in rank else category[r] for r in rows))
         if numbers is not None:
-            assigned = numbers.assign(lineup.name, channels, lineup.number_from)
+            assigned = numbers.assign(lineup.name, order_ids, keys, lineup.number_from)
         else:  # numbered as the first time, remembered nowhere
-            assigned = LineupNumbers(lineup.number_from).assign(channels, lineup.number_from, 0.0)
+            assigned = LineupNumbers(lineup.number_from).assign(order_ids, keys, lineup.number_from, 0.0)
         number_of_row = array("i", bytes(4 * n))
         for r, number in zip(rows, assigned):
             number_of_row[r] = number
         by_number = number_of_row.__getitem__
         rows = array("i", favourites)
-        rows.extend(sorted(compress(range(n), others), key=by_number))
-        numbered = array("i", map(by_number, rows))
-        id_numbers = array("i", compress(map(by_number, t.rows_by_id), map(mark.__getitem__, t.rows_by_id)))
+        rows.extend(_by_number(_picked(range(n), others), number_of_row))
+        numbered = array("i", (number_of_row[r] for r in rows))
+        id_numbers = array("i", (number_of_row[r] for r in _picked(t.rows_by_id, mark, t.rows_by_id)))
     by_category: dict[int, array] = {}
     listed = array("i")
     is_favourite = bytearray(n)
@@ -303,6 +303,29 @@ def _select(k: _Kind, lineup: LineupConfig, mark: bytearray, numbers: ChannelNum
             if i >= 0:  # a category missing from the category list is served, not listed
                 listed.append(i)
     return KindSelection(n, rows, ids, listed, by_category, numbered, id_numbers)
+
+
+def _by_number(rows: array, number_of_row: array) -> array:
+    """*rows* in the order of their (distinct) numbers: a Python loop over a
+    table of numbers, not one long sort holding the GIL."""
+    if not rows:
+        return rows
+    low = min(number_of_row[r] for r in rows)
+    high = max(number_of_row[r] for r in rows)
+    table = array("i", [-1]) * (high - low + 1)
+    for r in rows:
+        table[number_of_row[r] - low] = r
+    return array("i", (r for r in table if r >= 0))
+
+
+def _picked(values: range | array, flags: bytearray, rows: array | None = None, typecode: str = "i") -> array:
+    """The *values* whose flag is set (the flag of the same index, or of
+    the row *rows* gives for that index), a slice at a time."""
+    out = array(typecode)
+    for a in range(0, len(values), SLICE):
+        part = flags[a:a + SLICE] if rows is None else bytes(map(flags.__getitem__, rows[a:a + SLICE]))
+        out.extend(compress(values[a:a + SLICE], part))
+    return out
 
 
 def compute_selections(generation: Generation, lineups: Mapping[str, LineupConfig],
