@@ -10,6 +10,21 @@ names one with ``lineup = "NAME"``.  Per section (``live``, ``vod``,
 * ``id:123``, an id,
 * ``re:...``, a case-insensitive regular expression searched in the name.
 
+For example::
+
+    [lineups.family]
+    adult = "hide"                 # is_adult items, and categories matching adult_patterns
+    rename = [{pattern = '^(UK|US)[:|] ?', replace = ''}]
+    [lineups.family.live]
+    include_categories = ["UK*", "id:12"]
+    exclude_streams = ["re:shopping|teleshop"]
+    favourites = ["BBC One*", "id:101"]
+    [lineups.kids]
+    extends = "family"             # narrows family's result
+    number_from = 100
+    live = {include_categories = ["*Kids*"]}
+    vod = {enabled = false}
+
 The records only match; :mod:`xrelay.catalog.selection` applies them to a
 prepared generation.  Errors name the key, as the rest of the configuration
 does: ``FILE: lineups.kids.live.include_streams[2]: bad regular expression ...``.
