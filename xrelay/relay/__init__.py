@@ -1,0 +1,1 @@
+"""The live relay: channels, upstreams, fan-out, provider slots and status clips."""
