@@ -1,0 +1,1 @@
+"""HDHomeRun tuner emulation for Plex, Jellyfin and Emby."""
