@@ -542,3 +542,26 @@ async def test_socket_connections_per_address_capped() -> None:
         for client in clients:
             await client.closed.addTimeout(SAFETY, reactor)
         await port.stopListening()
+
+
+def test_refusals_are_logged_at_most_a_burst_a_minute() -> None:
+    from twisted.logger import globalLogPublisher
+
+    from xrelay.http.limits import LOG_BURST
+
+    clock = Clock()
+    site, _ = make_site(clock)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(LOG_BURST + 30):
+            channel, _ = connect(site)
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        assert len([e for e in events if e.get("event") == "http_refused"]) == LOG_BURST
+        clock.advance(60.0)
+        channel, _ = connect(site)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e["skipped"] for e in events if "skipped" in e] == [30]
+    assert site.stats["duplicate_host"] == LOG_BURST + 31

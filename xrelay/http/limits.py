@@ -397,7 +397,7 @@ class _RefusalLog:
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
-        self.window = -1.0
+        self.window = float("-inf")
         self.written = 0
         self.skipped = 0
 
