@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 import tsgen
-from xrelay.mpegts import PACKET_SIZE, packet_pid
+from xrelay.relay.mpegts import PACKET_SIZE, packet_pid
 from xrelay.relay.clips import (
     CLIP_REASONS,
     Clip,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from xrelay.config import ConfigError
+from xrelay.core.config import ConfigError
 from xrelay.hdhr.device import (
     SALT_FILE,
     HdhrDevice,

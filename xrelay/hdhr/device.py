@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import ConfigError, _Section
+from xrelay.core.config import ConfigError, _Section
 
 __all__ = [
     "HdhrDevice",

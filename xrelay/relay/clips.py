@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..mpegts import (
+from xrelay.relay.mpegts import (
     NULL_PID,
     PACKET_SIZE,
     PAT_PID,
