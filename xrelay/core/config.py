@@ -92,6 +92,10 @@ class AdminConfig:
         return f"AdminConfig(username={self.username!r}, password='***')"
 
 
+#: ``[relay] upstream_format`` values.
+UPSTREAM_FORMATS = ("auto", "ts", "hls")
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     #: Seconds an upstream stays open after its last viewer leaves.
@@ -104,6 +108,13 @@ class RelayConfig:
     reconnect_bound: float = 30.0
     #: Seconds to wait after closing a channel before reusing its slot.
     handover_pause: float = 0.3
+    #: Seconds of stream aimed at per live HLS segment (cut at keyframes).
+    hls_segment: float = 4.0
+    #: Segments listed in a live HLS playlist.
+    hls_window: int = 6
+    #: Where a channel's stream comes from: "auto" (MPEG-TS, else the
+    #: provider's HLS when the TS is refused or is a playlist), "ts" or "hls".
+    upstream_format: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -302,7 +313,17 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
         silence_timeout=rl.positive("silence_timeout", RelayConfig.silence_timeout),
         reconnect_bound=rl.positive("reconnect_bound", RelayConfig.reconnect_bound),
         handover_pause=rl.positive("handover_pause", RelayConfig.handover_pause, allow_zero=True),
+        hls_segment=rl.positive("hls_segment", RelayConfig.hls_segment),
+        hls_window=rl.get("hls_window", int, RelayConfig.hls_window),
+        upstream_format=rl.get("upstream_format", str, RelayConfig.upstream_format),
     )
+    if not 1 <= relay.hls_segment <= 10:
+        raise rl.error("hls_segment", f"must be between 1 and 10 seconds, got {relay.hls_segment:g}")
+    if not 2 <= relay.hls_window <= 30:
+        raise rl.error("hls_window", f"must be between 2 and 30 segments, got {relay.hls_window}")
+    if relay.upstream_format not in UPSTREAM_FORMATS:
+        raise rl.error("upstream_format",
+                       f"must be \"auto\", \"ts\" or \"hls\", got {relay.upstream_format!r}")
     rl.finish()
 
     lg = _Section(source, "log", top.get("log", dict, {}))
