@@ -15,7 +15,9 @@ straight from the chunk to the socket).
 * A viewer joining a running channel starts at the latest PAT that is
   followed by a PMT and a keyframe, so its player can decode at once; a
   viewer of a channel that has shown no keyframe yet waits for the first.
-* The upstream is paused only while every viewer is paused.
+* The upstream is paused only while every viewer is paused, and never
+  while ``keep_flowing`` is set (a channel's HLS viewers read the stream
+  through the ring's observers, not as viewers).
 * Publishing a chunk, and resumed viewers, are written in turns of at most
   ``drain_batch`` viewers and ``drain_budget`` bytes, so that the reactor
   keeps serving new viewers between them.
@@ -99,6 +101,9 @@ class StreamRing:
         self._scanner = AccessPointScanner()
         self._access: deque[AccessPoint] = deque()
         self._rate_samples: deque[tuple[float, int]] = deque()
+        #: Called with each new chunk and the access points found in it
+        #: (a channel's HLS segmenter reads the stream this way).
+        self.observers: list[Callable[[Chunk, list[AccessPoint]], Any]] = []
 
     @property
     def size(self) -> int:
@@ -128,7 +133,8 @@ class StreamRing:
         self.chunks[chunk.seq] = chunk
         self.next_seq += 1
         self.tail = chunk.end
-        self._access.extend(self._scanner.scan(data, chunk.start))
+        points = self._scanner.scan(data, chunk.start)
+        self._access.extend(points)
         samples = self._rate_samples
         if not samples:
             samples.append((now, chunk.start))
@@ -137,6 +143,11 @@ class StreamRing:
         while len(samples) > 2 and now - samples[1][0] > window:
             samples.popleft()
         self.trim()
+        for observer in list(self.observers):
+            try:
+                observer(chunk, points)
+            except Exception:
+                log.failure("stream observer of chunk {seq}", seq=chunk.seq)
         return chunk
 
     def trim(self) -> None:
@@ -431,6 +442,11 @@ class Fanout:
         self.bytes_in = 0
         self.evictions = 0
         self.on_empty: Callable[[Fanout], Any] | None = None
+        #: Called with a reason when a new upstream connection begins.
+        self.on_reset: list[Callable[[str], Any]] = []
+        #: Set while someone other than the viewers reads the stream: the
+        #: upstream is then never paused.
+        self.keep_flowing = False
 
     # upstream side
 
@@ -454,9 +470,26 @@ class Fanout:
         elif self._seal_call is None:
             self._seal_call = self.clock.callLater(self.chunk_delay, self.flush)
 
-    def upstream_reset(self) -> None:
-        """A new upstream connection begins: forget a partial packet."""
+    def upstream_reset(self, reason: str = "the upstream reconnected") -> None:
+        """A new upstream connection begins: publish what the old one sent,
+        forget a partial packet and tell the ``on_reset`` hooks."""
+        self.flush()
         self.aligner.reset()
+        for hook in list(self.on_reset):
+            try:
+                hook(reason)
+            except Exception:
+                log.failure("upstream reset hook of {channel}", channel=self.name)
+
+    def set_keep_flowing(self, flowing: bool) -> None:
+        """Keep the upstream flowing whatever the viewers do (or stop that)."""
+        if flowing == self.keep_flowing:
+            return
+        self.keep_flowing = flowing
+        if flowing:
+            self._set_upstream_paused(False)
+        elif self.viewers and len(self._paused) == len(self.viewers):
+            self._set_upstream_paused(True)
 
     def flush(self) -> None:
         """Publish the pending data as one chunk and write it to viewers."""
@@ -610,7 +643,7 @@ class Fanout:
             self._set_upstream_paused(True)
 
     def _set_upstream_paused(self, paused: bool) -> None:
-        if paused == self.upstream_paused:
+        if paused == self.upstream_paused or (paused and self.keep_flowing):
             return
         self.upstream_paused = paused
         if paused:

@@ -55,6 +55,23 @@ class UpstreamError(Exception):
     """Why the provider did not deliver; safe to show (no URL, no secret)."""
 
 
+class NotMpegTs(UpstreamError):
+    """The provider refused the channel's MPEG-TS (an HTTP error) or answered
+    it with a playlist: its HLS may serve instead."""
+
+
+def is_playlist_answer(content_type: bytes | None, url: str | None) -> bool:
+    """Does a stream answer's Content-Type or (final) URL say "HLS playlist"?"""
+    if content_type is not None and b"mpegurl" in content_type.lower():
+        return True
+    return url is not None and url.split("?", 1)[0].lower().endswith((".m3u8", ".m3u"))
+
+
+def looks_like_playlist(data: bytes) -> bool:
+    """Do a stream body's first bytes say "HLS playlist" rather than TS?"""
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n")[:7] == b"#EXTM3U"
+
+
 class _Body(Protocol):
     """Receives one response body and hands it to its Upstream."""
 
@@ -84,6 +101,9 @@ class _Body(Protocol):
 class Upstream:
     """The one provider connection behind a live channel."""
 
+    #: What it reads from the provider (:class:`~xrelay.relay.hls_upstream.HlsUpstream` says "hls").
+    format = "ts"
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -97,6 +117,7 @@ class Upstream:
         connect_timeout: float = CONNECT_TIMEOUT,
         backoff: Callable[[int], float] | None = None,
         on_give_up: Callable[[str], Any] | None = None,
+        on_not_ts: Callable[[str], Any] | None = None,
     ) -> None:
         self._clock = clock
         self._open_url = open_url
@@ -110,6 +131,10 @@ class Upstream:
         self._backoff = backoff or backoffPolicy(initialDelay=0.25, maxDelay=4.0, factor=2.0,
                                                  jitter=lambda: 0.0)
         self.on_give_up = on_give_up
+        #: Given, answers that are not MPEG-TS (an HTTP error on the first
+        #: connection, or a playlist) fail ``start()`` with :class:`NotMpegTs`;
+        #: a playlist found later stops the upstream and calls this hook.
+        self.on_not_ts = on_not_ts
         self.state = State.IDLE
         self.connections = 0
         self.reconnects = 0
@@ -199,10 +224,16 @@ class Upstream:
         if self.state is State.STOPPED:
             response.deliverBody(_Discard())
             return
+        final = _final_uri(response)
         if response.code != 200:
             response.deliverBody(_Discard())
+            if self.on_not_ts is not None and self._first is not None and 400 <= response.code < 500:
+                raise NotMpegTs(f"the provider refused the MPEG-TS stream (HTTP {response.code})")
             raise UpstreamError(f"the provider answered HTTP {response.code}")
-        final = _final_uri(response)
+        if self.on_not_ts is not None and is_playlist_answer(
+                (response.headers.getRawHeaders(b"content-type") or [None])[0], final):
+            response.deliverBody(_Discard())
+            raise NotMpegTs("the provider answered the MPEG-TS URL with an HLS playlist")
         if final is not None and final != self._url:
             if not self.redirected:
                 log.info("channel {channel}: the provider redirected the stream", channel=self.name)
@@ -225,6 +256,9 @@ class Upstream:
     def _connect_failed(self, failure: Failure, used_final: bool) -> None:
         if self.state is State.STOPPED:
             return
+        if failure.check(NotMpegTs):
+            self._not_ts(str(failure.value))
+            return
         if failure.check(CancelledError):
             reason = f"no answer within {self.connect_timeout:g} s"
         elif failure.check(UpstreamError):
@@ -241,6 +275,9 @@ class Upstream:
     def _data(self, data: bytes) -> None:
         self.bytes_in += len(data)
         if not self._got_data:
+            if self.on_not_ts is not None and looks_like_playlist(data):
+                self._not_ts("the provider answered the MPEG-TS URL with an HLS playlist")
+                return
             self._got_data = True
             self._failing_since = None
             self._attempt = 0
@@ -300,10 +337,27 @@ class Upstream:
         )
         self._retry = self._clock.callLater(delay, self._connect)
 
-    def _fail_first(self, reason: str) -> None:
+    def _not_ts(self, reason: str) -> None:
+        """The answer is not MPEG-TS: stop for good and say so."""
+        log.info("channel {channel}: {reason}", channel=self.name, reason=reason)
+        self.last_error = reason
+        self.state = State.FAILED
+        self._cancel_timers()
+        body, self._body = self._body, None
+        if body is not None:
+            body.active = False
+            transport: Any = body.transport  # the body's transport is a producer
+            if transport is not None:
+                transport.stopProducing()
+        if self._first is not None:
+            self._fail_first(reason, NotMpegTs(reason))
+        elif self.on_not_ts is not None:
+            self.on_not_ts(reason)
+
+    def _fail_first(self, reason: str, error: UpstreamError | None = None) -> None:
         if self._first is not None:
             first, self._first = self._first, None
-            first.errback(UpstreamError(reason))
+            first.errback(error or UpstreamError(reason))
 
     # -- timers --------------------------------------------------------------
 
