@@ -1,4 +1,5 @@
-"""HLS through xrelay: playlist rewriting, shared segments, tokens, slots."""
+"""The provider's HLS rewritten and proxied (channels xrelay cannot carry in its own
+channel hub, and catch-up): playlist rewriting, shared segments, tokens, slots."""
 
 from __future__ import annotations
 
@@ -152,6 +153,16 @@ def test_byte_range_of_cached_segments() -> None:
 
 # -- over real sockets ---------------------------------------------------------------
 
+async def start_proxying(tmp_path: Any, **kw: Any) -> Any:
+    """xrelay with every live channel's ``.m3u8`` on the rewrite-and-proxy
+    path. xrelay takes that path by itself only for a channel whose provider
+    HLS its channel hub cannot carry (encrypted or fMP4 segments: see
+    tests/test_live_hls.py); these tests check the path on every URI style."""
+    relay = await start_relay(tmp_path, **kw)
+    relay.xr.relay.proxied.update({sid: "proxied by the test" for sid in relay.live_by_id})
+    return relay
+
+
 URI_RE = re.compile(r'(?:URI=")?(http://127\.0\.0\.1:\d+/hls/[^"\s]+)')
 
 
@@ -175,7 +186,7 @@ async def fetch_all_segments(relay: Any, playlist: bytes) -> list[Any]:
 
 @pytest_twisted.ensureDeferred
 async def test_every_uri_style_is_rewritten_and_served(tmp_path: Any) -> None:
-    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=5))
+    relay = await start_proxying(tmp_path, settings=DemoSettings(max_connections=5))
     logs = LogCapture().__enter__()
     try:
         provider = relay.provider
@@ -219,7 +230,7 @@ async def test_every_uri_style_is_rewritten_and_served(tmp_path: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_many_clients_one_fetch_per_segment(tmp_path: Any) -> None:
-    relay = await start_relay(tmp_path)
+    relay = await start_proxying(tmp_path)
     try:
         stats = relay.provider.stats
         clients = 8
@@ -244,7 +255,7 @@ async def test_the_final_url_of_a_redirect_is_kept(tmp_path: Any, monkeypatch: A
     import xrelay.media.hls_proxy
 
     monkeypatch.setattr(xrelay.media.hls_proxy, "PLAYLIST_TTL", 0.0)
-    relay = await start_relay(tmp_path)
+    relay = await start_proxying(tmp_path)
     try:
         stats = relay.provider.stats
         for _ in range(3):
@@ -258,7 +269,7 @@ async def test_the_final_url_of_a_redirect_is_kept(tmp_path: Any, monkeypatch: A
 
 @pytest_twisted.ensureDeferred
 async def test_segment_urls_need_the_users_token(tmp_path: Any) -> None:
-    relay = await start_relay(tmp_path)
+    relay = await start_proxying(tmp_path)
     try:
         entry = await raw_request(relay.port, "/live/alice/alicepw/1.m3u8")
         url = path_of(uris(entry.body)[0])
@@ -282,7 +293,7 @@ async def test_segment_urls_need_the_users_token(tmp_path: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_hls_channel_holds_one_slot_and_releases_it_after_linger(tmp_path: Any) -> None:
-    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=1),
+    relay = await start_proxying(tmp_path, settings=DemoSettings(max_connections=1),
                               relay=replace(RelayConfig(), linger=0.3))
     try:
         files = relay.xr.vod.files
@@ -307,7 +318,7 @@ async def test_hls_channel_holds_one_slot_and_releases_it_after_linger(tmp_path:
 
 @pytest_twisted.ensureDeferred
 async def test_same_client_zap_from_hls_to_a_movie_hands_the_slot_over(tmp_path: Any) -> None:
-    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=1, redirect_streams=False))
+    relay = await start_proxying(tmp_path, settings=DemoSettings(max_connections=1, redirect_streams=False))
     try:
         files = relay.xr.vod.files
         entry = await raw_request(relay.port, "/live/bob/bobpw/1.m3u8")
@@ -328,7 +339,7 @@ async def test_same_client_zap_from_hls_to_a_movie_hands_the_slot_over(tmp_path:
 async def test_hls_catch_up_playlist_is_rewritten(tmp_path: Any) -> None:
     """A catch-up .m3u8 (a VOD playlist of parts whose paths carry the
     provider's credentials) is rewritten like live HLS."""
-    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    relay = await start_proxying(tmp_path, settings=DemoSettings(redirect_streams=False))
     try:
         sid = next(s for s, r in sorted(relay.live_by_id.items()) if r["tv_archive"])
         seen: list[tuple[str, str]] = []
@@ -365,7 +376,7 @@ async def test_hls_catch_up_playlist_is_rewritten(tmp_path: Any) -> None:
 async def test_hls_catch_up_refuses_an_answer_that_is_not_a_playlist(tmp_path: Any) -> None:
     """The demo answers catch-up .m3u8 with a TS body: xrelay refuses to pass
     a non-playlist through (502) rather than leak anything."""
-    relay = await start_relay(tmp_path, settings=DemoSettings(redirect_streams=False))
+    relay = await start_proxying(tmp_path, settings=DemoSettings(redirect_streams=False))
     try:
         sid = next(s for s, r in sorted(relay.live_by_id.items()) if r["tv_archive"])
         start = time.strftime("%Y-%m-%d:%H-%M", time.gmtime(time.time() - 3600))
@@ -381,7 +392,7 @@ async def test_hls_catch_up_refuses_an_answer_that_is_not_a_playlist(tmp_path: A
 async def test_user_limit_closes_an_hls_session(tmp_path: Any) -> None:
     """bob may hold one stream: opening a movie ends his HLS session (its next
     requests get 403, like panels' hls_end) and frees the channel's slot."""
-    relay = await start_relay(tmp_path, settings=DemoSettings(max_connections=3, redirect_streams=False),
+    relay = await start_proxying(tmp_path, settings=DemoSettings(max_connections=3, redirect_streams=False),
                               relay=replace(RelayConfig(), linger=0.3))
     try:
         relay.xr.hls.linger_targets = 0.0
@@ -405,7 +416,7 @@ async def test_user_limit_closes_an_hls_session(tmp_path: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_segments_answer_byte_ranges(tmp_path: Any) -> None:
     """Players of EXT-X-BYTERANGE playlists ask parts of one segment URL."""
-    relay = await start_relay(tmp_path)
+    relay = await start_proxying(tmp_path)
     try:
         entry = await raw_request(relay.port, "/live/alice/alicepw/1.m3u8")
         first = media_sequence(entry.body)
@@ -425,7 +436,7 @@ async def test_segments_answer_byte_ranges(tmp_path: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_provider_failures_never_leak_into_answers(tmp_path: Any) -> None:
-    relay = await start_relay(tmp_path)
+    relay = await start_proxying(tmp_path)
     try:
         origin = relay.provider.url
         user, password, _ = relay.upstream_secrets

@@ -76,13 +76,15 @@ class XRelay:
         refresh_capacity = capacity_refresher(self.slots, config.upstream.max_connections,
                                               lambda: self.cache.account)
 
-        # live relay, movies, series, catch-up, HLS
-        self.relay = LiveRelay(reactor, config.relay, self.cache, self.client, self.slots,
-                               self.user_streams, refresh_capacity)
+        # movies, series, catch-up, the provider's HLS rewritten; live channels
         self.files = FileRelay(reactor, self.client, self.scrubber, self.slots, self.user_streams,
                                config.relay.silence_timeout, refresh_capacity)
         self.hls = HlsServer(reactor, self.cache, self.client, self.scrubber, self.users, self.files,
                              linger=config.relay.linger, public_url=config.server.public_url)
+        self.relay = LiveRelay(reactor, config.relay, self.cache, self.client, self.slots,
+                               self.user_streams, refresh_capacity,
+                               hls_user_token=self.hls.tokens.user_token,
+                               public_url=config.server.public_url)
         self.vod = VodServer(reactor, self.cache, self.client, self.files)
         self.timeshift = TimeshiftServer(reactor, self.cache, self.client, config.server.timezone,
                                          self.files, self.hls)

@@ -29,7 +29,6 @@ streams; both are released ``linger`` seconds after the last request
 from __future__ import annotations
 
 import hmac
-import re
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 from urllib.parse import quote, unquote, urlsplit
@@ -47,6 +46,7 @@ from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.catalog.cache import CatalogCache
 from xrelay.http.errors import HTTPError, BadGateway, NotFound, Unauthorized, Unavailable
+from xrelay.http.ranges import byte_range
 from xrelay.http.request import client_address, public_base
 from xrelay.media.files import FileRelay
 from xrelay.media.hls_rewrite import rewrite_playlist, target_duration
@@ -54,7 +54,7 @@ from xrelay.media.segment_cache import SegmentCache, TokenEntry, TokenMap
 from xrelay.provider.client import ProviderClient, ProviderError, collect_body, discard_body
 from xrelay.relay.slots import Lease, SlotsExhausted, Yield
 
-__all__ = ["HlsServer", "HlsChannel", "SegmentCache", "TokenMap", "rewrite_playlist"]
+__all__ = ["HlsServer", "HlsChannel", "SegmentCache", "TokenMap", "byte_range", "rewrite_playlist"]
 
 log = Logger()
 
@@ -303,8 +303,9 @@ class HlsServer:
             self.channels[key] = channel
         return Deferred.fromCoroutine(self._serve_playlist(request, account, channel, url))
 
-    def resource(self, request: IRequest, username: str, user_token: str, name: str) -> Any:
-        """``/hls/USER/USERTOKEN/TOKEN.EXT``: authorised by the user token, not the password."""
+    def authorize(self, username: str, user_token: str) -> UserConfig:
+        """The user an ``/hls/USER/USERTOKEN/...`` URL logs in (the token stands
+        for the password, which never appears in an HLS URL), or raise."""
         user = self.users.get(username)
         if user is None or not hmac.compare_digest(
                 user_token.encode(), self.tokens.user_token(username, user.password).encode()):
@@ -312,11 +313,16 @@ class HlsServer:
         auth = self.users.authenticate(username, user.password)
         if auth.user is None:
             raise HTTPError(403, f"this account is {auth.reason}")
+        return auth.user
+
+    def resource(self, request: IRequest, username: str, user_token: str, name: str) -> Any:
+        """``/hls/USER/USERTOKEN/TOKEN.EXT``: authorised by the user token, not the password."""
+        account = self.authorize(username, user_token)
         token = name.split(".", 1)[0]
         entry = self.tokens.get(token)
         if entry is None or entry.channel.closed:
             raise NotFound("expired: reload the playlist")
-        return Deferred.fromCoroutine(self._serve_resource(request, auth.user, entry))
+        return Deferred.fromCoroutine(self._serve_resource(request, account, entry))
 
     # -- serving ------------------------------------------------------------------
 
@@ -428,26 +434,6 @@ class HlsServer:
             "segment_cache": {"bytes": self.segments.size, "items": len(self.segments.entries),
                               "fetches": self.segments.fetches, "hits": self.segments.hits},
         }
-
-
-def byte_range(header: bytes | None, size: int) -> tuple[int, int] | None | bool:
-    """The inclusive (first, last) of a single ``bytes=`` range; None to send
-    everything (no header, or one we do not handle); False if unsatisfiable."""
-    if not header:
-        return None
-    m = re.fullmatch(rb"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
-    if not m or not (m.group(1) or m.group(2)):
-        return None
-    if not m.group(1):  # the last N bytes
-        n = int(m.group(2))
-        return (max(0, size - n), size - 1) if n > 0 and size else False
-    first = int(m.group(1))
-    if first >= size:
-        return False
-    last = int(m.group(2)) if m.group(2) else size - 1
-    if last < first:
-        return None
-    return first, min(last, size - 1)
 
 
 def _send_bytes(request: IRequest, data: bytes, content_type: bytes) -> bytes:

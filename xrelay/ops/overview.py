@@ -27,6 +27,8 @@ from xrelay.ingest.ingester import Ingester, IngestResult
 from xrelay.media.files import FileRelay
 from xrelay.media.hls_proxy import HlsServer
 from xrelay.relay.channels import LiveRelay
+from xrelay.relay.fanout import Viewer
+from xrelay.relay.hls_sessions import HlsSession
 
 __all__ = ["Overview", "INGEST_HISTORY"]
 
@@ -111,7 +113,7 @@ class Overview:
         channels = {c.stream_id: c for c in relay.channels.values()}
         for row in snap.get("channels", []):
             channel = channels.get(row.get("stream_id"))
-            live = list(channel.fanout.iter_viewers()) if channel is not None else []
+            live = channel.viewer_objects() if channel is not None else []
             rows = row.get("viewers", [])
             if len(live) == len(rows):
                 for viewer, vrow in zip(live, rows):
@@ -143,8 +145,15 @@ class Overview:
         return ident
 
     def iter_viewers(self) -> Iterator[Any]:
+        """Every live viewer: TS viewers and HLS sessions."""
         for channel in list(self.live.channels.values()):
-            yield from channel.fanout.iter_viewers()
+            yield from channel.viewer_objects()
+
+    def _close(self, viewer: Any, reason: str) -> None:
+        if isinstance(viewer, (Viewer, HlsSession)):
+            self.live.close_viewer(viewer, reason)
+        else:
+            viewer.close(reason)
 
     def disconnect(self, viewer_id: str, reason: str = "disconnected by the admin") -> bool:
         """Close one viewer's stream cleanly.  False if no such viewer."""
@@ -153,7 +162,7 @@ class Overview:
                 log.info("admin disconnects {viewer} ({viewer_id})", viewer=f"{viewer.user}@{viewer.address}",
                          viewer_id=viewer_id, event="viewer_disconnected")
                 self.disconnected += 1
-                viewer.close(reason)
+                self._close(viewer, reason)
                 return True
         return False
 
@@ -163,7 +172,7 @@ class Overview:
         playbacks = self._playbacks()
         for viewer in list(self.iter_viewers()) + playbacks:
             if viewer.user in usernames:
-                viewer.close(reason)
+                self._close(viewer, reason)
                 closed += 1
         return closed
 

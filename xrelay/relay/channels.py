@@ -8,10 +8,18 @@ channel's :class:`Channel`, opening it first when nobody watches it:
 * a provider slot is taken from :class:`~xrelay.relay.slots.ProviderSlots`
   (handed over from a lingering channel or from the same client's previous
   channel; 503 with a short reason when none can be had);
-* one :class:`~xrelay.relay.upstream.Upstream` feeds one
-  :class:`~xrelay.relay.fanout.Fanout`, which serves every viewer;
+* one upstream feeds one :class:`~xrelay.relay.fanout.Fanout`, which serves
+  every viewer: the provider's MPEG-TS (:class:`~xrelay.relay.upstream.Upstream`)
+  or, for channels the provider serves only as HLS, its segments joined into
+  one stream (:class:`~xrelay.relay.hls_upstream.HlsUpstream`), as
+  ``[relay] upstream_format`` says;
+* ``/live/USER/PASS/ID.m3u8`` is served from the same channel
+  (:mod:`xrelay.relay.hls_viewers`): HLS viewers and TS viewers share its one
+  provider connection, and an HLS session counts as a viewer;
 * after the last viewer leaves the channel lingers ``[relay] linger``
-  seconds (zapping back is instant), then closes and frees its slot.
+  seconds (zapping back is instant), then closes and frees its slot. A
+  channel that has a viewer again (TS or HLS) is no longer lingering: it
+  never gives its slot up to another client.
 
 Each viewer also counts against its user's ``max_connections``
 (:class:`~xrelay.relay.slots.UserStreams`): one stream more than allowed closes
@@ -33,12 +41,18 @@ from twisted.web.server import NOT_DONE_YET
 from xrelay.core.config import RelayConfig
 from xrelay.core.deferreds import Shared
 from xrelay.relay.fanout import Fanout, Viewer
+from xrelay.relay.hls_live import PLAYLIST_TYPE
+from xrelay.relay.hls_segmenter import Segmenter
+from xrelay.relay.hls_sessions import HlsSession
+from xrelay.relay.hls_upstream import HlsNotCarried, HlsUpstream
+from xrelay.relay.hls_viewers import LiveHls
 from xrelay.relay.sockwrite import bound_send_buffer, direct_writer
 from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
-from xrelay.relay.upstream import Upstream, UpstreamError
+from xrelay.relay.upstream import NotMpegTs, Upstream, UpstreamError
 from xrelay.catalog.cache import CatalogCache
 from xrelay.core.config import UserConfig
-from xrelay.http.errors import NotFound, Unavailable, text_error
+from xrelay.http.errors import HTTPError, NotFound, Unavailable, text_error
+from xrelay.http.request import client_address
 from xrelay.provider.client import ProviderClient
 
 log = Logger()
@@ -58,7 +72,9 @@ class Channel:
         cfg = relay.config
         self.fanout = Fanout(str(stream_id), self.clock, max_behind=cfg.max_behind)
         self.fanout.on_empty = self._empty
-        self.upstream: Upstream | None = None
+        self.upstream: Upstream | HlsUpstream | None = None
+        #: Its HLS segmenter while it has HLS viewers (see LiveHls).
+        self.hls: Segmenter | None = None
         self.lease: Lease | None = None
         self.created = self.clock.seconds()
         self.closed = False
@@ -74,6 +90,13 @@ class Channel:
     @property
     def viewers(self) -> set[Viewer]:
         return self.fanout.viewers
+
+    def hls_viewers(self) -> list[HlsSession]:
+        return self.relay.hls.viewers(self.stream_id)
+
+    def has_viewers(self) -> bool:
+        """Does anybody watch it, as TS or as HLS?"""
+        return bool(self.fanout.viewers) or bool(self.relay.hls.sessions.count(self.stream_id))
 
     def open(self, user: str, address: str) -> None:
         opening = Deferred.fromCoroutine(self._open(user, address))
@@ -93,29 +116,79 @@ class Channel:
             if self.closed:
                 self.lease.release()
                 raise ChannelClosed(self.close_reason or "the channel was closed")
-            cfg = relay.config
-            self.upstream = Upstream(
-                self.clock, relay.open_url, relay.stream_url(self.stream_id), self.fanout,
-                name=str(self.stream_id), silence_timeout=cfg.silence_timeout,
-                reconnect_bound=cfg.reconnect_bound, on_give_up=self._give_up,
-            )
-            log.info("channel {channel}: opening the upstream", channel=self.stream_id)
-            await self.upstream.start()
+            refused: NotMpegTs | None = None
+            if relay.upstream_format(self.stream_id) == "ts":
+                self.upstream = self._ts_upstream(fallback=relay.config.upstream_format == "auto")
+                log.info("channel {channel}: opening the upstream", channel=self.stream_id)
+                try:
+                    await self.upstream.start()
+                    return
+                except NotMpegTs as e:
+                    log.info("channel {channel}: {reason}; trying the provider's HLS",
+                             channel=self.stream_id, reason=str(e))
+                    refused = e
+            self.upstream = self._hls_upstream()
+            log.info("channel {channel}: opening the provider's HLS", channel=self.stream_id)
+            try:
+                await self.upstream.start()
+            except HlsNotCarried as e:
+                relay.proxied[self.stream_id] = str(e)
+                raise
+            except UpstreamError:
+                if refused is not None:
+                    raise refused
+                raise
+            if refused is not None:
+                relay.hls_only[self.stream_id] = str(refused)
         except BaseException as e:
             self.close(f"could not open: {e}")
             raise
+
+    def _ts_upstream(self, fallback: bool) -> Upstream:
+        relay, cfg = self.relay, self.relay.config
+        return Upstream(
+            self.clock, relay.open_url, relay.stream_url(self.stream_id), self.fanout,
+            name=str(self.stream_id), silence_timeout=cfg.silence_timeout,
+            reconnect_bound=cfg.reconnect_bound, on_give_up=self._give_up,
+            on_not_ts=self._not_ts if fallback else None,
+        )
+
+    def _hls_upstream(self) -> HlsUpstream:
+        relay, cfg = self.relay, self.relay.config
+        return HlsUpstream(
+            self.clock, relay.open_url, relay.hls_url(self.stream_id), self.fanout,
+            name=str(self.stream_id), silence_timeout=cfg.silence_timeout,
+            reconnect_bound=cfg.reconnect_bound, on_give_up=self._give_up,
+        )
+
+    def _not_ts(self, reason: str) -> None:
+        """The running TS upstream turned out to be a playlist: go on from
+        the provider's HLS, with the same slot and viewers."""
+        if self.closed:
+            return
+        self.relay.hls_only[self.stream_id] = reason
+        upstream = self.upstream = self._hls_upstream()
+        log.info("channel {channel}: {reason}; switching to the provider's HLS",
+                 channel=self.stream_id, reason=reason)
+
+        def failed(failure: Any) -> None:
+            if failure.check(HlsNotCarried):
+                self.relay.proxied[self.stream_id] = str(failure.value)
+            if self.upstream is upstream:
+                self.close(f"the provider did not deliver this channel: {failure.value}")
+
+        upstream.start().addErrback(failed)
 
     def yields_to(self, user: str, address: str) -> Yield:
         """Would this channel give its provider slot up to that client?"""
         if self.waiting:
             return Yield.NO
-        viewers = self.fanout.viewers
-        if not viewers:
+        watching = [(v.user, v.address) for v in self.fanout.viewers]
+        watching += [(s.user, s.address) for s in self.hls_viewers()]
+        if not watching:
             return Yield.IDLE
-        if len(viewers) == 1:
-            (viewer,) = viewers
-            if viewer.user == user and viewer.address == address:
-                return Yield.SAME_CLIENT
+        if watching == [(user, address)]:
+            return Yield.SAME_CLIENT
         return Yield.NO
 
     def revoke(self) -> Deferred[None]:
@@ -128,8 +201,12 @@ class Channel:
     def _empty(self, fanout: Fanout) -> None:
         self.maybe_linger()
 
+    @property
+    def lingering(self) -> bool:
+        return self._linger is not None
+
     def maybe_linger(self) -> None:
-        if self.closed or self.fanout.viewers or self.waiting or self._linger is not None:
+        if self.closed or self.has_viewers() or self.waiting or self._linger is not None:
             return
         if self.ready is None or not self.ready.done:
             return
@@ -137,7 +214,7 @@ class Channel:
 
     def _linger_over(self) -> None:
         self._linger = None
-        if not self.fanout.viewers and not self.waiting:
+        if not self.has_viewers() and not self.waiting:
             self.close("no viewers left")
 
     def _cancel_linger(self) -> None:
@@ -159,6 +236,7 @@ class Channel:
         self._cancel_linger()
         log.info("channel {channel}: closing: {reason}", channel=self.stream_id, reason=reason)
         self.relay._forget(self)
+        self.relay.hls.channel_closed(self, reason)
         self.fanout.close(reason)
         stopped = self.upstream.stop() if self.upstream is not None else succeed(None)
 
@@ -180,12 +258,14 @@ class Channel:
             viewers.append({
                 "user": v.user,
                 "address": v.address,
+                "format": "ts",
                 "bytes": v.bytes_sent,
                 "started": v.started,
                 "seconds": round(now - v.started, 1),
                 "behind_seconds": round(v.behind() / rate, 2) if rate else None,
                 "paused": v.paused,
             })
+        viewers.extend(self.relay.hls.sessions.snapshot(s) for s in self.hls_viewers())
         channel = self.relay.catalog.live(self.stream_id)
         return {
             "stream_id": self.stream_id,
@@ -194,6 +274,7 @@ class Channel:
             "state": "lingering" if self._linger is not None else (
                 up.state.value if up is not None else "waiting for a slot"),
             "upstream": {
+                "format": up.format if up is not None else self.relay.upstream_format(self.stream_id),
                 "state": up.state.value if up is not None else "none",
                 "connections": up.connections if up is not None else 0,
                 "reconnects": up.reconnects if up is not None else 0,
@@ -206,7 +287,14 @@ class Channel:
             "buffer_bytes": self.fanout.ring.size,
             "evictions": self.fanout.evictions,
             "viewers": viewers,
+            "hls": self.hls.snapshot() if self.hls is not None else None,
         }
+
+    def viewer_objects(self) -> list[Viewer | HlsSession]:
+        """Its viewers in the order :meth:`snapshot` lists them."""
+        out: list[Viewer | HlsSession] = list(self.fanout.iter_viewers())
+        out.extend(self.hls_viewers())
+        return out
 
 
 def _after(d: Deferred[None]) -> Deferred[None]:
@@ -287,7 +375,8 @@ class LiveRelay:
 
     def __init__(self, clock: Any, config: RelayConfig, catalog: CatalogCache, client: ProviderClient,
                  slots: ProviderSlots, user_streams: UserStreams,
-                 refresh_capacity: Callable[[], None] = lambda: None) -> None:
+                 refresh_capacity: Callable[[], None] = lambda: None, *,
+                 hls_user_token: Callable[[str, str], str], public_url: str | None = None) -> None:
         self.clock = clock
         self.config = config
         self.catalog = catalog
@@ -296,6 +385,15 @@ class LiveRelay:
         self.user_streams = user_streams
         self.refresh_capacity = refresh_capacity
         self.channels: dict[int, Channel] = {}
+        #: HLS viewers of the channels (``/live/U/P/ID.m3u8``).
+        self.hls = LiveHls(clock, config, user_streams, self.channels.get,
+                           user_token=hls_user_token, public_url=public_url)
+        #: Channels whose MPEG-TS the provider refused or answered with a
+        #: playlist (``upstream_format = "auto"``): read from its HLS since.
+        self.hls_only: dict[int, str] = {}
+        #: Channels whose provider HLS the hub cannot carry (encrypted, fMP4):
+        #: their ``.m3u8`` goes to the rewrite-and-proxy path.
+        self.proxied: dict[int, str] = {}
         self.evictions = 0
         self.reconnects = 0
         #: Bytes received by the upstreams of channels already closed (metrics).
@@ -306,6 +404,19 @@ class LiveRelay:
 
     def stream_url(self, stream_id: int) -> str:
         return self.client.stream_url("live", stream_id, "ts")
+
+    def hls_url(self, stream_id: int) -> str:
+        return self.client.stream_url("live", stream_id, "m3u8")
+
+    def upstream_format(self, stream_id: int) -> str:
+        """What a channel opened now asks the provider for: "ts" or "hls"."""
+        chosen = self.config.upstream_format
+        if chosen != "auto":
+            return chosen
+        formats = self.catalog.account.get("allowed_output_formats") or ["ts"]
+        if stream_id in self.hls_only or ("ts" not in formats and "m3u8" in formats):
+            return "hls"
+        return "ts"
 
     def open_url(self, url: str) -> Deferred[Any]:
         return self.client.request(url, timeout=30.0, what="live stream")
@@ -320,6 +431,9 @@ class LiveRelay:
             raise Unavailable("the channel list is not loaded yet, try again soon", retry_after=10)
         if not self.catalog.has("live", stream_id):
             raise NotFound("unknown stream")
+        if stream_id in self.proxied:
+            raise Unavailable(f"this channel is only available as HLS ({self.proxied[stream_id]}):"
+                              f" play {stream_id}.m3u8")
         if request.method == b"HEAD":
             request.setHeader(b"content-type", b"video/mp2t")
             return b""
@@ -327,6 +441,15 @@ class LiveRelay:
         return Deferred.fromCoroutine(self._join(request, account, address, stream_id))
 
     async def _join(self, request: IRequest, user: Any, address: str, stream_id: int) -> Any:
+        try:
+            channel = await self._channel(user, address, stream_id)
+        except HlsNotCarried as e:
+            raise Unavailable(f"this channel is only available as HLS ({e}): play {stream_id}.m3u8")
+        return _StreamResource(self, channel, user, address)
+
+    async def _channel(self, user: Any, address: str, stream_id: int) -> Channel:
+        """The channel, opened first if nobody watches it; 503 when it
+        cannot be had (HlsNotCarried passes through)."""
         channel = self.channels.get(stream_id)
         if channel is None:
             channel = Channel(self, stream_id)
@@ -340,12 +463,59 @@ class LiveRelay:
             log.info("refused channel {channel} to {user}@{address}: {reason}",
                      channel=stream_id, user=user.username, address=address, reason=str(e))
             raise Unavailable(f"busy: {e}")
+        except HlsNotCarried:
+            raise
         except (UpstreamError, ChannelClosed) as e:
             raise Unavailable(f"the provider did not deliver this channel: {e}")
         finally:
             channel.waiting -= 1
             channel.maybe_linger()
-        return _StreamResource(self, channel, user, address)
+        return channel
+
+    def serve_hls(self, request: IRequest, account: UserConfig, stream_id: int,
+                  proxy: Callable[[], Any]) -> Any:
+        """A logged-in user's ``/live/USER/PASS/ID.m3u8``: the channel's own
+        HLS, or ``proxy()`` (the provider's HLS rewritten) for a channel whose
+        provider HLS the hub cannot carry."""
+        if not self.catalog.loaded:
+            raise Unavailable("the channel list is not loaded yet, try again soon", retry_after=10)
+        if not self.catalog.has("live", stream_id):
+            raise NotFound("unknown stream")
+        if stream_id in self.proxied:
+            return proxy()
+        if request.method == b"HEAD":
+            request.setHeader(b"content-type", PLAYLIST_TYPE)
+            return b""
+        return Deferred.fromCoroutine(self._serve_hls(request, account, stream_id, proxy))
+
+    async def _serve_hls(self, request: IRequest, account: UserConfig, stream_id: int,
+                         proxy: Callable[[], Any]) -> Any:
+        address = client_address(request)
+        known = self.hls.sessions.get(account.username, address, stream_id)
+        if known is not None and known.revoked:
+            raise HTTPError(403, f"stream closed: {known.revoked}")
+        try:
+            channel = await self._channel(account, address, stream_id)
+        except HlsNotCarried as e:
+            log.info("channel {channel}: its HLS is relayed as the provider's ({reason})",
+                     channel=stream_id, reason=str(e))
+            answer = proxy()
+            return (await answer) if isinstance(answer, Deferred) else answer
+        return await self.hls.playlist(request, account, channel)
+
+    def serve_segment(self, request: IRequest, account: UserConfig, stream_id: int,
+                      sequence: int) -> Any:
+        """One live HLS segment (the route checked the user token)."""
+        return self.hls.segment(request, account, self.channels.get(stream_id), sequence)
+
+    def close_viewer(self, viewer: Viewer | HlsSession, reason: str) -> None:
+        """End one viewer's stream (the admin, a reload): a TS viewer's
+        response ends; an HLS session ends and its client is refused while it
+        keeps asking."""
+        if isinstance(viewer, HlsSession):
+            self.hls.revoke(viewer, reason)
+        else:
+            viewer.close(reason)
 
     def viewer_left(self, viewer: Viewer) -> None:
         if viewer.evicted:
@@ -364,7 +534,9 @@ class LiveRelay:
             self.upstream_bytes_closed += channel.upstream.bytes_in
 
     def close_all(self, reason: str = "xrelay is stopping") -> Deferred[Any]:
-        return DeferredList([c.close(reason) for c in list(self.channels.values())])
+        closing = DeferredList([c.close(reason) for c in list(self.channels.values())])
+        self.hls.sessions.close_all(reason)
+        return closing
 
     def snapshot(self) -> dict[str, Any]:
         self.refresh_capacity()

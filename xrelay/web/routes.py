@@ -11,6 +11,7 @@ resources (or Deferreds) that keep their producers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,8 @@ log = Logger()
 
 ANY = ["GET", "POST", "HEAD"]
 READ = ["GET", "HEAD"]
+#: ``L<ID>-<SEQUENCE>.ts``: a segment of a live channel's HLS (xrelay.relay.hls_viewers).
+LIVE_SEGMENT = re.compile(r"L([0-9]{1,11})-([0-9]{1,15})\.ts")
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,11 @@ class WebApp:
     @user_login("text")
     def live(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
         if stream.ext == "m3u8":
-            return self.parts.hls.playlist(request, account, stream.ident)
+            # The channel's own HLS; the provider's, rewritten, only for
+            # channels whose provider HLS the channel cannot carry.
+            return self.parts.relay.serve_hls(
+                request, account, stream.ident,
+                proxy=lambda: self.parts.hls.playlist(request, account, stream.ident))
         return self.parts.relay.serve(request, account, stream.ident, stream.ext)
 
     # -- movies and series episodes -------------------------------------------------
@@ -206,6 +213,10 @@ class WebApp:
 
     @app.route("/hls/<user>/<user_token>/<name>", methods=READ)
     def hls(self, request: IRequest, user: str, user_token: str, name: str) -> Any:
+        live = LIVE_SEGMENT.fullmatch(name)
+        if live is not None:  # a segment of a live channel's own HLS
+            account = self.parts.hls.authorize(user, user_token)
+            return self.parts.relay.serve_segment(request, account, int(live[1]), int(live[2]))
         return self.parts.hls.resource(request, user, user_token, name)
 
     # -- operations -------------------------------------------------------------------------
