@@ -39,7 +39,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timezone", default=d.timezone)
     parser.add_argument("--no-redirect", action="store_true",
                         help="serve stream URLs directly instead of a 302")
+    parser.add_argument("--pad", action="store_true",
+                        help="reach --bitrate with null packets (timestamps stay real time)")
+    parser.add_argument("--hls-only", default="",
+                        help='channels served as HLS only: "all" or ids, comma separated')
+    parser.add_argument("--hls-only-answer", choices=("playlist", "refuse"), default="playlist",
+                        help="what their MPEG-TS URL answers (default %(default)s)")
     return parser.parse_args(argv)
+
+
+def hls_only(value: str) -> str | tuple[int, ...]:
+    """``--hls-only`` as ``DemoSettings.hls_only``."""
+    if value.strip() == "all":
+        return "all"
+    return tuple(int(v) for v in value.split(",") if v.strip())
 
 
 async def _run(reactor: object, args: argparse.Namespace) -> None:
@@ -48,6 +61,7 @@ async def _run(reactor: object, args: argparse.Namespace) -> None:
         live=args.live, vod=args.vod, series=args.series, seasons=args.seasons,
         episodes=args.episodes, epg_hours=args.epg_hours, seed=args.seed, quirky=args.quirky,
         bitrate_bps=args.bitrate, timezone=args.timezone, redirect_streams=not args.no_redirect,
+        pad=args.pad, hls_only=hls_only(args.hls_only), hls_only_answer=args.hls_only_answer,
     )
     provider = DemoProvider(reactor, settings)  # type: ignore[arg-type]
     await provider.listen(args.listen)

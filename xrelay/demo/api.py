@@ -48,6 +48,7 @@ class ApiRequest:
     max_connections: int
     tz: ZoneInfo
     tz_name: str
+    formats: tuple[str, ...] = ("m3u8", "ts", "rtmp")
 
 
 def account_info(catalog: DemoCatalog, req: ApiRequest) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def account_info(catalog: DemoCatalog, req: ApiRequest) -> dict[str, Any]:
             "active_cons": req.active_cons if quirky else str(req.active_cons),
             "created_at": str(1_690_000_000),
             "max_connections": str(req.max_connections),
-            "allowed_output_formats": ["m3u8", "ts", "rtmp"],
+            "allowed_output_formats": list(req.formats),
         },
         "server_info": {
             "url": req.host,

@@ -83,7 +83,7 @@ class PanelHandlers:
         ctx, host, port, scheme = self.p.context(request)
         req = api.ApiRequest(ctx, host, port, scheme, self.p.reactor.seconds(),
                              self.p.stats.open_count(), self.p.stats.max_connections,
-                             self.p.tz, self.p.settings.timezone)
+                             self.p.tz, self.p.settings.timezone, tuple(self.p.output_formats()))
         if fault == "expired":  # XC 2.x: every action gets the account info
             info = api.account_info(self.p.catalog, req)
             info["user_info"]["status"] = "Expired"

@@ -82,6 +82,17 @@ class DemoSettings:
     live_tick: float = 0.02
     #: A live reader this many seconds behind is cut.
     live_max_lag: float = 30.0
+    #: With ``bitrate_bps`` above the clip's own: reach it with null packets
+    #: (a constant-bitrate multiplex whose timestamps run in real time)
+    #: instead of sending the clip's bytes faster.
+    pad: bool = False
+    #: Channels served as HLS only: ``"all"`` or their ids. Their MPEG-TS
+    #: URL answers as ``hls_only_answer`` says; with ``"all"`` the account's
+    #: ``allowed_output_formats`` lacks ``ts`` too.
+    hls_only: str | tuple[int, ...] = ()
+    #: ``"playlist"``: the MPEG-TS URL answers 302 to the channel's HLS
+    #: playlist, as some panels do; ``"refuse"``: 403.
+    hls_only_answer: str = "playlist"
 
     def catalog(self) -> DemoCatalog:
         return DemoCatalog(self.live, self.vod, self.series, self.seasons, self.episodes,
@@ -194,6 +205,15 @@ class DemoProvider:
         return self.streams.file_body()
 
     # ----- helpers for the handlers --------------------------------------
+    def hls_only(self, stream_id: int) -> bool:
+        """Does this channel refuse MPEG-TS (see ``DemoSettings.hls_only``)?"""
+        only = self.settings.hls_only
+        return only == "all" or (not isinstance(only, str) and stream_id in only)
+
+    def output_formats(self) -> list[str]:
+        """The account's ``allowed_output_formats``."""
+        return ["m3u8"] if self.settings.hls_only == "all" else ["m3u8", "ts", "rtmp"]
+
     def check(self, username: str | None, password: str | None) -> bool:
         return username == self.settings.username and password == self.settings.password
 

@@ -21,6 +21,8 @@ SYNC_BYTE = 0x47
 TS_CHUNK = 7 * TS_PACKET
 
 SAMPLE_PATH = Path(__file__).with_name("sample.ts")
+#: A TS null packet (PID 0x1FFF): padding that decoders skip.
+NULL_PACKET = bytes([SYNC_BYTE, 0x1F, 0xFF, 0x10]) + b"\xff" * (TS_PACKET - 4)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,26 @@ class SampleClip:
             length -= len(piece)
             position = 0
             k += 1
+        return bytes(out)
+
+    def padded(self, position: int, length: int, rate_bps: float) -> bytes:
+        """``length`` bytes from byte ``position`` of the loop sent at
+        ``rate_bps`` (above the clip's own bitrate) as a constant-bitrate
+        multiplex: each clip packet where it falls due at the clip's own rate,
+        null packets between, so that timestamps still run in real time.
+        ``position`` and ``length`` are whole packets."""
+        ratio = min(1.0, self.bitrate_bps / rate_bps)
+        first, count = position // TS_PACKET, length // TS_PACKET
+        lo, hi = int(first * ratio), int((first + count) * ratio)
+        clip = self.cyclic(lo * TS_PACKET, (hi - lo) * TS_PACKET)
+        out = bytearray()
+        taken = 0
+        for i in range(first, first + count):
+            if int((i + 1) * ratio) > int(i * ratio):
+                out += clip[taken * TS_PACKET : (taken + 1) * TS_PACKET]
+                taken += 1
+            else:
+                out += NULL_PACKET
         return bytes(out)
 
     def slice_between_keyframes(self, first: int, count: int) -> bytes:

@@ -1,8 +1,10 @@
 """The demo provider's stream endpoints: live TS, HLS, files, catch-up.
 
 Live TS loops the sample clip forever, paced at the sample's bitrate (or
-``settings.bitrate_bps``) by a ``BodyWriter``: writes are whole multiples of
-7 TS packets and every one starts with the sync byte.  A new connection
+``settings.bitrate_bps``, reached with null packets when ``settings.pad``) by a
+``BodyWriter``: writes are whole multiples of 7 TS packets and every one
+starts with the sync byte.  Channels of ``settings.hls_only`` refuse MPEG-TS
+(403, or a 302 to their HLS playlist).  A new connection
 joins the loop where the provider's clock says the channel is, so its first
 bytes are usually mid-GOP, like a real live channel.
 
@@ -97,9 +99,12 @@ class StreamHandlers:
         if stream_id is None or not self.p.catalog.is_live(stream_id) or ext not in (
                 "", "ts", "m3u8", "m3u"):
             return self._status(request, 404, "not_found")
-        if kind == "hls_playlist":
+        if kind == "hls_playlist" or (self.p.hls_only(stream_id)
+                                      and self.p.settings.hls_only_answer == "playlist"):
             token = self.p.token("hls", stream_id)
             return self._redirect(request, f"/hls/{token}/{stream_id}/{hls.entry_name(stream_id)}")
+        if self.p.hls_only(stream_id):
+            return self._status(request, 403, "forbidden")
         if self.p.faults.live == "refuse":
             return self._status(request, 404, "not_found")
         if self.p.settings.redirect_streams:
@@ -119,11 +124,18 @@ class StreamHandlers:
         # Join the loop where the channel "is" now, on a packet boundary.
         start = int(p.reactor.seconds() * rate / 8) // 188 * 188
 
+        if p.settings.pad and rate > clip.bitrate_bps:
+            def source(off: int, n: int) -> bytes:
+                return clip.padded(start + off, n, rate)
+        else:
+            def source(off: int, n: int) -> bytes:
+                return clip.cyclic(start + off, n)
+
         def make(closed: Callable[[str], None]) -> BodyWriter:
             if fault == "silent":  # a zombie connection: headers, then nothing ever
                 return _SilentWriter(p.reactor, request, closed)
             return BodyWriter(
-                p.reactor, request, source=lambda off, n: clip.cyclic(start + off, n),
+                p.reactor, request, source=source,
                 rate_bps=rate, align=TS_CHUNK, tick=p.settings.live_tick,
                 max_lag=p.settings.live_max_lag, limit=DemoFaults.drop_after(fault),
                 hold=lambda: p.faults.live == "silent", on_close=closed,
@@ -139,7 +151,7 @@ class StreamHandlers:
             return self._status(request, 403, "forbidden")
         if kind == "live":
             self.p.stats.request("live_body")
-            if self.p.faults.live == "refuse":
+            if self.p.faults.live == "refuse" or self.p.hls_only(stream_id):
                 return self._status(request, 404, "not_found")
             return self._serve_live(request, stream_id)
         if kind in ("movie", "series"):
