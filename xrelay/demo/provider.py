@@ -22,7 +22,6 @@ oldest.  ``provider.faults`` injects failures (:mod:`xrelay.demo.faults`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
