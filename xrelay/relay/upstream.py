@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
+from xrelay.provider.client import discard_body
 from xrelay.relay.fanout import Fanout
 
 log = Logger()
@@ -222,17 +223,17 @@ class Upstream:
 
     def _response(self, response: IResponse, used_final: bool) -> None:
         if self.state is State.STOPPED:
-            response.deliverBody(_Discard())
+            discard_body(response)
             return
         final = _final_uri(response)
         if response.code != 200:
-            response.deliverBody(_Discard())
+            discard_body(response)
             if self.on_not_ts is not None and self._first is not None and 400 <= response.code < 500:
                 raise NotMpegTs(f"the provider refused the MPEG-TS stream (HTTP {response.code})")
             raise UpstreamError(f"the provider answered HTTP {response.code}")
         if self.on_not_ts is not None and is_playlist_answer(
                 (response.headers.getRawHeaders(b"content-type") or [None])[0], final):
-            response.deliverBody(_Discard())
+            discard_body(response)
             raise NotMpegTs("the provider answered the MPEG-TS URL with an HLS playlist")
         if final is not None and final != self._url:
             if not self.redirected:
@@ -379,13 +380,6 @@ class Upstream:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
-
-
-class _Discard(Protocol):
-    """Takes a body nobody will read and closes its connection at once."""
-
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()
 
 
 def _final_uri(response: IResponse) -> str | None:
