@@ -29,7 +29,7 @@ class Recorder:
         self.raises: Exception | None = None
 
     def __getattr__(self, name: str) -> Any:
-        def call(request: Any, *args: Any) -> bytes:
+        def call(request: Any, *args: Any, **kwargs: Any) -> bytes:
             self.calls.append((name, args))
             if self.raises is not None:
                 raise self.raises
@@ -61,7 +61,13 @@ async def test_a_stream_route_gets_the_logged_in_user_and_a_typed_stream() -> No
     await fetch(client, "/movie/alice/alicepw/5.mkv")
     assert part.calls[-1] == ("serve", (ALICE, "movie", 5, "mkv"))
     await fetch(client, "/live/alice/alicepw/9.m3u8")
-    assert part.calls[-1] == ("playlist", (ALICE, 9))
+    assert part.calls[-1] == ("serve_hls", (ALICE, 9))
+    # A live channel's own HLS segment: the user token is checked, then the relay serves it.
+    await fetch(client, "/hls/alice/TOKEN/L9-41.ts")
+    assert [name for name, _ in part.calls[-2:]] == ["authorize", "serve_segment"]
+    assert part.calls[-1][1][1:] == (9, 41)
+    await fetch(client, "/hls/alice/TOKEN/0123abcd.ts")
+    assert part.calls[-1] == ("resource", ("alice", "TOKEN", "0123abcd.ts"))
 
 
 @pytest.mark.parametrize("path", ["/live/alice/alicepw/%E0%A5%A7.ts", "/live/alice/alicepw/12a.ts",
