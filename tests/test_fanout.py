@@ -486,3 +486,50 @@ def test_waiting_for_a_keyframe_gives_up_after_a_while():
     late = Consumer()
     fanout.attach(late)
     assert late.value() != b""
+
+
+def test_observers_get_each_chunk_with_its_access_points():
+    fanout, clock, _ = make_fanout()
+    seen = []
+    fanout.ring.observers.append(lambda chunk, points: seen.append((chunk.start, len(chunk.data), points)))
+    data = gop(10)
+    fanout.feed(data + packets(1))
+    assert [(start, size) for start, size, _ in seen] == [(0, len(data))]
+    points = seen[0][2]
+    assert points and points[0].offset == 0 and any(p.keyframe for p in points)
+
+
+def test_upstream_reset_publishes_pending_data_then_calls_the_hooks():
+    fanout, clock, _ = make_fanout(chunk_bytes=10**6)
+    order = []
+    fanout.ring.observers.append(lambda chunk, points: order.append(("chunk", len(chunk.data))))
+    fanout.on_reset.append(lambda reason: order.append(("reset", reason)))
+    fanout.feed(packets(5) + b"\x47\x00")  # five whole packets pending, a partial one held
+    fanout.upstream_reset("the upstream reconnected")
+    assert order == [("chunk", 5 * PACKET_SIZE), ("reset", "the upstream reconnected")]
+    fanout.feed(packets(3) + packets(1))
+    fanout.flush()
+    assert order[-1] == ("chunk", 3 * PACKET_SIZE)  # the partial packet was forgotten
+
+
+def test_feed_packets_publishes_whole_segments_in_bounded_chunks():
+    fanout, clock, _ = make_fanout(chunk_bytes=10 * PACKET_SIZE)
+    sizes = []
+    fanout.ring.observers.append(lambda chunk, points: sizes.append(len(chunk.data)))
+    fanout.feed_packets(packets(25))
+    fanout.flush()
+    assert sizes == [10 * PACKET_SIZE, 10 * PACKET_SIZE, 5 * PACKET_SIZE]  # nothing held back
+
+
+def test_keep_flowing_never_pauses_the_upstream():
+    fanout, clock, upstream = make_fanout()
+    consumer = Consumer(limit=0)
+    fanout.attach(consumer, user="u", address="a")
+    fanout.feed(gop(10))
+    assert upstream.paused  # its only viewer is paused
+    fanout.set_keep_flowing(True)  # an HLS viewer came
+    assert not upstream.paused
+    fanout.feed(gop(10))
+    assert not upstream.paused
+    fanout.set_keep_flowing(False)  # the HLS viewer left: the paused viewer pauses it again
+    assert upstream.paused

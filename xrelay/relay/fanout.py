@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, 
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from xrelay.relay.mpegts import AccessPoint, AccessPointScanner, PacketAligner
+from xrelay.relay.mpegts import PACKET_SIZE, AccessPoint, AccessPointScanner, PacketAligner
 
 log = Logger()
 
@@ -460,8 +460,18 @@ class Fanout:
     def feed(self, data: bytes) -> None:
         """Raw upstream bytes, any size, any alignment."""
         packets = self.aligner.feed(data)
-        if not packets:
-            return
+        if packets:
+            self._take(packets)
+
+    def feed_packets(self, packets: bytes) -> None:
+        """Bytes already known to be whole, sync-checked packets (a provider's
+        HLS segment): published without the aligner holding the last packet
+        back, in chunks of at most ``chunk_bytes``."""
+        step = max(PACKET_SIZE, self.chunk_bytes // PACKET_SIZE * PACKET_SIZE)
+        for start in range(0, len(packets), step):
+            self._take(packets[start : start + step] if len(packets) > step else packets)
+
+    def _take(self, packets: bytes) -> None:
         self.bytes_in += len(packets)
         self._pending.append(packets)
         self._pending_len += len(packets)

@@ -49,7 +49,7 @@ from twisted.web.iweb import IResponse
 
 from xrelay.provider.client import ProviderError, collect_body, discard_body
 from xrelay.relay.fanout import Fanout
-from xrelay.relay.mpegts import PACKET_SIZE, SYNC_BYTE
+from xrelay.relay.mpegts import PACKET_SIZE, SYNC_BYTE, is_aligned
 from xrelay.relay.upstream import State, UpstreamError
 
 __all__ = ["HlsUpstream", "HlsNotCarried", "ProviderPlaylist", "MediaSegment", "parse_playlist"]
@@ -176,6 +176,9 @@ class HlsUpstream:
     ``stop()``, the pause calls of the fan-out, and the same counters.
     """
 
+    #: What it reads from the provider.
+    format = "hls"
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -203,7 +206,6 @@ class HlsUpstream:
         self.on_give_up = on_give_up
         self.start_segments = max(1, start_segments)
         self.fetch_timeout = fetch_timeout
-        self.format = "hls"
         self.state = State.IDLE
         #: Times the entry playlist was opened (the first time and reconnects).
         self.connections = 0
@@ -412,7 +414,12 @@ class HlsUpstream:
                                 "its segments are not MPEG-TS")
         self.bytes_in += len(data)
         self.segments_fetched += 1
-        self.fanout.feed(_whole_packets(data))
+        data = _whole_packets(data)
+        if is_aligned(data):
+            self.fanout.feed_packets(data)
+        else:  # damaged: let the aligner resync, and drop what it holds back
+            self.fanout.feed(data)
+            self.fanout.aligner.reset()
         self.fanout.flush()
         if self._first is not None:
             first, self._first = self._first, None
