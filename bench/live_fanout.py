@@ -21,6 +21,23 @@ What it does, all on loopback:
    xrelay's ratios to it: clients held, and CPU seconds per delivered Gbit/s.
 
 Prints a report (and ``--json`` writes the figures to a file).
+
+``--mixed`` (issue 11) runs, in one sitting, against the demo provider at
+``--bitrate`` padded with null packets (its timestamps run in real time) and
+an account of one connection:
+
+A. a TS-only run: ``--clients`` + ``--hls-clients`` TS readers (as above);
+B. a mixed run: ``--clients`` TS readers and ``--hls-clients`` HLS players
+   (``bench/hls_loadgen.c``, a second process) on the same channel: each player
+   loads ``/live/.../1.m3u8``, starts three segments before its end, fetches
+   every new segment and reloads the playlist every target duration; during
+   the window PROBES new players join, each timed from its connect() to its
+   first segment's first byte.
+
+It first measures the HLS load generator's ceiling against a C HLS server
+(``hls_loadgen serve``): the most segment data it reads with players that
+never wait, and the playlist and first-segment times it measures itself at the
+benchmark's own load (players polling every 4 s for a 4 MB segment).
 """
 
 from __future__ import annotations
@@ -55,9 +72,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_loadgen(workdir: Path) -> Path:
-    exe = workdir / "loadgen"
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "loadgen.c")], check=True)
+def build_loadgen(workdir: Path, name: str = "loadgen") -> Path:
+    exe = workdir / name
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / f"{name}.c")], check=True)
     return exe
 
 
@@ -224,6 +241,194 @@ def measure_ceiling(exe: Path, args: argparse.Namespace) -> dict:
         blast.wait()
 
 
+# -- HLS players (issue 11) ------------------------------------------------------------
+
+
+def hls_command(exe: Path, port: int, path: str, players: int, ramp: float, warmup: float,
+                measure: float, probes: int, rcvbuf: int, poll_scale: float) -> list[str]:
+    return [str(exe), "play", "127.0.0.1", str(port), path, str(players), str(ramp), str(warmup),
+            str(measure), str(probes), str(rcvbuf), str(poll_scale)]
+
+
+def parse_hls(out: str) -> dict:
+    players, probes, loads = [], [], []
+    summary: dict = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "player":
+            players.append({"announced": float(parts[2]), "completed": float(parts[3]),
+                            "missed": int(parts[4]), "bytes": int(parts[5]),
+                            "align_errors": int(parts[6]), "closed": int(parts[7]),
+                            "target": float(parts[8])})
+        elif parts[0] == "probe":
+            probes.append({"first_ms": float(parts[2]), "align_errors": int(parts[3])})
+        elif parts[0] == "load":
+            loads.append(float(parts[1]))
+        elif parts[0] == "summary":
+            it = iter(parts[1:])
+            summary = {k: float(v) for k, v in zip(it, it)}
+    ratios = [p["completed"] / p["announced"] if p["announced"] else 0.0 for p in players]
+    probe_ms = [p["first_ms"] for p in probes if p["first_ms"] >= 0]
+    seconds = summary.get("seconds", 1.0)
+    return {
+        "players": len(players),
+        "held_95": sum(1 for r in ratios if r >= 0.95),
+        "min_ratio": min(ratios) if ratios else 0.0,
+        "median_ratio": statistics.median(ratios) if ratios else 0.0,
+        "announced_s_median": statistics.median(p["announced"] for p in players) if players else 0.0,
+        "missed": sum(p["missed"] for p in players),
+        "align_errors": sum(p["align_errors"] for p in players) + sum(p["align_errors"] for p in probes),
+        "closed": sum(p["closed"] for p in players),
+        "target": max((p["target"] for p in players), default=0.0),
+        "loads": len(loads),
+        "load_p50_ms": percentile(loads, 50),
+        "load_p99_ms": percentile(loads, 99),
+        "load_max_ms": max(loads) if loads else float("nan"),
+        "probes": len(probe_ms),
+        "probes_failed": len(probes) - len(probe_ms),
+        "first_p50_ms": percentile(probe_ms, 50),
+        "first_p99_ms": percentile(probe_ms, 99),
+        "first_max_ms": max(probe_ms) if probe_ms else float("nan"),
+        "loadgen_cpu": summary.get("cpu", 0.0),
+        "seconds": seconds,
+    }
+
+
+def measure_hls_ceiling(exe: Path, args: argparse.Namespace) -> dict:
+    """The HLS players against a C HLS server: (a) players that never wait
+    (the most they read), (b) players at the benchmark's own load (the
+    playlist and first-segment times the generator itself adds)."""
+    serve = subprocess.Popen([str(exe), "serve", "0", str(4 * 1024 * 1024)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(serve.stdout.readline().split()[1])
+        n = args.hls_clients
+        flat_out = subprocess.run(hls_command(exe, port, "/x.m3u8", n, 0, 3, 5, 0, args.rcvbuf, 0),
+                                  stdout=subprocess.PIPE, text=True, check=True).stdout
+        flat = parse_hls(flat_out)
+        started = time.monotonic()
+        paced_out = subprocess.run(hls_command(exe, port, "/x.m3u8", n, args.ramp, n / args.ramp + 5, 10,
+                                               args.probes // 3, args.rcvbuf, 4),
+                                   stdout=subprocess.PIPE, text=True, check=True).stdout
+        paced = parse_hls(paced_out)
+        flat_bytes = sum(int(line.split()[5]) for line in flat_out.splitlines() if line.startswith("player"))
+        return {"players": n, "gbit_s": flat_bytes * 8 / (3 + 5 + 0.5) / 1e9,
+                "loadgen_cpu_per_s": flat["loadgen_cpu"] / flat["seconds"],
+                "paced": {k: paced[k] for k in ("held_95", "players", "load_p50_ms", "load_p99_ms",
+                                                "first_p50_ms", "first_p99_ms", "loadgen_cpu", "seconds")},
+                "paced_wall_s": time.monotonic() - started}
+    finally:
+        serve.terminate()
+        serve.wait()
+
+
+def run_mixed(exe: Path, hls_exe: Path, port: int, args: argparse.Namespace, server_pid: int) -> dict:
+    """TS readers and HLS players on one channel at once; the server sampled."""
+    ramp = args.ramp / 2  # the two generators ramp up together
+    warmup = max(args.clients, args.hls_clients) / ramp + args.settle
+    ts_cmd = [str(exe), "read", "127.0.0.1", str(port), f"/live/{USER}/{PASSWORD}/1.ts", str(args.clients),
+              str(ramp), str(warmup), str(args.measure), "0", str(args.probes), str(args.rcvbuf)]
+    hls_cmd = hls_command(hls_exe, port, f"/live/{USER}/{PASSWORD}/1.m3u8", args.hls_clients, ramp, warmup,
+                          args.measure, args.probes, args.rcvbuf, 1)
+    ts_proc = subprocess.Popen(ts_cmd, stdout=subprocess.PIPE, text=True)
+    hls_proc = subprocess.Popen(hls_cmd, stdout=subprocess.PIPE, text=True)
+    sampler = Sampler(server_pid)
+    sampler.start()
+    time.sleep(warmup)
+    cpu0 = cpu_seconds(server_pid)
+    rss0 = rss_mb(server_pid)
+    time.sleep(args.measure)
+    cpu1 = cpu_seconds(server_pid)
+    hls_out, _ = hls_proc.communicate()
+    ts_out, _ = ts_proc.communicate()
+    sampler.stop.set()
+    ts = parse_loadgen(ts_out, args)
+    ts.update(server_cpu=cpu1 - cpu0, server_rss_mb=rss_mb(server_pid), server_peak_rss_mb=sampler.peak,
+              server_rss_at_measure_start_mb=rss0)
+    hls = parse_hls(hls_out)
+    return {"ts": ts, "hls": hls}
+
+
+def report_hls(r: dict) -> None:
+    print(f"  hls: {r['held_95']}/{r['players']} players >= 95% real time (min {r['min_ratio']:.3f}, "
+          f"median {r['median_ratio']:.3f}; median {r['announced_s_median']:.0f} s of segments announced "
+          f"per player in the window), missed segments {r['missed']}, alignment errors {r['align_errors']}, "
+          f"reconnects {r['closed']}, target duration {r['target']:g} s", flush=True)
+    print(f"  hls: playlist p50 {r['load_p50_ms']:.1f} ms, p99 {r['load_p99_ms']:.1f} ms, "
+          f"max {r['load_max_ms']:.1f} ms over {r['loads']} loads; new player's first segment byte "
+          f"p50 {r['first_p50_ms']:.1f} ms, p99 {r['first_p99_ms']:.1f} ms, max {r['first_max_ms']:.1f} ms "
+          f"over {r['probes']} probes ({r['probes_failed']} failed); loadgen CPU "
+          f"{r['loadgen_cpu'] / r['seconds']:.2f} s/s", flush=True)
+
+
+def relay_status(port: int) -> dict:
+    return json.loads(wait_http(f"http://127.0.0.1:{port}/status", auth=ADMIN))
+
+
+def mixed_main(args: argparse.Namespace, results: dict, workdir: Path) -> None:
+    exe = build_loadgen(workdir)
+    hls_exe = build_loadgen(workdir, "hls_loadgen")
+    total = args.clients + args.hls_clients
+    results["ceiling"] = measure_ceiling(exe, argparse.Namespace(**{**vars(args), "clients": total}))
+    print(f"TS load generator ceiling: {results['ceiling']['gbit_s']:.1f} Gbit/s with {total} connections "
+          f"({results['ceiling']['reader_cpu_per_s']:.2f} CPU s/s)", flush=True)
+    hc = results["hls_ceiling"] = measure_hls_ceiling(hls_exe, args)
+    print(f"HLS load generator ceiling: {hc['gbit_s']:.1f} Gbit/s of segments with {hc['players']} players "
+          f"that never wait ({hc['loadgen_cpu_per_s']:.2f} CPU s/s); at the benchmark's load against a C server: "
+          f"{hc['paced']['held_95']}/{hc['paced']['players']} players >= 95%, playlist p50 "
+          f"{hc['paced']['load_p50_ms']:.1f} / p99 {hc['paced']['load_p99_ms']:.1f} ms, first segment byte "
+          f"p50 {hc['paced']['first_p50_ms']:.1f} / p99 {hc['paced']['first_p99_ms']:.1f} ms", flush=True)
+    provider_port, port = free_port(), free_port()
+    provider = start([sys.executable, "-m", "xrelay.demo", "--listen",
+                      f"tcp:{provider_port}:interface=127.0.0.1", "--bitrate", str(args.bitrate), "--pad",
+                      "--max-connections", "1", "--live", "5", "--vod", "2", "--series", "1",
+                      "--epg-hours", "1", "--no-redirect"], workdir / "provider.log")
+    relay = None
+    try:
+        wait_http(f"http://127.0.0.1:{provider_port}/player_api.php?username={PROVIDER[0]}"
+                  f"&password={PROVIDER[1]}")
+        config = write_config(workdir, provider_port, port, argparse.Namespace(**{**vars(args), "clients": total}))
+        for name in ("ts_only", "mixed"):
+            relay = start([sys.executable, "-c", TWISTD, "-n", "--pidfile=", "xrelay", "--config", str(config)],
+                          workdir / f"xrelay-{name}.log")
+            wait_http(f"http://127.0.0.1:{port}/status", auth=ADMIN,
+                      check=lambda b: json.loads(b).get("catalog_loaded"))
+            overflows = listen_overflows()
+            if name == "ts_only":
+                print(f"xrelay, TS only: {total} TS clients at {args.bitrate / 1e6:g} Mbit/s (padded), "
+                      f"{args.probes} join probes ...", flush=True)
+                r = run_loadgen(exe, port, f"/live/{USER}/{PASSWORD}/1.ts",
+                                argparse.Namespace(**{**vars(args), "clients": total}), total, 0, args.probes,
+                                relay.pid)
+                report("ts-only", r, args)
+                out = {"ts": r}
+            else:
+                print(f"xrelay, mixed: {args.clients} TS clients + {args.hls_clients} HLS players, "
+                      f"{args.probes} TS join probes and {args.probes} HLS join probes ...", flush=True)
+                out = run_mixed(exe, hls_exe, port, args, relay.pid)
+                report("mixed ts", out["ts"], args)
+                report_hls(out["hls"])
+            status = relay_status(port)
+            channel = next(c for c in status["channels"] if c["stream_id"] == 1)
+            out["upstream_connections"] = channel["upstream"]["connections"]
+            out["upstream_reconnects"] = channel["upstream"]["reconnects"]
+            out["hls_segmenter"] = channel.get("hls")
+            out["listen_overflows"] = listen_overflows() - overflows
+            print(f"  {name}: provider connections for the channel {out['upstream_connections']} "
+                  f"(reconnects {out['upstream_reconnects']}); listen overflows {out['listen_overflows']}; "
+                  f"HLS segmenter holds {((out['hls_segmenter'] or {}).get('held_bytes') or 0) / 1e6:.0f} MB",
+                  flush=True)
+            results[name] = out
+            stop(relay)
+            relay = None
+            time.sleep(2.0)  # the provider notices the closed connection
+    finally:
+        for proc in (relay, provider):
+            if proc is not None:
+                stop(proc)
+
+
 def write_config(workdir: Path, provider_port: int, port: int, args: argparse.Namespace) -> Path:
     config = workdir / "xrelay.toml"
     config.write_text(f"""
@@ -270,11 +475,20 @@ def main() -> None:
     parser.add_argument("--naive-clients", type=int, default=None,
                         help="clients for the naive run (default: --clients)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--mixed", action="store_true",
+                        help="issue 11: TS-only, then TS + HLS players, on a padded stream and one connection")
+    parser.add_argument("--hls-clients", type=int, default=1000, help="HLS players of --mixed")
     args = parser.parse_args()
     # Stop the child processes (in the finally below) when terminated too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    if args.mixed:
+        with tempfile.TemporaryDirectory(prefix="xrelay-bench-") as tmp:
+            mixed_main(args, results, Path(tmp))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
     with tempfile.TemporaryDirectory(prefix="xrelay-bench-") as tmp:
         workdir = Path(tmp)
         exe = build_loadgen(workdir)

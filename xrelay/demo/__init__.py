@@ -22,8 +22,9 @@ Catalog ids (``catalog.py``): live stream ids ``1..live``; movie ids follow
 adds the real-panel oddities listed in :mod:`xrelay.demo.catalog`.
 
 Streams (``streams.py``, ``hls.py``): live TS loops ``sample.ts`` paced at
-its own bitrate (``bitrate_bps`` overrides), packet-aligned, with continuous
-timestamps; HLS URI forms by channel id: 1 absolute, 2 host-relative,
+its own bitrate (``bitrate_bps`` overrides; ``pad`` reaches it with null
+packets), packet-aligned, with continuous timestamps; channels of ``hls_only``
+refuse TS (a 302 to their playlist, or 403); HLS URI forms by channel id: 1 absolute, 2 host-relative,
 3 relative, 4 master playlist, 5 AES-128 key, then again from 6.  Movies
 and episodes are one file (``provider.vod_bytes(id)``) with full Range.
 

@@ -1,6 +1,11 @@
-"""HLS through the relay: rewritten playlists and shared segments.
+"""The provider's HLS through xrelay: rewritten playlists and shared segments.
 
-``/live/USER/PASS/ID.m3u8`` fetches the provider's playlist (redirects
+Live channels normally serve their HLS from their own stream
+(:mod:`xrelay.relay.hls_viewers`); this path is for what that cannot carry:
+catch-up ``.m3u8`` playlists, and live channels whose provider HLS is
+encrypted or not MPEG-TS (the relay routes their ``ID.m3u8`` here).
+
+``/live/USER/PASS/ID.m3u8`` of such a channel fetches the provider's playlist (redirects
 followed, the final URL kept: later fetches go there first, and relative
 URIs resolve against it) and rewrites every URI in it (:mod:`xrelay.media.hls_rewrite`: media segments,
 ``#EXT-X-KEY``/``#EXT-X-MAP``/``#EXT-X-MEDIA`` URIs and variant playlists;

@@ -168,7 +168,8 @@ class AdminPage:
                               f'data-id="{_e(v["id"])}">Disconnect</button>') if v.get("id") else ""
                     behind = v.get("behind_seconds")
                     out.append(
-                        f'<tr class="viewer"><td data-label="User">{_e(v.get("user"))}</td>'
+                        f'<tr class="viewer"><td data-label="User">{_e(v.get("user"))}'
+                        f'{" <small>HLS</small>" if v.get("format") == "hls" else ""}</td>'
                         f'<td data-label="Address">{_e(v.get("address"))}</td>'
                         f'<td data-label="Watching">{_duration(v.get("seconds") or 0)}</td>'
                         f'<td data-label="Rate">{_rate(v.get("rate_bps"))}'

@@ -191,7 +191,11 @@ class RelayCollector:
     def _relay(self, snap: dict[str, Any]) -> Iterable[Metric]:
         channels = snap.get("channels", [])
         slots = snap.get("slots", {})
-        yield GaugeMetricFamily("xrelay_viewers", "Live viewers connected now", value=snap.get("viewers", 0))
+        yield GaugeMetricFamily("xrelay_viewers", "Live viewers connected now (TS and HLS)",
+                                value=snap.get("viewers", 0))
+        yield GaugeMetricFamily("xrelay_live_hls_viewers", "Live viewers playing a channel's own HLS now",
+                                value=sum(1 for c in channels for v in c.get("viewers", [])
+                                          if v.get("format") == "hls"))
         yield GaugeMetricFamily("xrelay_channels", "Live channels open now (lingering ones included)",
                                 value=len(channels))
         per = GaugeMetricFamily("xrelay_channel_viewers", "Viewers of each open live channel",
@@ -252,8 +256,8 @@ class RelayCollector:
                                 value=sum(f.get("bytes", 0) for f in files))
         hls = snap.get("hls") or {}
         channels = hls.get("channels") or []
-        yield GaugeMetricFamily("xrelay_hls_channels", "HLS channels open now", value=len(channels))
-        yield GaugeMetricFamily("xrelay_hls_clients", "HLS clients seen recently",
+        yield GaugeMetricFamily("xrelay_hls_channels", "Provider HLS channels proxied now", value=len(channels))
+        yield GaugeMetricFamily("xrelay_hls_clients", "Clients of proxied provider HLS seen recently",
                                 value=sum(len(c.get("clients") or []) for c in channels))
         cache = hls.get("segment_cache") or {}
         yield CounterMetricFamily("xrelay_hls_segment_fetches", "HLS segments fetched from the provider",
