@@ -13,6 +13,7 @@ from xrelay.relay.hls_live import (
     ClientGone,
     FirstSegmentTimeout,
     SegmentProducer,
+    WriteTurns,
     SegmenterClosed,
     ignore_client_gone,
     program_date_time,
@@ -281,3 +282,30 @@ def test_producer_writes_a_live_segment_whole(limit: int) -> None:
         received += consumer.read()
     received += consumer.read()
     assert received == b"".join(bytes(p) for p in seg.pieces) and done == [seg.size]
+
+
+def test_resumed_producers_write_in_budgeted_turns() -> None:
+    """Many players' sockets turning writable at once: their writes go out
+    in reactor turns of at most the budget, never inside resumeProducing."""
+    for budget, expected_turns in ((1000, 3), (10**6, 1)):
+        clock = Clock()
+        turns = WriteTurns(clock, budget=budget)
+        whole, pieces = shared_pieces()  # 1024 + 1000 + 500 bytes
+        consumers = [Consumer(limit=100) for _ in range(3)]
+        producers = [SegmentProducer(c, pieces, turns=turns) for c in consumers]
+        done = [results(p.start()) for p in producers]
+        assert all(len(c.writes) == 1 for c in consumers)  # the first write goes at once
+        for c in consumers:
+            c.clear()
+            c.producer.resumeProducing()  # writable again
+        assert all(len(c.writes) == 1 for c in consumers)  # nothing written inside resume
+        clock.advance(0)  # each producer writes its 1000-byte piece, then its socket is full
+        assert [len(c.writes) for c in consumers] == [2, 2, 2]
+        assert turns.turns == expected_turns  # one turn per budget's worth
+        for _ in range(5):
+            for c in consumers:
+                if c.producer is not None and c.producer.paused:
+                    c.clear()
+                    c.producer.resumeProducing()
+            clock.advance(0)
+        assert all(d == [len(whole)] for d in done)

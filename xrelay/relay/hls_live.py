@@ -23,6 +23,7 @@ on top of a channel's :class:`~xrelay.relay.hls_segmenter.Segmenter`:
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
@@ -158,8 +159,12 @@ class SegmentProducer:
     """
 
     def __init__(self, consumer: IConsumer, pieces: Sequence[Piece], *,
-                 write: Callable[[Piece], int | None] | None = None) -> None:
+                 write: Callable[[Piece], int | None] | None = None,
+                 turns: WriteTurns | None = None) -> None:
         self.consumer = consumer
+        #: Given, a resumed producer writes in the shared budgeted turns
+        #: instead of inside ``resumeProducing``.
+        self.turns = turns
         self._pieces = list(pieces)
         self._index = 0
         self._pos = 0
@@ -179,7 +184,15 @@ class SegmentProducer:
 
     def start(self) -> Deferred[int]:
         self.consumer.registerProducer(self, True)
-        self._pump()
+        if self.turns is None:
+            self._pump()
+        else:
+            # The first piece goes at once (the player's first byte); the rest
+            # in the shared turns, so that many requests arriving together
+            # never make one long reactor turn.
+            self._pump(limit=1)
+            if not self.paused and not self.stopped:
+                self.turns.wake(self)
         return self._done
 
     # IPushProducer
@@ -191,7 +204,16 @@ class SegmentProducer:
         if self.stopped:
             return
         self.paused = False
+        if self.turns is not None:
+            self.turns.wake(self)
+        else:
+            self._pump()
+
+    def pump(self) -> int:
+        """Write what the consumer takes now; the bytes written."""
+        before = self.sent
         self._pump()
+        return self.sent - before
 
     def stopProducing(self) -> None:
         if self.stopped:
@@ -203,15 +225,19 @@ class SegmentProducer:
 
     # writing
 
-    def _pump(self) -> None:
-        """Write until paused, stopped or done (re-entry safe: a consumer may
-        pause or resume us from inside ``write``)."""
+    def _pump(self, limit: int | None = None) -> None:
+        """Write until paused, stopped or done, or once ``limit`` bytes are
+        written (re-entry safe: a consumer may pause or resume us from inside
+        ``write``)."""
         if self._writing:
             return
         self._writing = True
+        stop_at = self.sent + limit if limit is not None else None
         try:
             pieces = self._pieces
             while not self.paused and not self.stopped and self._index < len(pieces):
+                if stop_at is not None and self.sent >= stop_at:
+                    break
                 piece = pieces[self._index]
                 pos = self._pos
                 data = piece if not pos else memoryview(piece)[pos:]
@@ -234,6 +260,52 @@ class SegmentProducer:
             except Exception:
                 log.failure("unregistering a segment producer")
             self._done.callback(self.sent)
+
+
+#: Bytes the resumed segment producers write per reactor turn, all together.
+DEFAULT_TURN_BUDGET = 4 * 1024 * 1024
+
+
+class WriteTurns:
+    """Writes resumed :class:`SegmentProducer` s in reactor turns of at most
+    ``budget`` bytes, oldest wake first.
+
+    A transport resumes its producer while the reactor handles a batch of
+    socket events; hundreds of players' sockets turning writable at once
+    would make that one turn write hundreds of times a socket buffer, and
+    every request waiting behind it (a playlist, a new player) would wait
+    that long. Queued here, the writes go out in short turns between which
+    the reactor reads new requests.
+    """
+
+    def __init__(self, clock: IReactorTime, budget: int = DEFAULT_TURN_BUDGET) -> None:
+        self.clock = clock
+        self.budget = budget
+        self._queue: deque[SegmentProducer] = deque()
+        self._queued: set[SegmentProducer] = set()
+        self._call: IDelayedCall | None = None
+        self.turns = 0
+
+    def wake(self, producer: SegmentProducer) -> None:
+        if producer in self._queued:
+            return
+        self._queued.add(producer)
+        self._queue.append(producer)
+        if self._call is None:
+            self._call = self.clock.callLater(0, self._turn)
+
+    def _turn(self) -> None:
+        self._call = None
+        self.turns += 1
+        budget = self.budget
+        queue, queued = self._queue, self._queued
+        while queue and budget > 0:
+            producer = queue.popleft()
+            queued.discard(producer)
+            if not producer.paused and not producer.stopped:
+                budget -= producer.pump()
+        if queue and self._call is None:
+            self._call = self.clock.callLater(0, self._turn)
 
 
 def ignore_client_gone(failure: Any) -> None:

@@ -13,7 +13,10 @@ for the channel's ``.m3u8``, and answers:
   the password, and nothing of the provider appears;
 * the segments, written from the shared chunks by a
   :class:`~xrelay.relay.hls_live.SegmentProducer` (with back-pressure, zero-copy
-  when the transport allows, a single ``Range`` honoured).
+  when the transport allows, a single ``Range`` honoured); resumed producers
+  write in shared, budgeted reactor turns (:class:`~xrelay.relay.hls_live.WriteTurns`),
+  so that a playlist or a new player never waits behind a pass over every
+  player's socket.
 
 Each (user, address, channel) that keeps fetching is a session
 (:class:`~xrelay.relay.hls_sessions.HlsSessions`): it holds one of its user's
@@ -44,11 +47,11 @@ from xrelay.http.request import client_address, public_base
 from xrelay.relay.fanout import Fanout
 from xrelay.relay.hls_live import (DEFAULT_FIRST_SEGMENT_WAIT, PLAYLIST_CACHE_CONTROL, PLAYLIST_TYPE,
                                    SEGMENT_CACHE_CONTROL, SEGMENT_TYPE, HlsUnavailable, SegmentProducer,
-                                   ignore_client_gone, render_playlist, wait_for_segment)
+                                   WriteTurns, ignore_client_gone, render_playlist, wait_for_segment)
 from xrelay.relay.hls_segmenter import Segment, Segmenter
 from xrelay.relay.hls_sessions import HlsSession, HlsSessions
 from xrelay.relay.slots import UserStreams
-from xrelay.relay.sockwrite import bound_send_buffer, direct_writer
+from xrelay.relay.sockwrite import bound_send_buffer, direct_writer, no_delay
 
 __all__ = ["LiveHls", "HlsChannel", "segment_name"]
 
@@ -96,6 +99,8 @@ class LiveHls:
         self.public_url = public_url
         self.first_wait = first_wait
         self.sessions = HlsSessions(clock, idle_timeout=self.idle_timeout, on_end=self._ended)
+        #: Segment writes of all channels, in short reactor turns.
+        self.turns = WriteTurns(clock)
         #: Where each channel's numbering goes on when it is segmented again.
         self.resume: dict[int, dict[str, Any]] = {}
         self._rendered: dict[int, tuple[int, str]] = {}
@@ -200,6 +205,7 @@ class LiveHls:
         prefix = (f"{base}/hls/{quote(account.username, safe='')}/"
                   f"{self.user_token(account.username, account.password)}/L{channel.stream_id}-")
         body = cached[1].replace(_PREFIX, prefix).encode()
+        no_delay(request)
         request.setHeader(b"content-type", PLAYLIST_TYPE)
         request.setHeader(b"cache-control", PLAYLIST_CACHE_CONTROL)
         request.setHeader(b"content-length", b"%d" % len(body))
@@ -237,7 +243,7 @@ class LiveHls:
         request.setHeader(b"content-length", b"%d" % (end - first))
         if request.method == b"HEAD":
             return b""
-        return _SegmentResource(self.sessions, session, segment, first, end)
+        return _SegmentResource(self.sessions, self.turns, session, segment, first, end)
 
 
 def _refuse_revoked(session: HlsSession) -> None:
@@ -250,10 +256,11 @@ class _SegmentResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, sessions: HlsSessions, session: HlsSession, segment: Segment,
+    def __init__(self, sessions: HlsSessions, turns: WriteTurns, session: HlsSession, segment: Segment,
                  first: int, end: int) -> None:
         super().__init__()
         self.sessions = sessions
+        self.turns = turns
         self.session = session
         self.segment = segment
         self.first = first
@@ -262,8 +269,9 @@ class _SegmentResource(Resource):
     def render_GET(self, request: Request) -> Any:
         request.write(b"")  # the headers; the body may then bypass the buffer
         bound_send_buffer(request)
+        no_delay(request)
         producer = SegmentProducer.for_segment(request, self.segment, self.first, self.end,
-                                               write=direct_writer(request))
+                                               write=direct_writer(request), turns=self.turns)
         done: Deferred[int] = producer.start()
 
         def sent(size: int) -> None:

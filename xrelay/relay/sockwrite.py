@@ -28,7 +28,7 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.logger import Logger
 
-__all__ = ["DirectWriter", "direct_writer", "bound_send_buffer"]
+__all__ = ["DirectWriter", "direct_writer", "bound_send_buffer", "no_delay"]
 
 #: A viewer socket's kernel send buffer. Fixed rather than autotuned (up to
 #: several MiB each on loopback or fast LANs), so that a slow or stalled
@@ -192,5 +192,21 @@ def bound_send_buffer(request: Any, size: int = VIEWER_SEND_BUFFER) -> None:
         return
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        pass
+
+
+def no_delay(request: Any) -> None:
+    """Send this response's small writes at once (TCP_NODELAY).
+
+    An HLS player asks for its playlist on the keep-alive connection that
+    just carried a segment; with Nagle's algorithm the small answer would
+    wait for the ACK of that segment's last bytes, which the player's
+    kernel delays (up to 40 ms on Linux)."""
+    sock = getattr(getattr(request, "transport", None), "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
