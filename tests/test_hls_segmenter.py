@@ -234,6 +234,20 @@ def test_memory_is_bounded_by_window_and_grace() -> None:
     assert len(segmenter._retired) <= 8
 
 
+def test_segments_out_of_the_window_go_early_past_a_byte_cap() -> None:
+    free, feeder, _ = make(window=6)
+    feeder.play(200)
+    per_segment = max(s.size for s in free.window)
+    capped, feeder, _ = make(window=6, max_held_bytes=8 * per_segment)
+    feeder.play(200)
+    assert len(capped.window) == 6  # the window itself is never cut short
+    kept = sum(s.size for s in capped.window) + sum(s.size for s, _ in capped._retired.values())
+    assert kept <= 8 * per_segment and capped._retired
+    newest_retired = max(capped._retired)
+    assert capped.get(newest_retired) is not None  # the newest ones stay
+    assert capped.get(min(free._retired)) is None  # the oldest went early
+
+
 def test_program_date_time_follows_arrival_then_durations() -> None:
     segmenter, feeder, _ = make()
     cut = collect(segmenter)

@@ -53,7 +53,9 @@ Window
     The playlist lists the newest ``window`` segments (more when those last
     less than three target durations, RFC 8216 6.2.2). A segment that left it
     stays fetchable for its duration plus the playlist's duration (or
-    ``grace`` seconds if given), then :meth:`Segmenter.get` answers None.
+    ``grace`` seconds if given), then :meth:`Segmenter.get` answers None;
+    sooner, oldest first, while the window and those segments hold more than
+    ``max_held_bytes``.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ class Segmenter:
         discontinuity_sequence: int = 0,
         discontinuous_start: bool = False,
         timing: TimingTracker | None = None,
+        max_held_bytes: int | None = None,
     ) -> None:
         if segment <= 0 or window < 1:
             raise ValueError("segment must be positive and window at least 1")
@@ -209,6 +212,9 @@ class Segmenter:
         self.keyframe_wait = keyframe_wait
         self.probe = probe
         self.max_segment_bytes = max_segment_bytes
+        #: Segments that left the window are forgotten early (oldest first)
+        #: while the window and they hold more than this.
+        self.max_held_bytes = max_held_bytes
         self.timing = timing or TimingTracker()
         self.next_sequence = first_sequence
         self._dseq = discontinuity_sequence
@@ -688,6 +694,12 @@ class Segmenter:
             self._retired[old.sequence] = (old, now + grace)
         for sequence in [s for s, (_, t) in self._retired.items() if t <= now]:
             del self._retired[sequence]
+        if self.max_held_bytes is not None and self._retired:
+            held = sum(s.size for s in window) + sum(s.size for s, _ in self._retired.values())
+            for sequence in sorted(self._retired):
+                if held <= self.max_held_bytes:
+                    break
+                held -= self._retired.pop(sequence)[0].size
         self.version += 1
         for callback in list(self._listeners):
             try:

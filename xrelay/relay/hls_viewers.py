@@ -117,9 +117,12 @@ class LiveHls:
         if channel.hls is not None:
             return channel.hls
         cfg = self.config
-        seg = Segmenter(self.clock, name=str(channel.stream_id), segment=cfg.hls_segment,
-                        window=cfg.hls_window, **self.resume.pop(channel.stream_id, {}))
         ring = channel.fanout.ring
+        # Its memory has the TS buffer's bound: the segments are the ring's
+        # own chunks, kept longer; expired ones go early past the ring's cap.
+        seg = Segmenter(self.clock, name=str(channel.stream_id), segment=cfg.hls_segment,
+                        window=cfg.hls_window, max_held_bytes=ring.max_bytes,
+                        **self.resume.pop(channel.stream_id, {}))
         seg.prime([ring.chunks[s] for s in range(ring.first_seq, ring.next_seq)], ring.access_points())
         ring.observers.append(seg.publish)
         channel.fanout.on_reset.append(seg.reset)
