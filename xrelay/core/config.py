@@ -12,8 +12,11 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from xrelay.core.hdhr_config import HdhrDevice
 
 __all__ = [
     "AdminConfig",
@@ -22,6 +25,7 @@ __all__ = [
     "IngestConfig",
     "LogConfig",
     "RelayConfig",
+    "Section",
     "ServerConfig",
     "UpstreamConfig",
     "UserConfig",
@@ -78,6 +82,8 @@ class UserConfig:
     max_connections: int = 1
     exp_date: int | None = None
     enabled: bool = True
+    #: A short clip saying why, instead of a bare refusal of a live stream.
+    status_clips: bool = True
 
     def __repr__(self) -> str:
         return f"UserConfig(username={self.username!r}, password='***')"
@@ -104,6 +110,10 @@ class RelayConfig:
     reconnect_bound: float = 30.0
     #: Seconds to wait after closing a channel before reusing its slot.
     handover_pause: float = 0.3
+    #: A directory of clips (busy.ts, unavailable.ts, expired.ts) replacing the built-in ones.
+    status_clips_dir: Path | None = None
+    #: Seconds a status clip plays (looped) before the answer ends.
+    status_clip_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,8 @@ class Config:
     admin: AdminConfig | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    #: Emulated HDHomeRun tuners (``[[hdhr]]``).
+    hdhr: tuple[HdhrDevice, ...] = ()
     source: str = "<memory>"
 
     def masked(self) -> dict[str, Any]:
@@ -144,6 +156,8 @@ class Config:
         }
         if self.admin is not None:
             out["admin"] = {"username": self.admin.username, "password": "***"}
+        if self.hdhr:
+            out["hdhr"] = [device.masked() for device in self.hdhr]
         return out
 
 
@@ -209,6 +223,10 @@ class _Section:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise self.error(unknown[0], "unknown key")
+
+
+#: One table's typed access, for the parsers of other configuration parts.
+Section = _Section
 
 
 def _type_name(value: Any) -> str:
@@ -302,6 +320,8 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
         silence_timeout=rl.positive("silence_timeout", RelayConfig.silence_timeout),
         reconnect_bound=rl.positive("reconnect_bound", RelayConfig.reconnect_bound),
         handover_pause=rl.positive("handover_pause", RelayConfig.handover_pause, allow_zero=True),
+        status_clips_dir=_optional_path(rl.get("status_clips_dir", str, None)),
+        status_clip_seconds=rl.positive("status_clip_seconds", RelayConfig.status_clip_seconds),
     )
     rl.finish()
 
@@ -331,6 +351,7 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             max_connections=us.get("max_connections", int, 1),
             exp_date=us.get("exp_date", int, None),
             enabled=us.get("enabled", bool, True),
+            status_clips=us.get("status_clips", bool, True),
         )
         us.finish()
         if not user.username or "/" in user.username:
@@ -345,10 +366,35 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             raise us.error("password", "must differ from the provider's credentials")
         seen.add(user.username)
         users.append(user)
+
+    from xrelay.core.hdhr_config import parse_devices  # it builds on this module's Section
+
+    top.used.add("hdhr")
+    hdhr = parse_devices(top.table.get("hdhr", []), source)
+    listen_port = _tcp_port(listen)
+    for i, device in enumerate(hdhr):
+        if device.port is not None and device.port == listen_port:
+            raise ConfigError(f"{source}: hdhr[{i}].port: {device.port} is [server] listen's port")
     top.finish()
 
     return Config(upstream=upstream, server=server, ingest=ingest, users=tuple(users),
-                  admin=admin, relay=relay, log=log, source=source)
+                  admin=admin, relay=relay, log=log, hdhr=hdhr, source=source)
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _tcp_port(description: str) -> int | None:
+    """The port of a ``tcp:PORT...`` / ``tcp6:port=PORT...`` endpoint string, if it names one."""
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6"):
+        return None
+    for i, part in enumerate(rest.split(":")):
+        value = part[len("port="):] if part.startswith("port=") else part if i == 0 else ""
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def _check_timezone(section: _Section, name: str) -> None:
