@@ -25,6 +25,7 @@ from twisted.python import usage
 from xrelay.app import XRelay
 from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
+from xrelay.core.hdhr_config import HdhrDevice
 from xrelay.provider.client import ProviderClient
 
 __all__ = ["Options", "makeService", "build"]
@@ -33,6 +34,8 @@ log = Logger()
 
 DEMO_USER = ("demo", "demo")
 DEMO_ADMIN = ("admin", "demo")
+#: The demo's HDHomeRun tuner: its name and token (its key, in its URL).
+DEMO_TUNER = ("xrelay demo tuner", "demo-tuner")
 
 
 class Options(usage.Options):
@@ -66,6 +69,7 @@ def demo_config(listen: str | None, data_dir: str | None) -> Config:
         ingest=IngestConfig(data_dir=Path(data_dir) if data_dir else state / "xrelay-demo"),
         users=(UserConfig(username=DEMO_USER[0], password=DEMO_USER[1], max_connections=4),),
         admin=AdminConfig(username=DEMO_ADMIN[0], password=DEMO_ADMIN[1]),
+        hdhr=(HdhrDevice(name=DEMO_TUNER[0], token=DEMO_TUNER[1]),),
         source="--demo",
     )
 
@@ -142,11 +146,11 @@ def makeService(options: Options) -> MultiService:
             config = with_overrides(config, listen=options["listen"])
             if options["data-dir"]:
                 config = replace(config, ingest=replace(config.ingest, data_dir=Path(options["data-dir"])))
+        service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     except ConfigError as e:
         sys.stderr.write(f"xrelay: {e}\n")
         sys.stderr.flush()
         raise SystemExit(2)
-    service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     if options["demo"]:
         reactor.callWhenRunning(_announce_demo, xr)
     from xrelay.ops.logs import LoggingRoot, twistd_observer
@@ -166,9 +170,10 @@ def _announce_demo(xr: XRelay) -> None:
     user, password = DEMO_USER
     log.info("demo: open http://{host}:{port}/get.php?username={user}&password={password}&type=m3u_plus&output=ts "
              "in VLC, or log in with an Xtream player at http://{host}:{port} as {user}/{password}; "
-             "admin pages with {admin}/{admin_password}",
+             "admin pages with {admin}/{admin_password}; "
+             "HDHomeRun tuner for Plex, Jellyfin or Emby: http://{host}:{port}/hdhr/{tuner}",
              host=host, port=port, user=user, password=password,
-             admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1])
+             admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1], tuner=DEMO_TUNER[1])
 
 
 def _listen_port(description: str) -> str:
