@@ -165,7 +165,8 @@ def makeService(options: Options) -> MultiService:
 
 def _announce_demo(xr: XRelay) -> None:
     listen = xr.config.server.listen
-    port = _listen_port(listen)
+    listening = xr.web_endpoint.port if xr.web_endpoint is not None else None
+    port = str(listening) if listening else _listen_port(listen)
     host = "127.0.0.1"
     user, password = DEMO_USER
     log.info("demo: open http://{host}:{port}/get.php?username={user}&password={password}&type=m3u_plus&output=ts "

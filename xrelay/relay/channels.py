@@ -256,8 +256,6 @@ class _StreamResource(Resource):
 
     def render_GET(self, request: IRequest) -> Any:
         channel = self.channel
-        if getattr(request, "_disconnected", False):
-            return NOT_DONE_YET  # the client left while the channel opened: nobody to attach
         if channel.closed:
             return text_error(request, 503, "the channel was closed")
         request.setHeader(b"content-type", b"video/mp2t")
