@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from xrelay.core.config import ConfigError, parse_config
-from xrelay.core.hdhr_config import HdhrDevice, parse_devices
+from xrelay.core.config import ConfigError, HdhrDevice, parse_config, parse_devices
 from xrelay.hdhr.device import (
     SALT_FILE,
     check_digit,

@@ -21,7 +21,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from xrelay.app import XRelay
 from xrelay.core.config import RelayConfig
-from xrelay.core.hdhr_config import HdhrDevice
+from xrelay.core.config import HdhrDevice
 from xrelay.demo.provider import DemoProvider, DemoSettings
 from xrelay.hdhr.device import SALT_FILE, is_valid_device_id
 from xrelay.hdhr.discovery import (

@@ -24,7 +24,7 @@ from twisted.internet import reactor
 
 from xrelay.app import XRelay
 from xrelay.core.config import ConfigError, RelayConfig, UserConfig, parse_config
-from xrelay.core.hdhr_config import HdhrDevice
+from xrelay.core.config import HdhrDevice
 from xrelay.demo.provider import DemoProvider, DemoSettings
 from xrelay.relay.clips import load_clips
 

@@ -25,7 +25,7 @@ from twisted.python import usage
 from xrelay.app import XRelay
 from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
-from xrelay.core.hdhr_config import HdhrDevice
+from xrelay.core.config import HdhrDevice
 from xrelay.provider.client import ProviderClient
 
 __all__ = ["Options", "makeService", "build"]

@@ -1,7 +1,7 @@
 """Emulated HDHomeRun devices: their identity.
 
 The devices themselves are ``[[hdhr]]`` entries of the configuration
-(:class:`~xrelay.core.hdhr_config.HdhrDevice`). Each device gets a
+(:class:`~xrelay.core.config.HdhrDevice`). Each device gets a
 DeviceID (:func:`device_id`): eight hex digits whose last is SiliconDust's
 check digit of the first seven, derived from the device's name and a random
 salt kept once per installation in the data directory (:func:`load_salt`),
@@ -18,8 +18,7 @@ import secrets
 from pathlib import Path
 from typing import Sequence
 
-from xrelay.core.config import ConfigError
-from xrelay.core.hdhr_config import HdhrDevice
+from xrelay.core.config import ConfigError, HdhrDevice
 
 __all__ = [
     "SALT_FILE",

@@ -31,7 +31,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from xrelay.core.config import UserConfig
-from xrelay.core.hdhr_config import HdhrDevice
+from xrelay.core.config import HdhrDevice
 from xrelay.hdhr import answers
 from xrelay.hdhr.channels import ChannelsFor, TunerChannel
 from xrelay.hdhr.discovery import DiscoveryAnswer, local_address_for

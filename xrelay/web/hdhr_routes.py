@@ -16,7 +16,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from xrelay.core.hdhr_config import HdhrDevice
+from xrelay.core.config import HdhrDevice
 from xrelay.hdhr.server import DeviceAt, HdhrServer
 from xrelay.http.errors import HTTPError, render_error, text_error
 
