@@ -2,44 +2,53 @@
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 import pytest
 
-from xrelay.hdhr.channels import TunerChannel, number_channels
+from xrelay.hdhr.channels import ArrayLineup, TunerChannel, catalog_numbers
 from xrelay.hdhr.service import device_endpoint
 from xrelay.hdhr.tuners import TunerBusy, Tuners
 from xrelay.ops.metrics import endpoint_of
 from xrelay.web.site import redact_uri
 
 
-def row(stream_id: int, num: Any, name: str = "", epg: str | None = None) -> dict[str, Any]:
-    return {"stream_id": stream_id, "num": num, "name": name or f"C{stream_id}",
-            "epg_channel_id": epg, "stream_icon": f"@XRELAY_BASE@/asset/{stream_id}.png"}
+def row(stream_id: int, num: Any) -> dict[str, Any]:
+    return {"stream_id": stream_id, "num": num, "name": f"C{stream_id}"}
+
+
+def numbered(rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    ids, numbers = catalog_numbers(rows)
+    return list(zip(ids, numbers))
 
 
 # -- numbering without lineups ---------------------------------------------------------
 
 
 def test_the_providers_numbers_when_they_are_all_unique() -> None:
-    channels = number_channels([row(7, 101, "One", "one.uk"), row(3, 5, "Two"), row(9, 102)])
-    assert channels == [
-        TunerChannel("101", 7, "One", "one.uk", "@XRELAY_BASE@/asset/7.png"),
-        TunerChannel("5", 3, "Two", None, "@XRELAY_BASE@/asset/3.png"),
-        TunerChannel("102", 9, "C9", None, "@XRELAY_BASE@/asset/9.png"),
-    ]
+    assert numbered([row(7, 101), row(3, 5), row(9, 102)]) == [(7, 101), (3, 5), (9, 102)]
 
 
 @pytest.mark.parametrize("nums", [[1, 1, 2], [1, None, 3], [1, 0, 3], [1, "2", 3], [True, 2, 3]])
 def test_positions_when_a_number_is_missing_or_repeated(nums: list[Any]) -> None:
-    channels = number_channels([row(i + 10, n) for i, n in enumerate(nums)])
-    assert [c.number for c in channels] == ["1", "2", "3"]
-    assert [c.stream_id for c in channels] == [10, 11, 12]
+    assert numbered([row(i + 10, n) for i, n in enumerate(nums)]) == [(10, 1), (11, 2), (12, 3)]
 
 
 def test_rows_without_a_stream_id_are_left_out() -> None:
-    channels = number_channels([row(1, 1), {"num": 2, "name": "x"}, row(3, 3)])
-    assert [(c.number, c.stream_id) for c in channels] == [("1", 1), ("3", 3)]
+    assert numbered([row(1, 1), {"num": 2, "name": "x"}, row(3, 3)]) == [(1, 1), (3, 3)]
+
+
+def test_an_array_lineup_lists_in_order_and_finds_by_number() -> None:
+    lineup = ArrayLineup(None, array("q", [7, 3, 9]), array("q", [101, 5, 102]), display_name=str.upper)
+    assert list(lineup) == [TunerChannel("101", 7, "CHANNEL 7", None, None),
+                            TunerChannel("5", 3, "CHANNEL 3", None, None),
+                            TunerChannel("102", 9, "CHANNEL 9", None, None)]
+    assert len(lineup) == 3
+    assert lineup.find("5") == TunerChannel("5", 3, "CHANNEL 3", None, None)
+    assert lineup.find("102") is not None and lineup.find("102").stream_id == 9  # type: ignore[union-attr]
+    for missing in ("4", "1010", "", "5.1", "-5", "\u0665", "9" * 40):
+        assert lineup.find(missing) is None, missing
 
 
 # -- tuners ---------------------------------------------------------------------------

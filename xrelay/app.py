@@ -107,8 +107,9 @@ class XRelay:
 
         # emulated HDHomeRun tuners: the whole live catalog each (the lineups
         # feature replaces channels_for with a device's lineup selection)
-        self.catalog_channels = CatalogChannels(self.cache)
-        self.cache.listeners.append(self.catalog_channels.reloaded)
+        self.catalog_channels = CatalogChannels()
+        if config.hdhr:
+            self.cache.listeners.append(self.catalog_channels.reloaded)
         channels_for: ChannelsFor = self.catalog_channels
         salt = load_salt(config.ingest.data_dir) if config.hdhr else b""
         self.web_endpoint: RecordingEndpoint | None = None

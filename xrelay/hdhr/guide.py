@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
@@ -20,10 +20,11 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay.catalog.cache import CatalogCache
+from xrelay.catalog.generation import Generation
 from xrelay.core.deferreds import Shared
 from xrelay.core.scrub import BASE_MARKER
 from xrelay.hdhr.answers import GuideEntry, write_device_guide
-from xrelay.hdhr.channels import TunerChannel
+from xrelay.hdhr.channels import Lineup, TunerChannel
 from xrelay.http.body import MarkerStream, ThreadedBody
 from xrelay.http.errors import Unavailable
 
@@ -34,10 +35,12 @@ log = Logger()
 _MARKER = BASE_MARKER.encode()
 
 
-def build_guide(source: Path, dest: Path, channels: Sequence[TunerChannel]) -> int:
+def build_guide(source: Path, dest: Path, channels: Lineup, generation: Generation) -> int:
     """Write the device guide for *channels* to *dest* (blocking); returns
-    the number of programmes written."""
-    entries = [GuideEntry(c.number, c.name, c.epg_id, c.icon) for c in channels]
+    the number of programmes written.  A channel without an icon of its own
+    gets its catalog row's."""
+    entries = [GuideEntry(c.number, c.name, c.epg_id, c.icon if c.icon is not None else _icon(generation, c))
+               for c in channels]
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as out:
@@ -49,10 +52,16 @@ def build_guide(source: Path, dest: Path, channels: Sequence[TunerChannel]) -> i
     return written
 
 
+def _icon(generation: Generation, channel: TunerChannel) -> str | None:
+    row = generation.row("live", channel.stream_id) or {}
+    icon = row.get("stream_icon")
+    return icon if isinstance(icon, str) and icon else None
+
+
 class _Built:
     """One device guide of one generation: the channels it was made for."""
 
-    def __init__(self, channels: Sequence[TunerChannel], making: Shared[Path]) -> None:
+    def __init__(self, channels: Lineup, making: Shared[Path]) -> None:
         self.channels = channels
         self.making = making
 
@@ -65,27 +74,28 @@ class DeviceGuides:
         self._generation: Path | None = None
         self._built: dict[str, _Built] = {}
 
-    def file(self, device_id: str, channels: Sequence[TunerChannel]) -> Deferred[Path]:
+    def file(self, device_id: str, channels: Lineup) -> Deferred[Path]:
         """The guide file of the device with *device_id* showing *channels*
         (made on first use, in a thread)."""
-        generation = self.cache.generation
+        current = self.cache.current
+        generation = current.path if current is not None else None
         source = generation / "guide.xml" if generation is not None else None
-        if generation is None or source is None or not source.is_file():
+        if current is None or generation is None or source is None or not source.is_file():
             raise Unavailable("the guide is not downloaded yet, try again soon", retry_after=30)
         if generation != self._generation:
             self._generation, self._built = generation, {}
         built = self._built.get(device_id)
         if built is None or built.channels is not channels:
             dest = generation / "api" / f"hdhr-{device_id}.xml"
-            making = Deferred.fromCoroutine(self._make(device_id, source, dest, channels))
+            making = Deferred.fromCoroutine(self._make(device_id, source, dest, channels, current))
             built = _Built(channels, Shared(making))
             self._built[device_id] = built
         return built.making.wait()
 
-    async def _make(self, device_id: str, source: Path, dest: Path,
-                    channels: Sequence[TunerChannel]) -> Path:
+    async def _make(self, device_id: str, source: Path, dest: Path, channels: Lineup,
+                    generation: Generation) -> Path:
         try:
-            count = await threads.deferToThread(build_guide, source, dest, channels)
+            count = await threads.deferToThread(build_guide, source, dest, channels, generation)
         except BaseException:
             built = self._built.get(device_id)
             if built is not None and built.channels is channels:
@@ -94,8 +104,7 @@ class DeviceGuides:
         log.info("HDHomeRun guide for {device}: {count} programmes", device=device_id, count=count)
         return dest
 
-    async def serve(self, request: IRequest, device_id: str, channels: Sequence[TunerChannel],
-                    base: str) -> Any:
+    async def serve(self, request: IRequest, device_id: str, channels: Lineup, base: str) -> Any:
         """Answer *request* with the guide; *base* replaces xrelay's marker
         (channel icons served by xrelay's ``/asset/``)."""
         making = self.file(device_id, channels)

@@ -33,7 +33,7 @@ from twisted.web.server import Request
 from xrelay.core.config import UserConfig
 from xrelay.core.config import HdhrDevice
 from xrelay.hdhr import answers
-from xrelay.hdhr.channels import ChannelsFor, TunerChannel
+from xrelay.hdhr.channels import ChannelsFor, Lineup, TunerChannel
 from xrelay.hdhr.discovery import DiscoveryAnswer, local_address_for
 from xrelay.hdhr.guide import DeviceGuides
 from xrelay.hdhr.tuners import TunerBusy, Tuners, Tuning
@@ -86,7 +86,6 @@ class HdhrServer:
         self.web_port = web_port
         self._by_token = {d.token: d for d in self.devices}
         self.tuners = {d.name: Tuners(functools.partial(self.tuner_count, d)) for d in self.devices}
-        self._numbers: dict[str | None, tuple[Sequence[TunerChannel], dict[str, TunerChannel]]] = {}
         self._streams = itertools.count(1)
 
     # -- where a request reaches a device -------------------------------------------
@@ -117,7 +116,7 @@ class HdhrServer:
             return device.tuners
         return max(1, min(MAX_TUNERS, self.provider_connections()))
 
-    def channels(self, device: HdhrDevice) -> Sequence[TunerChannel]:
+    def channels(self, device: HdhrDevice) -> Lineup:
         return self.channels_for(device.lineup)
 
     def discover(self, request: IRequest, at: DeviceAt) -> bytes:
@@ -184,12 +183,7 @@ class HdhrServer:
         return failure
 
     def _channel(self, device: HdhrDevice, number: str) -> TunerChannel:
-        channels = self.channels(device)
-        known = self._numbers.get(device.lineup)
-        if known is None or known[0] is not channels:
-            known = (channels, {c.number: c for c in channels})
-            self._numbers[device.lineup] = known
-        channel = known[1].get(number)
+        channel = self.channels(device).find(number)
         if channel is None:
             raise NotFound("unknown channel")
         return channel
