@@ -118,8 +118,7 @@ def catalog_numbers(rows: Iterable[dict[str, Any]]) -> tuple[array, array]:
 def catalog_lineup(generation: Generation) -> ArrayLineup:
     """The live channels of *generation*, numbered (blocking: reads its list)."""
     template = generation.lists.get("live_streams")
-    rows = (template.row(i) for i in range(template.count)) if template is not None else iter(())
-    ids, numbers = catalog_numbers(rows)
+    ids, numbers = catalog_numbers(template.rows() if template is not None else ())
     return ArrayLineup(generation, ids, numbers)
 
 

@@ -24,6 +24,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, cast
 
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -124,10 +125,18 @@ class HdhrServer:
                                                base_url=at.base_url,
                                                tuner_count=self.tuner_count(at.device)))
 
-    def lineup(self, request: IRequest, at: DeviceAt) -> bytes:
+    def lineup(self, request: IRequest, at: DeviceAt) -> Deferred[bytes]:
+        """``lineup.json``, built in a thread (a whole catalog is tens of thousands of channels)."""
         self._need_catalog()
-        listed = [(c.number, c.name) for c in self.channels(at.device)]
-        return _json(request, answers.lineup(listed, at.base_url, device_name=at.device.name))
+        channels = self.channels(at.device)
+
+        def build() -> Any:
+            listed = [(c.number, c.name) for c in channels]
+            return answers.encode(answers.lineup(listed, at.base_url, device_name=at.device.name))
+
+        request.setHeader(b"content-type", JSON)
+        request.setHeader(b"cache-control", b"no-cache")
+        return threads.deferToThread(build)
 
     def lineup_status(self, request: IRequest) -> bytes:
         return _json(request, answers.lineup_status())
