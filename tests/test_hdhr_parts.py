@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from xrelay.catalog.list_template import ListTemplate
 from xrelay.hdhr.channels import ArrayLineup, TunerChannel, catalog_numbers
 from xrelay.hdhr.service import device_endpoint
 from xrelay.hdhr.tuners import TunerBusy, Tuners
@@ -108,3 +109,12 @@ def test_the_access_log_masks_the_device_token(uri: str, logged: str) -> None:
                                   b"/auto/v101", b"/tuner0/v101", b"/guide.xml", b"/device.xml"])
 def test_device_requests_are_counted_as_hdhr(path: bytes) -> None:
     assert endpoint_of(path) == "hdhr"
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_a_list_template_gives_all_its_rows_back_in_order(tmp_path: Any, on_disk: bool) -> None:
+    rows = [row(i, i * 10) for i in range(1, 6)]
+    template = ListTemplate.build(rows, tmp_path / "live.json" if on_disk else None, id_key="stream_id")
+    if on_disk:
+        template.data = None  # as a list bigger than IN_MEMORY is held
+    assert list(template.rows()) == rows
