@@ -152,9 +152,8 @@ class _BodyToSink(Protocol):
     idle watchdog (treq's timeout only covers the headers) and back-pressure
     from the sink."""
 
-    #: A response body's protocol is connected to a producer (IResponse.deliverBody),
-    #: before any data arrives.
-    transport: IPushProducer  # type: ignore[assignment]
+    #: A response body's protocol is connected to a producer (IResponse.deliverBody).
+    transport: IPushProducer | None  # type: ignore[assignment]
 
     def __init__(self, clock: IReactorTime, sink: _Sink, max_bytes: int,
                  idle_timeout: float, what: str) -> None:
@@ -189,11 +188,13 @@ class _BodyToSink(Protocol):
             self._paused = True
             if self._idle is not None and self._idle.active():
                 self._idle.cancel()  # the disk, not the provider, is slow now
+            assert self.transport is not None  # connected: data arrived
             self.transport.pauseProducing()
 
     def _drained(self) -> None:
         if self._paused and not self.done.called:
             self._paused = False
+            assert self.transport is not None  # connected: paused on data
             self.transport.resumeProducing()
             self._idle = self.clock.callLater(self.idle_timeout, self._silent)
 

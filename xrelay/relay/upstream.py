@@ -333,11 +333,11 @@ class Upstream:
 class _Discard(Protocol):
     """Takes a body nobody will read and closes its connection at once."""
 
-    #: A response body's protocol is connected to a producer (IResponse.deliverBody),
-    #: before connectionMade.
-    transport: IPushProducer  # type: ignore[assignment]
+    #: A response body's protocol is connected to a producer (IResponse.deliverBody).
+    transport: IPushProducer | None  # type: ignore[assignment]
 
     def connectionMade(self) -> None:
+        assert self.transport is not None  # connected
         self.transport.stopProducing()
 
 
