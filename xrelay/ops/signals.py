@@ -19,7 +19,8 @@ class SignalService(Service):
 
     name = "signals"
 
-    def __init__(self, reactor: IReactorFromThreads, reload: Callable[[], None], ingest: Callable[[str], Any]) -> None:
+    def __init__(self, reactor: IReactorFromThreads, reload: Callable[[], None],
+                 ingest: Callable[[str], Any]) -> None:
         self.reactor = reactor
         self.reload = reload
         self.ingest = ingest
