@@ -10,7 +10,7 @@ import this module.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -22,6 +22,7 @@ from xrelay.catalog.cache import CatalogCache
 from xrelay.catalog.service import CatalogService
 from xrelay.catalog.store import CacheStore
 from xrelay.core.config import Config, ConfigError, UserConfig
+from xrelay.core.reactor import IReactor
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.hdhr.channels import CatalogChannels, ChannelsFor
@@ -60,7 +61,7 @@ log = Logger()
 class XRelay:
     """Everything one running xrelay is made of."""
 
-    def __init__(self, reactor: Any, config: Config, *,
+    def __init__(self, reactor: IReactor, config: Config, *,
                  reload_config: Callable[[], Config | None] = lambda: None,
                  discovery_address: tuple[str, int] = ("", DISCOVER_PORT)) -> None:
         self.reactor = reactor
