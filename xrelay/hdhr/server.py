@@ -132,8 +132,9 @@ class HdhrServer:
 
         def build() -> Any:
             listed = [(c.number, c.name) for c in channels]
-            return answers.encode(answers.lineup(listed, at.base_url, device_name=at.device.name))
+            return answers.encode(answers.lineup(listed, at.base_url, warn=False))
 
+        answers.warn_if_too_big(at.device.name, len(channels))
         request.setHeader(b"content-type", JSON)
         request.setHeader(b"cache-control", b"no-cache")
         return threads.deferToThread(build)
