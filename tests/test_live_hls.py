@@ -323,7 +323,8 @@ async def test_a_channel_the_provider_serves_only_as_hls_feeds_ts_viewers_whole_
         assert_decodable_start((await segment(relay.port, phone.entries[-1])).body)
         await tv.wait_more(300_000)
         # Encrypted at the provider: not carried by the channel.
-        refused = await raw_request(relay.port, "/live/alice/alicepw/5.ts")
+        # (a Range request: a player that gets the refusal, not the status clip)
+        refused = await raw_request(relay.port, "/live/alice/alicepw/5.ts", headers={"Range": "bytes=0-"})
         assert refused.status == 503 and b"5.m3u8" in refused.body and b"encrypted" in refused.body
         proxied = await raw_request(relay.port, "/live/alice/alicepw/5.m3u8")
         assert proxied.status == 200 and b"#EXT-X-KEY:METHOD=AES-128" in proxied.body

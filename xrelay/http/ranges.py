@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 __all__ = ["byte_range"]
 
 
-def byte_range(header: bytes | None, size: int) -> tuple[int, int] | None | bool:
+def byte_range(header: bytes | None, size: int) -> tuple[int, int] | None | Literal[False]:
     """The inclusive (first, last) of a single ``bytes=`` range; None to send
     everything (no header, or one we do not handle); False if unsatisfiable."""
     if not header:

@@ -39,7 +39,7 @@ from typing import Any, Hashable
 from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest, IResponse
 
@@ -267,7 +267,7 @@ class HlsChannel:
 class HlsServer:
     """Live HLS and HLS catch-up: rewritten playlists and the ``/hls/...`` resources."""
 
-    def __init__(self, clock: Any, catalog: CatalogCache, client: ProviderClient, scrubber: Scrubber,
+    def __init__(self, clock: IReactorTime, catalog: CatalogCache, client: ProviderClient, scrubber: Scrubber,
                  users: UserDB, files: FileRelay, *, linger: float, public_url: str | None,
                  cache_bytes: int = 64 * 1024 * 1024, cache_ttl: float = 30.0) -> None:
         self.clock = clock

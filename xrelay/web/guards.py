@@ -23,7 +23,7 @@ from xrelay.http.auth import require_admin
 from xrelay.http.errors import HTTPError, Unauthorized
 from xrelay.http.request import AUTH_FAILED, client_address, request_args
 
-__all__ = ["Guarded", "user_login", "admin_only", "login"]
+__all__ = ["AccountExpired", "Guarded", "user_login", "admin_only", "login"]
 
 log = Logger()
 
@@ -34,6 +34,14 @@ R = TypeVar("R")
 Refusal = Literal["json", "text"]
 
 _DENIED = {"disabled": "this account is disabled", "expired": "this account has expired"}
+
+
+class AccountExpired(HTTPError):
+    """403: the right password of an expired account (*account*), refused."""
+
+    def __init__(self, account: UserConfig) -> None:
+        super().__init__(403, _DENIED["expired"])
+        self.account = account
 
 
 class Guarded(Protocol):
@@ -56,6 +64,9 @@ def login(site: Guarded, request: IRequest, username: str | None, password: str 
              reason=result.reason, event="login_refused")
     if refusal == "json":
         raise Unauthorized(body=AUTH_FAILED)
+    account = site.users.get(username or "")
+    if result.reason == "expired" and account is not None:
+        raise AccountExpired(account)
     if result.reason in _DENIED:
         raise HTTPError(403, _DENIED[result.reason])
     raise Unauthorized()

@@ -26,6 +26,7 @@ from xrelay.api.player_api import XtreamApi
 from xrelay.core.config import AdminConfig, UserConfig
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
+from xrelay.hdhr.server import HdhrServer
 from xrelay.http.errors import HTTPError, render_error, text_error
 from xrelay.http.request import PATH_ARGS
 from xrelay.media.hls_proxy import HlsServer
@@ -35,7 +36,8 @@ from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.status import StatusPage
 from xrelay.relay.channels import LiveRelay
-from xrelay.web.guards import admin_only, user_login
+from xrelay.web.guards import AccountExpired, admin_only, login, user_login
+from xrelay.web.hdhr_routes import DeviceRoutes
 
 __all__ = ["WebApp", "Surfaces", "StreamRef"]
 
@@ -84,6 +86,7 @@ class Surfaces:
     status: StatusPage
     metrics: Metrics
     admin_page: AdminPage
+    hdhr: HdhrServer
 
 
 def _route_map() -> Klein:
@@ -157,8 +160,14 @@ class WebApp:
 
     @app.route("/live/<user>/<password>/<stream:stream>", methods=READ)
     @app.route("/<user>/<password>/<stream:stream>", methods=READ)
-    @user_login("text")
-    def live(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
+    def live(self, request: IRequest, user: str, password: str, stream: StreamRef) -> Any:
+        try:
+            account = login(self, request, user, password, "text")
+        except AccountExpired as refusal:  # a player gets a clip that says so
+            clip = self.parts.relay.expired_clip(request, refusal.account, stream.ident, stream.ext)
+            if clip is None:
+                raise
+            return clip
         if stream.ext == "m3u8":
             # The channel's own HLS; the provider's, rewritten, only for
             # channels whose provider HLS the channel cannot carry.
@@ -218,6 +227,12 @@ class WebApp:
             account = self.parts.hls.authorize(user, user_token)
             return self.parts.relay.serve_segment(request, account, int(live[1]), int(live[2]))
         return self.parts.hls.resource(request, user, user_token, name)
+
+    # -- emulated HDHomeRun tuners (the token in the path is the device's key) -------------
+
+    @app.route("/hdhr/<token>/", branch=True, methods=ANY)
+    def hdhr(self, request: IRequest, token: str) -> Any:
+        return DeviceRoutes(self.parts.hdhr, self.parts.hdhr.at_path(request, token)).app.resource()
 
     # -- operations -------------------------------------------------------------------------
 

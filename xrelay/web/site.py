@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from xrelay.core.scrub import Scrubber
@@ -21,7 +21,7 @@ from xrelay.http.request import valid_host
 from xrelay.ops.metrics import Metrics
 from xrelay.web.routes import WebApp
 
-__all__ = ["make_site", "redact_uri"]
+__all__ = ["make_site", "redact_uri", "site_for"]
 
 
 #: ``/KIND/USER/SECRET/...``: the secret is a user's password, or for ``/hls/`` the
@@ -29,6 +29,8 @@ __all__ = ["make_site", "redact_uri"]
 _SECRET_PATH = re.compile(r"^/(live|movie|series|timeshifts?|player_api|playlist|epg|hls)/([^/]+)/([^/]+)(?=/|$)")
 _SECRET_SHORT = re.compile(r"^/([^/?]+)/([^/?]+)/([^/?]+)$")
 _SECRET_QUERY = re.compile(r"(password=)[^&]*", re.I)
+#: ``/hdhr/TOKEN/...``: the token is an emulated tuner's key.
+_HDHR_PATH = re.compile(r"^/hdhr/[^/?]+")
 
 
 def redact_uri(uri: str) -> str:
@@ -37,7 +39,9 @@ def redact_uri(uri: str) -> str:
     uri = re.sub(r"%2[fF]", "/", uri)
     uri = _SECRET_QUERY.sub(r"\1***", uri)
     path, sep, query = uri.partition("?")
-    if _SECRET_PATH.match(path):
+    if _HDHR_PATH.match(path):
+        path = _HDHR_PATH.sub("/hdhr/***", path)
+    elif _SECRET_PATH.match(path):
         path = _SECRET_PATH.sub(lambda m: f"/{m.group(1)}/{m.group(2)}/***", path)
     else:
         path = _SECRET_SHORT.sub(lambda m: f"/{m.group(1)}/***/{m.group(3)}", path)
@@ -57,7 +61,7 @@ class _HostGuard(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: IResource) -> None:
         super().__init__()
         self.inner = inner
 
@@ -70,13 +74,19 @@ class _HostGuard(Resource):
 
 def make_site(web: WebApp, scrubber: Scrubber, metrics: Metrics) -> Site:
     """The Site serving *web*'s routes, with the access log and request metrics."""
+    return site_for(web.app.resource(), scrubber, metrics)
+
+
+def site_for(resource: Resource, scrubber: Scrubber, metrics: Metrics) -> Site:
+    """A Site serving *resource* (xrelay's routes, a device's own port), with
+    the access log and request metrics."""
 
     def access_log_line(timestamp: str, request: Any) -> str:
         # Someone may try the provider's own credentials on xrelay: even then
         # they must not be written to the log.
         return scrubber.text(_access_log_line(timestamp, request))
 
-    site = Site(_HostGuard(web.app.resource()), logFormatter=access_log_line)
+    site = Site(_HostGuard(resource), logFormatter=access_log_line)
     site.displayTracebacks = False
     metrics.instrument(site)  # request counts and latency by endpoint
     return site
