@@ -140,6 +140,9 @@ async def test_live_refuse_and_vod_drop(provider: DemoProvider) -> None:
     response = await treq.get(f"{provider.url}/live/{USER}/{PASS}/1.ts")
     await response.content()
     assert response.code == 404
+    response = await treq.get(f"{provider.url}/live/{USER}/{PASS}/1.m3u8")  # HLS too
+    await response.content()
+    assert response.code == 404
     provider.faults.vod = "drop_after_bytes:100000"
     response, reader = await open_stream(f"{provider.url}/movie/{USER}/{PASS}/41.mp4")
     await within(reader.done)

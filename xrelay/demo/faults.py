@@ -18,7 +18,9 @@ Set the fields of ``provider.faults`` (a ``DemoFaults``); ``None`` is healthy.
     ``"silent"`` connections opened meanwhile get the headers, then nothing
     ever (zombies); connections already open send nothing (and fall no
     further behind) until the fault is cleared;
-    ``"refuse"`` answer 404.  ``provider.drop_streams()`` cuts the open ones.
+    ``"refuse"`` answer 404, to ``.m3u8`` entry URLs too (a channel the
+    provider fails in every format).  ``provider.drop_streams()`` cuts the
+    open ones.
 ``vod``:
     ``"drop_after_bytes:N"`` cut each movie/episode body after N bytes.
 """

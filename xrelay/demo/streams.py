@@ -98,14 +98,14 @@ class StreamHandlers:
         if stream_id is None or not self.p.catalog.is_live(stream_id) or ext not in (
                 "", "ts", "m3u8", "m3u"):
             return self._status(request, 404, "not_found")
+        if self.p.faults.live == "refuse":  # a channel the provider fails, in every format
+            return self._status(request, 404, "not_found")
         if kind == "hls_playlist" or (self.p.hls_only(stream_id)
                                       and self.p.settings.hls_only_answer == "playlist"):
             token = self.p.token("hls", stream_id)
             return self._redirect(request, f"/hls/{token}/{stream_id}/{hls.entry_name(stream_id)}")
         if self.p.hls_only(stream_id):
             return self._status(request, 403, "forbidden")
-        if self.p.faults.live == "refuse":
-            return self._status(request, 404, "not_found")
         if self.p.settings.redirect_streams:
             token = self.p.token("live", stream_id)
             return self._redirect(request, f"/stream/live/{token}/{stream_id}.ts")
