@@ -309,9 +309,9 @@ async def test_a_channel_the_provider_serves_only_as_hls_feeds_ts_viewers_whole_
     stats = relay.provider.stats
     xr = relay.xr
     try:
-        response, tv = await open_stream(ts_url(relay, 1), keep=2_000_000)
+        response, tv = await open_stream(ts_url(relay, 1), keep=1_100_000)
         assert response.code == 200
-        await tv.wait_bytes(2_000_000, timeout=30)  # several provider segments, joined
+        await tv.wait_bytes(1_100_000, timeout=30)  # several provider segments, joined
         assert is_aligned(whole_packets(tv.head)) and packet_pid(bytes(tv.head)) == 0
         assert stats.requests["hls_segment"] >= 3 and stats.opened_total("live") == 0
         assert xr.relay.hls_only.keys() == {1}
