@@ -202,7 +202,7 @@ class Channel:
         watching += [(s.user, s.address) for s in self.hls_viewers()]
         if not watching:
             return Yield.IDLE
-        if watching == [(user, address)]:
+        if set(watching) == {(user, address)}:  # that client alone (as TS, HLS or both)
             return Yield.SAME_CLIENT
         return Yield.NO
 
