@@ -18,7 +18,8 @@
  *       playlist load begun in the window prints its time (request written to
  *       last body byte).  During the window PROBES new players join, one at a
  *       time: each times, from its connect(), its first segment's first body
- *       byte (playlist, then the segment three before the end).
+ *       byte (playlist, then the segment three before the end).  The
+ *       summary's bytes are the segment bytes all players read in the window.
  *
  *   hls_loadgen serve PORT SEGMENT_BYTES
  *       A C HLS server as fast as the players read: every playlist load of a
@@ -85,7 +86,7 @@ typedef struct {
     /* accounting */
     double announced, completed;
     int missed, align_errors, closed, reconnects;
-    long long bytes;
+    long long bytes, bytes_at_start, bytes_at_end;
 } hconn_t;
 
 static int ep, pep;
@@ -233,6 +234,7 @@ static void next_request(hconn_t *c) {
         send_get(c, c->cur.path, 1);
         return;
     }
+    if (c->kind == 2) { drop_conn(c, 0); return; } /* a probe with nothing to fetch: failed */
     c->state = H_IDLE;
     c->next_load = c->t_load + c->target * poll_scale;
     watch(c, 0, EPOLL_CTL_MOD);
@@ -389,12 +391,14 @@ static int run_play(int argc, char **argv) {
             measuring = 1;
             win_start = t;
             win_end = t + measure;
+            for (int i = 0; i < opened; i++) all[i].bytes_at_start = all[i].bytes;
             getrusage(RUSAGE_SELF, &ru0);
             next_probe = t + probe_gap;
         }
         if (measuring) {
             if (t >= win_end) {
                 if (tail == 0) {
+                    for (int i = 0; i < opened; i++) all[i].bytes_at_end = all[i].bytes;
                     double longest = 1;
                     for (int i = 0; i < opened; i++) if (all[i].target > longest) longest = all[i].target;
                     tail = win_end + 2 * longest * (poll_scale > 0 ? 1 : 0.25);
@@ -427,7 +431,7 @@ static int run_play(int argc, char **argv) {
     long long total = 0;
     for (int i = 0; i < players; i++) {
         hconn_t *c = &all[i];
-        total += c->bytes;
+        total += c->bytes_at_end - c->bytes_at_start;
         printf("player %d %.3f %.3f %d %lld %d %d %.1f\n", i, c->announced, c->completed, c->missed,
                c->bytes, c->align_errors, c->closed, c->target);
     }

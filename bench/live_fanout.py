@@ -292,6 +292,7 @@ def parse_hls(out: str) -> dict:
         "first_p99_ms": percentile(probe_ms, 99),
         "first_max_ms": max(probe_ms) if probe_ms else float("nan"),
         "loadgen_cpu": summary.get("cpu", 0.0),
+        "delivered_gbit_s": summary.get("bytes", 0) * 8 / seconds / 1e9,
         "seconds": seconds,
     }
 
@@ -312,8 +313,7 @@ def measure_hls_ceiling(exe: Path, args: argparse.Namespace) -> dict:
                                                args.probes // 3, args.rcvbuf, 4),
                                    stdout=subprocess.PIPE, text=True, check=True).stdout
         paced = parse_hls(paced_out)
-        flat_bytes = sum(int(line.split()[5]) for line in flat_out.splitlines() if line.startswith("player"))
-        return {"players": n, "gbit_s": flat_bytes * 8 / (3 + 5 + 0.5) / 1e9,
+        return {"players": n, "gbit_s": flat["delivered_gbit_s"],
                 "loadgen_cpu_per_s": flat["loadgen_cpu"] / flat["seconds"],
                 "paced": {k: paced[k] for k in ("held_95", "players", "load_p50_ms", "load_p99_ms",
                                                 "first_p50_ms", "first_p99_ms", "loadgen_cpu", "seconds")},
@@ -344,9 +344,12 @@ def run_mixed(exe: Path, hls_exe: Path, port: int, args: argparse.Namespace, ser
     ts_out, _ = ts_proc.communicate()
     sampler.stop.set()
     ts = parse_loadgen(ts_out, args)
-    ts.update(server_cpu=cpu1 - cpu0, server_rss_mb=rss_mb(server_pid), server_peak_rss_mb=sampler.peak,
-              server_rss_at_measure_start_mb=rss0)
     hls = parse_hls(hls_out)
+    # CPU per delivered Gbit/s counts what both kinds of clients received
+    ts.update(server_cpu=cpu1 - cpu0, server_rss_mb=rss_mb(server_pid), server_peak_rss_mb=sampler.peak,
+              server_rss_at_measure_start_mb=rss0,
+              ts_gbit_s=ts["delivered_gbit_s"], hls_gbit_s=hls["delivered_gbit_s"],
+              delivered_gbit_s=ts["delivered_gbit_s"] + hls["delivered_gbit_s"])
     return {"ts": ts, "hls": hls}
 
 
@@ -407,7 +410,9 @@ def mixed_main(args: argparse.Namespace, results: dict, workdir: Path) -> None:
                 print(f"xrelay, mixed: {args.clients} TS clients + {args.hls_clients} HLS players, "
                       f"{args.probes} TS join probes and {args.probes} HLS join probes ...", flush=True)
                 out = run_mixed(exe, hls_exe, port, args, relay.pid)
-                report("mixed ts", out["ts"], args)
+                print(f"  mixed: TS {out['ts']['ts_gbit_s']:.2f} + HLS {out['ts']['hls_gbit_s']:.2f} Gbit/s "
+                      f"delivered (the Gbit/s and CPU figures below count both)", flush=True)
+                report("mixed", out["ts"], args)
                 report_hls(out["hls"])
             status = relay_status(port)
             channel = next(c for c in status["channels"] if c["stream_id"] == 1)
