@@ -335,6 +335,8 @@ static void on_event(hconn_t *c) {
             return;
         }
         on_data(c, rbuf, n);
+        /* a probe is timed to its segment's first byte: it leaves then */
+        if (c->kind == 2 && c->want_segment && c->t_first && c->state != H_DONE) { drop_conn(c, 0); return; }
         if (c->state == H_DONE || c->state == H_IDLE) return;
     }
 }
