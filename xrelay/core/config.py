@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from xrelay.core.config_error import ConfigError
+from xrelay.core.lineups import LineupConfig, parse_lineups
+
 __all__ = [
     "AdminConfig",
     "Config",
@@ -28,10 +31,6 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-
-class ConfigError(Exception):
-    """A configuration problem, described in one line for the admin."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,8 @@ class UserConfig:
     max_connections: int = 1
     exp_date: int | None = None
     enabled: bool = True
+    #: The lineup (``[lineups.NAME]``) this user sees; None: the whole catalog.
+    lineup: str | None = None
 
     def __repr__(self) -> str:
         return f"UserConfig(username={self.username!r}, password='***')"
@@ -122,6 +123,8 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<memory>"
+    #: ``[lineups.NAME]`` tables, checked against the users naming them.
+    lineups: Mapping[str, LineupConfig] = field(default_factory=dict)
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret masked."""
@@ -141,6 +144,7 @@ class Config:
             "users": [
                 {**_plain(u), "password": "***"} for u in self.users
             ],
+            "lineups": {name: lineup.describe() for name, lineup in self.lineups.items()},
         }
         if self.admin is not None:
             out["admin"] = {"username": self.admin.username, "password": "***"}
@@ -331,6 +335,7 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             max_connections=us.get("max_connections", int, 1),
             exp_date=us.get("exp_date", int, None),
             enabled=us.get("enabled", bool, True),
+            lineup=us.get("lineup", str, None),
         )
         us.finish()
         if not user.username or "/" in user.username:
@@ -345,10 +350,11 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             raise us.error("password", "must differ from the provider's credentials")
         seen.add(user.username)
         users.append(user)
+    lineups = parse_lineups(top.get("lineups", dict, {}), users, source)
     top.finish()
 
     return Config(upstream=upstream, server=server, ingest=ingest, users=tuple(users),
-                  admin=admin, relay=relay, log=log, source=source)
+                  admin=admin, relay=relay, log=log, source=source, lineups=lineups)
 
 
 def _check_timezone(section: _Section, name: str) -> None:
