@@ -16,6 +16,7 @@ with a few bytes per row, and a restart serves at once.
     live.idx, live.json    per live channel, in list order: catch-up flag
                            and days; name and EPG channel id
     episodes.idx           the episode ids, sorted
+    episode_rows.json/.idx the playlist's episodes (id, name, group...), for lineups
     STYLE-KIND.m3u         get.php templates
     panel.json             panel_api.php's categories and available_channels
     epg-T.idx, epg-T-channels.json, epg-texts-T.bin   the EPG index built at T
@@ -55,7 +56,7 @@ log = Logger()
 
 #: Bumped whenever the files or the manifest change shape: a generation
 #: prepared by another version is prepared again.
-PREPARED_FORMAT = 2
+PREPARED_FORMAT = 3
 MANIFEST = "manifest.json"
 
 
@@ -115,6 +116,8 @@ class Preparer:
         ids = sorted(i for i in {as_id(e.get("id")) for e in episodes} if i is not None)
         self.manifest["episodes"] = {"index": "episodes.idx",
                                      "arrays": write_arrays(self.api / "episodes.idx", {"ids": array("q", ids)})}
+        rows = ListTemplate.build(episodes, self.api / "episode_rows.json", "id")
+        self.manifest["episode_rows"] = rows.save_index(self.api / "episode_rows.idx")
         self._playlists("series", {"episodes": episodes})
 
     def finish(self, counts: dict[str, int], now: float | None = None) -> dict[str, Any]:
