@@ -14,11 +14,13 @@ from typing import Any, Callable
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from xrelay.api.assets import AssetProxy
 from xrelay.api.player_api import XtreamApi
 from xrelay.catalog.cache import CatalogCache
+from xrelay.catalog.lineup_service import Lineups
 from xrelay.catalog.service import CatalogService
 from xrelay.catalog.store import CacheStore
 from xrelay.core.config import Config, UserConfig
@@ -34,7 +36,7 @@ from xrelay.media.vod import VodServer
 from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.overview import Overview
-from xrelay.ops.service import OpsService, close_revoked
+from xrelay.ops.service import OpsService, close_outside_lineups, close_revoked
 from xrelay.ops.signals import SignalService
 from xrelay.ops.status import StatusPage
 from xrelay.provider.client import ProviderClient
@@ -64,6 +66,8 @@ class XRelay:
         self.store = CacheStore(config.ingest.data_dir)
         self.users = UserDB(config.users)
         self.cache = CatalogCache(self.store, self.client.get_json, self.scrubber, clock=reactor)
+        # lineups: each user's part of the catalog, decided in one place
+        self.lineups = Lineups(reactor, self.cache, config.ingest.data_dir, config.lineups)
 
         # ingest
         self.ingester = ProcessIngester(reactor, self.client, self.store, config.ingest, self.scrubber)
@@ -91,11 +95,14 @@ class XRelay:
         self.image_fetcher = ImageFetcher(reactor, self.client)
         self.assets = AssetProxy(reactor, self.image_fetcher)
         self.api = XtreamApi(reactor, config.server, self.cache, self.store, self.scrubber, self.assets,
-                             active_connections=self.user_streams.count)
+                             self.lineups, active_connections=self.user_streams.count)
+        self.cache.listeners.append(self.lineups.catalog_reloaded)  # after the API's: views take seconds
 
         # operations
         self.overview = Overview(self.store, self.ingester, self.cache, self.users, self.relay,
-                                 self.files, self.hls)
+                                 self.files, self.hls, self.lineups)
+        self.lineups.listeners.append(
+            lambda lineups: close_outside_lineups(self.user_streams, self.users, lineups))
         self.ingester.listeners.append(self.overview.on_ingest)
         self.status = StatusPage(self.overview)
         self.metrics = Metrics(self.overview)
@@ -105,7 +112,7 @@ class XRelay:
         self.web = WebApp(Surfaces(
             users=self.users, admin=config.admin, scrubber=self.scrubber, api=self.api,
             relay=self.relay, hls=self.hls, vod=self.vod, timeshift=self.timeshift,
-            status=self.status, metrics=self.metrics, admin_page=self.admin))
+            status=self.status, metrics=self.metrics, admin_page=self.admin, lineups=self.lineups))
         self.site = make_site(self.web, self.scrubber, self.metrics)
 
     def services(self, root: MultiService | None = None) -> MultiService:
@@ -132,8 +139,10 @@ class XRelay:
             await self.cache.reload()
 
     def reload_users(self) -> None:
-        """SIGHUP: take the users of the re-read configuration and close the
-        streams of those removed, disabled, expired or with a new password."""
+        """SIGHUP: take the users and lineups of the re-read configuration;
+        close the streams of users removed, disabled, expired or with a new
+        password, and (once the lineups are applied) those now outside a
+        user's lineup."""
         config = self.reload_config()
         if config is None:
             return
@@ -141,9 +150,12 @@ class XRelay:
         self.users.replace(config.users)
         log.info("users reloaded: {count} users", count=len(self.users))
         close_revoked(self.users, self.overview, previous)
+        defer.Deferred.fromCoroutine(self.lineups.configure(config.lineups)).addErrback(
+            lambda f: log.failure("applying the reloaded lineups", f))
 
     def take_users(self, users: tuple[UserConfig, ...]) -> None:
         """Replace the users (tests and tools); streams of revoked users close."""
         previous = {u.username: u for u in self.users}
         self.users.replace(users)
         close_revoked(self.users, self.overview, previous)
+        close_outside_lineups(self.user_streams, self.users, self.lineups)
