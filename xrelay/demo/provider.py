@@ -130,6 +130,12 @@ class DemoProvider:
         ).hexdigest()
 
     # ----- public API ----------------------------------------------------
+    def set_catalog(self, catalog: DemoCatalog) -> None:
+        """Serve *catalog* from now on (a provider whose lineup changed
+        between two ingests); answers cached for the old one are dropped."""
+        self.catalog = catalog
+        self.panel.forget()
+
     def resource(self) -> IResource:
         return self._root
 
