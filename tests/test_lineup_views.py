@@ -61,7 +61,7 @@ def make_generation(directory: Path, live: dict[int, Any] | None = None, guide: 
 
 
 def build(generation: Generation, table: dict[str, Any], data: Path) -> dict[str, LineupView]:
-    found = build_views(str(generation.path), parse(table), str(data), [])
+    found = build_views(str(generation.path), parse(table), str(data), [])["views"]
     return {name: load_view(Path(d), generation) for name, d in found.items()}
 
 
@@ -184,14 +184,18 @@ def test_a_view_holds_the_lineups_rows_numbers_playlists_panel_and_guide(tmp_pat
 def test_views_are_reused_for_the_same_rules_and_numbers(tmp_path: Path) -> None:
     generation = make_generation(tmp_path / "generations" / "g1")
     lineups = parse(KIDS)
-    first = build_views(str(generation.path), lineups, str(tmp_path), [])
+    result = build_views(str(generation.path), lineups, str(tmp_path), [])
+    first = result["views"]
+    assert result["written"] == 2 and result["peak_mb"] > 0
     assert find_views(generation, lineups, tmp_path) == first
     stamp = {name: os.stat(Path(d) / "view.json").st_mtime_ns for name, d in first.items()}
-    again = build_views(str(generation.path), lineups, str(tmp_path), [])
+    result = build_views(str(generation.path), lineups, str(tmp_path), [])
+    again = result["views"]
+    assert result["written"] == 0
     assert again == first and {n: os.stat(Path(d) / "view.json").st_mtime_ns for n, d in again.items()} == stamp
     changed = parse({**KIDS, "kids": {**KIDS["kids"], "number_from": 200}})
     assert find_views(generation, changed, tmp_path) is None
-    rebuilt = build_views(str(generation.path), changed, str(tmp_path), [first["kids"]])
+    rebuilt = build_views(str(generation.path), changed, str(tmp_path), [first["kids"]])["views"]
     assert rebuilt["all"] == first["all"] and rebuilt["kids"] != first["kids"]
     assert Path(first["kids"]).is_dir()  # kept: being served
     build_views(str(generation.path), changed, str(tmp_path), [])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import time
 from array import array
@@ -184,11 +185,12 @@ class _SavingFacts(GenerationFacts):
 
 
 def build_views(generation: str, lineups: Mapping[str, LineupConfig], data_dir: str,
-                keep: list[str]) -> dict[str, str]:
-    """Every lineup's view of *generation* (lineup -> its directory),
-    written where missing; channel numbers kept in *data_dir*.  Other views
-    of the generation are removed, but those in *keep* (being served).
-    Blocking: run in a child process."""
+                keep: list[str]) -> dict[str, Any]:
+    """Every lineup's view of *generation*, written where missing; channel
+    numbers kept in *data_dir*.  Other views of the generation are removed,
+    but those in *keep* (being served).  Returns ``views`` (lineup -> its
+    directory), how many were ``written``, the ``seconds`` taken and this
+    process's ``peak_mb``.  Blocking: run in a child process."""
     started = time.monotonic()
     gen = load_generation(Path(generation))
     numbers = ChannelNumbers(Path(data_dir), WallClock())
@@ -215,9 +217,8 @@ def build_views(generation: str, lineups: Mapping[str, LineupConfig], data_dir: 
     for old in root.iterdir():
         if str(old) not in kept:
             shutil.rmtree(old, ignore_errors=True)
-    log.info("lineups: {written} of {count} views written in {seconds:.1f} s", written=written,
-             count=len(out), seconds=time.monotonic() - started)
-    return out
+    return {"views": out, "written": written, "seconds": round(time.monotonic() - started, 2),
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def find_views(generation: Generation, lineups: Mapping[str, LineupConfig],

@@ -41,13 +41,13 @@ log = Logger()
 #: What a lineup user is told while the lineup's first view is being built.
 NOT_READY = "the catalog is not loaded yet, try again soon"
 
-#: ``build(generation, lineups, data_dir, keep)`` -> lineup -> view directory.
-Build = Callable[[str, dict[str, LineupConfig], str, list[str]], Awaitable[dict[str, str]]]
+#: ``build(generation, lineups, data_dir, keep)`` -> what :func:`build_views` returns.
+Build = Callable[[str, dict[str, LineupConfig], str, list[str]], Awaitable[dict[str, Any]]]
 InThread = Callable[..., Awaitable[Any]]
 
 
 def build_in_child(generation: str, lineups: dict[str, LineupConfig], data_dir: str,
-                   keep: list[str]) -> Awaitable[dict[str, str]]:
+                   keep: list[str]) -> Awaitable[dict[str, Any]]:
     """Build the views in a fresh child process (waited for in a thread)."""
     return threads.deferToThread(run_in_child, build_views, generation, lineups, data_dir, keep)
 
@@ -134,14 +134,15 @@ class Lineups:
         started = time.monotonic()
         keep = [str(v.directory) for v in self.views.values()]
         try:
-            found = await self.build(str(current.path), config, str(self.data_dir), keep)
-            views = await self.in_thread(_load_all, found, current)
+            built = await self.build(str(current.path), config, str(self.data_dir), keep)
+            views = await self.in_thread(_load_all, built["views"], current)
         except Exception as e:
             log.error("lineups: cannot build the views ({error}); the previous ones stay", error=str(e))
             return None
         self.builds += 1
-        log.info("lineups: {count} views built in {seconds:.1f} s: {summary}", count=len(views),
-                 seconds=time.monotonic() - started,
+        log.info("lineups: {count} views ready in {seconds:.1f} s ({written} written by a process that "
+                 "used at most {mb} MB): {summary}", count=len(views), seconds=time.monotonic() - started,
+                 written=built.get("written"), mb=built.get("peak_mb"),
                  summary="; ".join(f"{name} {_summary(view)}" for name, view in views.items()))
         return views
 
