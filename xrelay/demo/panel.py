@@ -12,7 +12,7 @@ back-pressure.  The guide is generated while it is sent.  Faults from
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -24,8 +24,7 @@ from . import api
 from .playlists import m3u_chunks, xmltv_chunk_count, xmltv_chunks
 from .streaming import BodyWriter
 
-if TYPE_CHECKING:
-    from .provider import DemoProvider
+from .state import ProviderState
 
 log = Logger()
 _CHUNK = 64 * 1024
@@ -49,7 +48,7 @@ def _take(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
 
 
 class PanelHandlers:
-    def __init__(self, provider: DemoProvider) -> None:
+    def __init__(self, provider: ProviderState) -> None:
         self.p = provider
         self._json_cache: dict[tuple[Any, ...], bytes] = {}
         self._m3u_cache: dict[tuple[Any, ...], bytes] = {}
