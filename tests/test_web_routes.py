@@ -37,13 +37,26 @@ class Recorder:
         return call
 
 
-def stub() -> tuple[StubTreq, Recorder]:
+class Lineup:
+    """Stands in for the lineups: *allowed* (kind, id) pairs, or everything."""
+
+    def __init__(self, allowed: set[tuple[str, int]] | None = None) -> None:
+        self.allowed = allowed
+        self.asked: list[tuple[str, str, int]] = []
+
+    def may_play(self, user: UserConfig, kind: str, ident: int) -> bool:
+        self.asked.append((user.username, kind, ident))
+        return self.allowed is None or (kind, ident) in self.allowed
+
+
+def stub(lineups: Lineup | None = None) -> tuple[StubTreq, Recorder]:
     part = Recorder()
     surfaces = Surfaces(users=UserDB([ALICE, OLD]), admin=AdminConfig("admin", "adminpw"),
                         scrubber=Scrubber(UpstreamConfig(url="http://provider.example", username="pu",
                                                          password="ppw")),
                         api=part, relay=part, hls=part, vod=part, timeshift=part,  # type: ignore[arg-type]
-                        status=part, metrics=part, admin_page=part)  # type: ignore[arg-type]
+                        status=part, metrics=part, admin_page=part,  # type: ignore[arg-type]
+                        lineups=lineups or Lineup())  # type: ignore[arg-type]
     return StubTreq(WebApp(surfaces).app.resource()), part
 
 
@@ -107,6 +120,29 @@ async def test_errors_raised_by_a_part_are_answered_in_one_place() -> None:
     assert (await fetch(client, "/movie/alice/alicepw/1.mp4"))[:2] == (404, b"unknown movie\n")
     part.raises = HTTPError(400, "bad start")
     assert (await fetch(client, "/timeshift/alice/alicepw/30/x/1.ts"))[:2] == (400, b"bad start\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_stream_route_asks_the_lineup_before_any_part_runs() -> None:
+    lineups = Lineup({("live", 1)})
+    client, part = stub(lineups)
+    start = "2025-01-01:10-00"
+    refused = {
+        "/live/alice/alicepw/2.ts": "unknown stream", "/live/alice/alicepw/2.m3u8": "unknown stream",
+        "/alice/alicepw/2": "unknown stream", "/movie/alice/alicepw/5.mkv": "unknown movie",
+        "/movie/alice/alicepw/5.toolong": "unknown stream", "/series/alice/alicepw/7.mp4": "unknown episode",
+        f"/timeshift/alice/alicepw/30/{start}/2.ts": "unknown channel",
+        f"/timeshifts/alice/alicepw/30/2/{start}.m3u8": "unknown channel",
+        f"/streaming/timeshift.php?username=alice&password=alicepw&stream=2&start={start}&duration=30":
+            "unknown channel",
+    }
+    for path, message in refused.items():
+        assert (await fetch(client, path))[:2] == (404, f"{message}\n".encode()), path
+    assert part.calls == []
+    assert {kind for _, kind, _ in lineups.asked} == {"live", "vod", "episode"}
+    assert (await fetch(client, "/live/alice/alicepw/1.ts"))[:2] == (200, b"ok")
+    assert (await fetch(client, f"/timeshift/alice/alicepw/30/{start}/1.ts"))[:2] == (200, b"ok")
+    assert [name for name, _ in part.calls] == ["serve", "serve"]
 
 
 @pytest_twisted.ensureDeferred
