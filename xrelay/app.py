@@ -10,7 +10,7 @@ import this module.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -24,6 +24,7 @@ from xrelay.catalog.lineup_service import Lineups
 from xrelay.catalog.service import CatalogService
 from xrelay.catalog.store import CacheStore
 from xrelay.core.config import Config, UserConfig
+from xrelay.core.reactor import IReactor
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.ingest.ingester import IngestResult, IngestService
@@ -54,7 +55,7 @@ log = Logger()
 class XRelay:
     """Everything one running xrelay is made of."""
 
-    def __init__(self, reactor: Any, config: Config, *,
+    def __init__(self, reactor: IReactor, config: Config, *,
                  reload_config: Callable[[], Config | None] = lambda: None) -> None:
         self.reactor = reactor
         self.config = config

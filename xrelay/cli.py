@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from xrelay.core.config import ConfigError, load_config
+from xrelay.core.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from xrelay.core.reactor import IReactor
+    from xrelay.ingest.ingester import IngestResult
 
 __all__ = ["main"]
 
@@ -53,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _ingest(config, args.force)
 
 
-def _lineup_show(config: Any, name: str, rows: int) -> int:
+def _lineup_show(config: Config, name: str, rows: int) -> int:
     from xrelay.catalog.generation import NotPrepared, load_generation
     from xrelay.catalog.lineup_preview import preview
     from xrelay.catalog.store import CacheStore
@@ -76,7 +80,7 @@ def _lineup_show(config: Any, name: str, rows: int) -> int:
     return 0
 
 
-def _ingest(config: Any, force: bool) -> int:
+def _ingest(config: Config, force: bool) -> int:
     from twisted.internet import defer, task
 
     from xrelay.ingest.ingester import Ingester
@@ -84,7 +88,7 @@ def _ingest(config: Any, force: bool) -> int:
     from xrelay.core.scrub import Scrubber
     from xrelay.catalog.store import CacheStore
 
-    async def run(reactor: Any) -> None:
+    async def run(reactor: IReactor) -> None:
         scrubber = Scrubber(config.upstream)
         client = ProviderClient(reactor, config.upstream, scrubber, persistent=False)
         ingester = Ingester(reactor, client, CacheStore(config.ingest.data_dir), config.ingest, scrubber)
@@ -96,7 +100,7 @@ def _ingest(config: Any, force: bool) -> int:
     return 0  # not reached: react() exits with the code raised above
 
 
-def _report(result: Any) -> int:
+def _report(result: IngestResult) -> int:
     if result.ok:
         c = result.counts
         print(f"ingest ok in {result.duration:.1f} s: {c.get('live_streams', 0)} live, "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -26,6 +27,7 @@ from xrelay.app import XRelay
 from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
 from xrelay.core.lineups import parse_lineups
+from xrelay.core.reactor import IReactor, installed_reactor
 from xrelay.provider.client import ProviderClient
 
 __all__ = ["Options", "makeService", "build"]
@@ -94,7 +96,7 @@ class DemoProviderService(Service):
 
     name = "demo-provider"
 
-    def __init__(self, reactor: Any, client: ProviderClient) -> None:
+    def __init__(self, reactor: IReactorTime, client: ProviderClient) -> None:
         from xrelay.demo.provider import DemoProvider, DemoSettings
 
         self.client = client
@@ -120,7 +122,7 @@ class DemoProviderService(Service):
         return None
 
 
-def build(reactor: Any, config: Config, *, demo: bool = False,
+def build(reactor: IReactor, config: Config, *, demo: bool = False,
           config_path: str | None = None) -> tuple[MultiService, XRelay]:
     """The whole daemon as a MultiService, and its components."""
 
@@ -149,8 +151,7 @@ SWITCH_INTERVAL = 0.0005
 
 
 def makeService(options: Options) -> MultiService:
-    from twisted.internet import reactor
-
+    reactor = installed_reactor()
     if sys.getswitchinterval() > SWITCH_INTERVAL:
         sys.setswitchinterval(SWITCH_INTERVAL)
     try:

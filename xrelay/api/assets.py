@@ -15,7 +15,9 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from xrelay.core.deferreds import Shared
@@ -51,7 +53,7 @@ class AssetProxy:
     for one path share a fetch, and results are kept in a small LRU (a TV
     app loading 50k logos must not become 50k provider requests per device)."""
 
-    def __init__(self, clock: Any, fetch: ImageFetch, budget: int = CACHE_BUDGET) -> None:
+    def __init__(self, clock: IReactorTime, fetch: ImageFetch, budget: int = CACHE_BUDGET) -> None:
         self.clock = clock
         self.fetch = fetch
         self.budget = budget
@@ -84,11 +86,17 @@ class AssetProxy:
         shared = self._inflight.get(path)
         if shared is None:
             d = defer.Deferred.fromCoroutine(self._fetch(path))
-            d.addBoth(lambda r: (self._inflight.pop(path, None), self._keep(path, r), r)[-1])
+
+            def settled(result: _Result | Failure) -> _Result | Failure:
+                self._inflight.pop(path, None)
+                self._keep(path, result)
+                return result
+
+            d.addBoth(settled)
             shared = self._inflight[path] = Shared(d)
         return shared.wait().addCallback(lambda result: self._answer(request, result))
 
-    def _keep(self, path: str, result: Any) -> None:
+    def _keep(self, path: str, result: _Result | Failure) -> None:
         if not isinstance(result, _Result) or result.code == 502 or len(result.body) > self.budget // 8:
             return
         ttl = IMAGE_TTL if result.code == 200 else MISSING_TTL

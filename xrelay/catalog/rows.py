@@ -370,15 +370,15 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
         for ep in as_list(group):
             if not isinstance(ep, dict):
                 continue
-            season = as_int(ep.get("season"), None)
-            if season is None:
-                season = as_int(key, 1)
+            season_no = as_int(ep.get("season"), None)
+            if season_no is None:
+                season_no = as_int(key, 1)
             ep_id = as_int(ep.get("id"), None)
             if ep_id is None:
                 continue
             ep = dict(ep)
             ep["id"] = str(ep_id)
-            ep["season"] = season
+            ep["season"] = season_no
             ep["episode_num"] = as_int(ep.get("episode_num"), 0)
             ep["title"] = as_str(ep.get("title")).replace("\n", " ")
             ext = as_str(ep.get("container_extension")).strip(". ").lower()
@@ -387,7 +387,7 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
             ep["custom_sid"] = ""
             ep["added"] = as_numstr(ep.get("added"))
             ep["direct_source"] = ""
-            episodes.setdefault(str(season), []).append(ep)
+            episodes.setdefault(str(season_no), []).append(ep)
     episodes = dict(sorted(episodes.items(), key=lambda kv: int(kv[0])))
     info = dict(as_object(data.get("info")))
     if series is not None:

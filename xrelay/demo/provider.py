@@ -29,13 +29,16 @@ from zoneinfo import ZoneInfo
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request as HTTPRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from .catalog import Context
+from .catalog import Context, DemoCatalog
 from .faults import DemoFaults
 from .panel import PanelHandlers
 from .sample import icon_png
@@ -47,25 +50,35 @@ log = Logger()
 
 
 class _TrackedChannel(HTTPChannel):
+    site: _DemoSite  # set by the site that builds it
+    transport: ITCPTransport | None
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.channels.discard(self)
         super().connectionLost(reason)
 
 
 class _DemoSite(Site):
-    protocol = _TrackedChannel
+    protocol = _TrackedChannel  # type: ignore[assignment]  # Site takes any HTTPChannel class
 
     def __init__(self, resource: IResource, **kw: Any) -> None:
         super().__init__(resource, **kw)
-        self.channels: set[HTTPChannel] = set()
+        self.channels: set[_TrackedChannel] = set()
         self.noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: HTTPRequest) -> None:
         """No access log: benchmarks make thousands of requests."""
+
+
+def _ip_address(addr: IAddress) -> IPv4Address | IPv6Address:
+    """*addr*, the address of a TCP port or connection (the provider serves on TCP)."""
+    if not isinstance(addr, (IPv4Address, IPv6Address)):
+        raise RuntimeError(f"the demo provider serves on TCP, not on {addr}")
+    return addr
 
 
 class DemoProvider:
@@ -115,7 +128,7 @@ class DemoProvider:
     def url(self) -> str:
         if self._port is None:
             raise RuntimeError("the demo provider is not listening")
-        addr = self._port.getHost()
+        addr = _ip_address(self._port.getHost())
         host = addr.host if addr.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
@@ -125,12 +138,12 @@ class DemoProvider:
     def port(self) -> int:
         if self._port is None:
             raise RuntimeError("the demo provider is not listening")
-        return self._port.getHost().port
+        return _ip_address(self._port.getHost()).port
 
     def stop(self) -> Deferred[None]:
         """Stop listening and cut every open connection."""
         port, self._port = self._port, None
-        d = succeed(None) if port is None else port.stopListening()
+        d = succeed(None) if port is None else (port.stopListening() or succeed(None))
         if self._site is not None:
             for channel in list(self._site.channels):
                 if channel.transport is not None:
@@ -164,7 +177,7 @@ class DemoProvider:
     def context(self, request: Request) -> tuple[Context, str, str, str]:
         """(render context, host, port, scheme) from the request's Host."""
         host = request.getRequestHostname().decode("idna")
-        port = str(request.getHost().port)
+        port = str(_ip_address(request.getHost()).port)
         raw_host = request.getHeader(b"host")
         if raw_host and b":" in raw_host.rsplit(b"]", 1)[-1]:
             port = raw_host.rsplit(b":", 1)[1].decode()
@@ -189,8 +202,7 @@ class DemoProviderService(Service):
 
     def startService(self) -> None:
         super().startService()
-        d = self.provider.listen(self.endpoint_description)
-        d.addCallback(lambda _: self.provider)
+        d = self.provider.listen(self.endpoint_description).addCallback(lambda _: self.provider)
         d.chainDeferred(self.ready)
 
     def stopService(self) -> Deferred[None]:

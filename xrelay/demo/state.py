@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
-from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Protocol
+from zoneinfo import ZoneInfo
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 
 from .catalog import Context, DemoCatalog
@@ -22,12 +23,12 @@ __all__ = ["ProviderState"]
 
 
 class ProviderState(Protocol):
-    reactor: Any
+    reactor: IReactorTime
     settings: DemoSettings
     catalog: DemoCatalog
     stats: DemoStats
     faults: DemoFaults
-    tz: tzinfo
+    tz: ZoneInfo
 
     def token(self, kind: str, stream_id: int) -> str:
         """The opaque path token of redirected stream URLs."""

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest, IResponse
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from xrelay.core.config import UserConfig
 from xrelay.core.scrub import Scrubber
@@ -138,7 +139,7 @@ class _ProxyResource(Resource):
         self.playback = playback
         self.response = response
 
-    def render_GET(self, request: IRequest) -> Any:
+    def render_GET(self, request: Request) -> Any:
         pb, response = self.playback, self.response
         if pb.closed:
             discard_body(response).addBoth(lambda _: pb.release())
@@ -183,7 +184,7 @@ def _ended(pb: Playback, reason: str) -> None:
 class FileRelay:
     """Per-client proxied files: movies, episodes and catch-up."""
 
-    def __init__(self, clock: Any, client: ProviderClient, scrubber: Scrubber, slots: ProviderSlots,
+    def __init__(self, clock: IReactorTime, client: ProviderClient, scrubber: Scrubber, slots: ProviderSlots,
                  user_streams: UserStreams, silence_timeout: float,
                  refresh_capacity: Callable[[], None] = lambda: None) -> None:
         self.clock = clock

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from xrelay.catalog.cache import CatalogCache
@@ -28,7 +29,7 @@ __all__ = ["VodServer"]
 class VodServer:
     """Movies and series episodes."""
 
-    def __init__(self, clock: Any, catalog: CatalogCache, client: ProviderClient, files: FileRelay) -> None:
+    def __init__(self, clock: IReactorTime, catalog: CatalogCache, client: ProviderClient, files: FileRelay) -> None:
         self.clock = clock
         self.catalog = catalog
         self.client = client

@@ -24,11 +24,11 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from xrelay.core.config import RelayConfig
 from xrelay.core.deferreds import Shared
@@ -230,14 +230,14 @@ class _StreamResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, relay: LiveRelay, channel: Channel, user: Any, address: str) -> None:
+    def __init__(self, relay: LiveRelay, channel: Channel, user: UserConfig, address: str) -> None:
         super().__init__()
         self.relay = relay
         self.channel = channel
         self.user = user
         self.address = address
 
-    def render_GET(self, request: IRequest) -> Any:
+    def render_GET(self, request: Request) -> Any:
         channel = self.channel
         if channel.closed:
             return text_error(request, 503, "the channel was closed")
@@ -247,7 +247,7 @@ class _StreamResource(Resource):
         lease = self.relay.user_streams.open(
             self.user.username, self.user.max_connections,
             key=("live", channel.stream_id), address=self.address,
-            revoke=lambda: holder and holder[0].close("the user opened more streams than allowed"),
+            revoke=lambda: holder[0].close("the user opened more streams than allowed") if holder else None,
         )
 
         request.write(b"")  # the headers; the body may then bypass the buffer
@@ -257,7 +257,7 @@ class _StreamResource(Resource):
         def finish() -> None:
             if writer is not None and writer.mid_frame:
                 # Half an HTTP chunk went out: the body cannot end cleanly.
-                request.transport.abortConnection()
+                writer.transport.abortConnection()
             else:
                 _end_request(request)
 
@@ -267,7 +267,12 @@ class _StreamResource(Resource):
         log.info("{viewer} joined channel {channel}", viewer=f"{self.user.username}@{self.address}",
                  channel=channel.stream_id, event="viewer_joined")
         channel.attached()
-        viewer.on_detach(lambda v: (lease.release(), self.relay.viewer_left(v)))
+
+        def detached(v: Viewer) -> None:
+            lease.release()
+            self.relay.viewer_left(v)
+
+        viewer.on_detach(detached)
         request.notifyFinish().addBoth(lambda _: viewer.detach("client left"))
         return NOT_DONE_YET
 
@@ -285,7 +290,7 @@ def _end_request(request: IRequest) -> None:
 class LiveRelay:
     """All live channels of this xrelay, and the request handler."""
 
-    def __init__(self, clock: Any, config: RelayConfig, catalog: CatalogCache, client: ProviderClient,
+    def __init__(self, clock: IReactorTime, config: RelayConfig, catalog: CatalogCache, client: ProviderClient,
                  slots: ProviderSlots, user_streams: UserStreams,
                  refresh_capacity: Callable[[], None] = lambda: None) -> None:
         self.clock = clock
@@ -326,7 +331,7 @@ class LiveRelay:
         address = getattr(request.getClientAddress(), "host", "")
         return Deferred.fromCoroutine(self._join(request, account, address, stream_id))
 
-    async def _join(self, request: IRequest, user: Any, address: str, stream_id: int) -> Any:
+    async def _join(self, request: IRequest, user: UserConfig, address: str, stream_id: int) -> Any:
         channel = self.channels.get(stream_id)
         if channel is None:
             channel = Channel(self, stream_id)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,6 +58,9 @@ class UpstreamError(Exception):
 
 class _Body(Protocol):
     """Receives one response body and hands it to its Upstream."""
+
+    #: A response body's protocol is connected to a producer (IResponse.deliverBody).
+    transport: IPushProducer | None  # type: ignore[assignment]
 
     def __init__(self, owner: Upstream) -> None:
         self.owner = owner

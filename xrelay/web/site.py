@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from xrelay.core.scrub import Scrubber
@@ -57,7 +57,7 @@ class _HostGuard(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: IResource) -> None:
         super().__init__()
         self.inner = inner
 
