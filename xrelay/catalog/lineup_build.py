@@ -43,7 +43,7 @@ from xrelay.catalog.lineup_view import (VIEW_FORMAT, VIEW_MANIFEST, VIEWS, list_
                                         view_dirname)
 from xrelay.catalog.lists import ID_KEYS, panel_channel
 from xrelay.catalog.m3u_templates import STYLES, write_templates
-from xrelay.catalog.numbering import ChannelNumbers
+from xrelay.catalog.numbering import FILE_NAME as NUMBERS_FILE, ChannelNumbers
 from xrelay.catalog.packed import write_json, write_arrays
 from xrelay.catalog.row_facts import STREAM_LISTS, RowFacts, load_facts, save_facts
 from xrelay.catalog.selection import LISTS, GenerationFacts, KindSelection, Selection, compute_selections
@@ -59,6 +59,8 @@ _LIVE_FIELDS = ("stream_id", "name", "num", "tv_archive", "tv_archive_duration",
 _VOD_FIELDS = ("stream_id", "name", "container_extension", "stream_icon", "category_id")
 #: playlist kind of each list kind
 _PLAYLIST_KIND = {"live": "live", "vod": "movie", "series": "series"}
+#: What the last build of a generation's views left, beside them.
+INDEX = "index.json"
 
 
 class WallClock:
@@ -215,25 +217,45 @@ def build_views(generation: str, lineups: Mapping[str, LineupConfig], data_dir: 
         out[name] = str(directory)
     kept = set(out.values()) | set(keep)
     for old in root.iterdir():
-        if str(old) not in kept:
+        if str(old) not in kept and old.name != INDEX:
             shutil.rmtree(old, ignore_errors=True)
+    write_json(root / INDEX, {"numbers": _stat(numbers.path), "views": {
+        name: {"fingerprint": lineups[name].fingerprint(lineups), "dir": Path(d).name} for name, d in out.items()}})
     return {"views": out, "written": written, "seconds": round(time.monotonic() - started, 2),
             "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def find_views(generation: Generation, lineups: Mapping[str, LineupConfig],
                data_dir: Path) -> dict[str, str] | None:
-    """The directories of every lineup's view of *generation* when they are
-    all there for the current rules and numbers, else None (blocking)."""
-    numbers = ChannelNumbers(data_dir, WallClock())
-    numbers.load()
-    out = {}
-    for name, lineup in lineups.items():
-        directory = generation.path / "api" / VIEWS / view_dirname(lineup, lineups, numbers)
-        if not (directory / VIEW_MANIFEST).is_file():
+    """The directories of every lineup's view of *generation* when the last
+    build left them all there for the current rules, and the channel numbers
+    have not changed since, else None (blocking, but cheap: a small index
+    and a ``stat``, never the numbers themselves)."""
+    root = generation.path / "api" / VIEWS
+    try:
+        with open(root / INDEX, "rb") as f:
+            index = json.loads(f.read())
+        if index["numbers"] != _stat(data_dir / NUMBERS_FILE):
             return None
-        out[name] = str(directory)
-    return out
+        out = {}
+        for name, lineup in lineups.items():
+            entry = index["views"][name]
+            directory = root / entry["dir"]
+            if entry["fingerprint"] != lineup.fingerprint(lineups) or not (directory / VIEW_MANIFEST).is_file():
+                return None
+            out[name] = str(directory)
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _stat(path: Path) -> list[int] | None:
+    """What tells a file changed: its modification time and size."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
 
 
 def _write_view(directory: Path, gen: Generation, lineup: LineupConfig, selection: Selection,
