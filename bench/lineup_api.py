@@ -216,6 +216,7 @@ def main() -> None:
             (root / name).write_bytes(body)
             sizes[name] = round(len(body) / 1e6, 2)
         results["answer_mb"] = sizes
+        (root / "ready").write_bytes(b"ok")
         for path in root.rglob("*"):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         nginx, nginx_port = start_nginx(work, root)

@@ -261,8 +261,9 @@ async def test_lineups_decide_for_every_kind(tmp_path: Path) -> None:
     assert [c.stream_id for c in await lineups.channel_list("kids")] == [13, 12]
     with pytest.raises(KeyError):
         await lineups.channel_list("nope")
-    await lineups.refresh()  # same rules and numbers: loaded again, not built
-    assert lineups.builds == 1 and len(changes) == 2
+    kids = lineups.views["kids"]
+    await lineups.refresh()  # same rules and numbers: not built again, the same view kept
+    assert lineups.builds == 1 and len(changes) == 2 and lineups.views["kids"] is kids
     await lineups.configure(parse({"kids": {"live": {"include_streams": ["id:10"]}}}))
     assert lineups.builds == 2 and lineups.may_play(KID, "live", 12) is False
     assert lineups.may_play(KID, "live", 10) is True and lineups.counts("all") is None

@@ -46,10 +46,11 @@ from xrelay.catalog.m3u_templates import STYLES, write_templates
 from xrelay.catalog.numbering import FILE_NAME as NUMBERS_FILE, ChannelNumbers
 from xrelay.catalog.packed import write_json, write_arrays
 from xrelay.catalog.row_facts import STREAM_LISTS, RowFacts, load_facts, save_facts
+from xrelay.catalog.store import fsync_dir
 from xrelay.catalog.selection import LISTS, GenerationFacts, KindSelection, Selection, compute_selections
 from xrelay.core.lineups import LineupConfig
 
-__all__ = ["build_views", "find_views", "WallClock"]
+__all__ = ["build_views", "build_views_niced", "find_views", "WallClock", "NICENESS"]
 
 log = Logger()
 
@@ -61,6 +62,9 @@ _VOD_FIELDS = ("stream_id", "name", "container_extension", "stream_icon", "categ
 _PLAYLIST_KIND = {"live": "live", "vod": "movie", "series": "series"}
 #: What the last build of a generation's views left, beside them.
 INDEX = "index.json"
+#: How much lower the build's child process runs than the daemon: on a box with
+#: two cores, the reactor's thread gets the CPU first while views are built.
+NICENESS = 10
 
 
 class WallClock:
@@ -225,6 +229,14 @@ def build_views(generation: str, lineups: Mapping[str, LineupConfig], data_dir: 
             "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+def build_views_niced(generation: str, lineups: Mapping[str, LineupConfig], data_dir: str,
+                      keep: list[str]) -> dict[str, Any]:
+    """:func:`build_views` at a lower priority (for the child process only:
+    the niceness stays with the process)."""
+    os.nice(NICENESS)
+    return build_views(generation, lineups, data_dir, keep)
+
+
 def find_views(generation: Generation, lineups: Mapping[str, LineupConfig],
                data_dir: Path) -> dict[str, str] | None:
     """The directories of every lineup's view of *generation* when the last
@@ -325,7 +337,12 @@ def _write_view(directory: Path, gen: Generation, lineup: LineupConfig, selectio
                             "series": series.complete, "episode": series.complete}
     manifest["counts"] = {**selection.counts(), "episodes": episode_count}
     write_json(tmp / VIEW_MANIFEST, manifest)
+    for name in os.listdir(tmp):  # on disk before it is named: a power cut leaves no half view
+        with open(tmp / name, "rb") as f:
+            os.fsync(f.fileno())
+    fsync_dir(tmp)
     os.rename(tmp, directory)
+    fsync_dir(directory.parent)
 
 
 def _in_order(ks: KindSelection) -> bool:

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from xrelay.catalog.cache import CatalogCache
 from xrelay.catalog.episode_series import DetailsEpisodes
 from xrelay.catalog.generation import Generation
-from xrelay.catalog.lineup_build import build_views, find_views
+from xrelay.catalog.lineup_build import build_views_niced, find_views
 from xrelay.catalog.lineup_view import LineupChannel, LineupView, load_view
 from xrelay.catalog.prepare import run_in_child
 from xrelay.core.config import UserConfig
@@ -48,8 +48,9 @@ InThread = Callable[..., Awaitable[Any]]
 
 def build_in_child(generation: str, lineups: dict[str, LineupConfig], data_dir: str,
                    keep: list[str]) -> Awaitable[dict[str, Any]]:
-    """Build the views in a fresh child process (waited for in a thread)."""
-    return threads.deferToThread(run_in_child, build_views, generation, lineups, data_dir, keep)
+    """Build the views in a fresh child process, at a lower priority than
+    the daemon (waited for in a thread)."""
+    return threads.deferToThread(run_in_child, build_views_niced, generation, lineups, data_dir, keep)
 
 
 def stream_of_key(key: Hashable) -> tuple[str, int] | None:
@@ -125,17 +126,26 @@ class Lineups:
         """The views already on disk, when every one is there."""
         try:
             found = await self.in_thread(find_views, current, config, self.data_dir)
-            return None if found is None else await self.in_thread(_load_all, found, current)
+            return None if found is None else await self._adopt(found, current)
         except (OSError, ValueError) as e:
             log.info("lineups: building the views again ({why})", why=str(e))
             return None
+
+    async def _adopt(self, found: Mapping[str, str], current: Generation) -> dict[str, LineupView]:
+        """The views in the directories *found*: those served already stay
+        the same objects (their answers keep their caches), the others are
+        loaded."""
+        served = {str(view.directory): view for view in self.views.values()}
+        new = {name: d for name, d in found.items() if d not in served}
+        loaded = await self.in_thread(_load_all, new, current) if new else {}
+        return {name: loaded[name] if name in loaded else served[d] for name, d in found.items()}
 
     async def _build(self, current: Generation, config: dict[str, LineupConfig]) -> dict[str, LineupView] | None:
         started = time.monotonic()
         keep = [str(v.directory) for v in self.views.values()]
         try:
             built = await self.build(str(current.path), config, str(self.data_dir), keep)
-            views = await self.in_thread(_load_all, built["views"], current)
+            views = await self._adopt(built["views"], current)
         except Exception as e:
             log.error("lineups: cannot build the views ({error}); the previous ones stay", error=str(e))
             return None
