@@ -183,7 +183,9 @@ def main() -> None:
     os.chmod(work, 0o755)
     exe = build_loadgen(work)
     demo_port, port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a private temporary directory: the ingest's scratch is nobody else's to sweep
+    (work / "tmp").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(work / "tmp")}
     config = work / "xrelay.toml"
     config.write_text(config_text(demo_port, port, work / "data"))
     twistd = shutil.which("twistd") or str(Path(sys.executable).with_name("twistd"))
