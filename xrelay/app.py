@@ -21,7 +21,7 @@ from xrelay.api.player_api import XtreamApi
 from xrelay.catalog.cache import CatalogCache
 from xrelay.catalog.service import CatalogService
 from xrelay.catalog.store import CacheStore
-from xrelay.core.config import Config, UserConfig
+from xrelay.core.config import Config, UserConfig, with_default_backlog
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.ingest.ingester import IngestResult, IngestService
@@ -41,6 +41,10 @@ from xrelay.provider.client import ProviderClient
 from xrelay.provider.images import ImageFetcher
 from xrelay.relay.channels import LiveRelay, RelayService
 from xrelay.relay.slots import ProviderSlots, UserStreams, capacity_refresher
+from xrelay.http.throttle import LoginThrottle
+from xrelay.web.gate import LoginGate
+from xrelay.web.guards import LoginThrottles
+from xrelay.web.policy import limits_from, throttle_policy_from
 from xrelay.web.routes import Surfaces, WebApp
 from xrelay.web.site import make_site
 
@@ -98,15 +102,22 @@ class XRelay:
                                  self.files, self.hls)
         self.ingester.listeners.append(self.overview.on_ingest)
         self.status = StatusPage(self.overview)
-        self.metrics = Metrics(self.overview)
+        # failed logins, per client address (xrelay.web.guards)
+        policy = throttle_policy_from(config.server)
+        self.throttles = LoginThrottles(users=LoginThrottle(reactor, policy, "player login"),
+                                        admin=LoginThrottle(reactor, policy, "admin login"))
+        self.metrics = Metrics(self.overview, {"users": self.throttles.users,
+                                               "admin": self.throttles.admin})
         self.admin = AdminPage(self.overview, self.ingest_service.trigger)
 
         # the HTTP front
         self.web = WebApp(Surfaces(
             users=self.users, admin=config.admin, scrubber=self.scrubber, api=self.api,
             relay=self.relay, hls=self.hls, vod=self.vod, timeshift=self.timeshift,
-            status=self.status, metrics=self.metrics, admin_page=self.admin))
-        self.site = make_site(self.web, self.scrubber, self.metrics)
+            status=self.status, metrics=self.metrics, admin_page=self.admin,
+            throttles=self.throttles))
+        self.site = make_site(self.web, self.scrubber, self.metrics, reactor=reactor,
+                              limits=limits_from(config.server), body_gate=LoginGate(self.web))
 
     def services(self, root: MultiService | None = None) -> MultiService:
         """The daemon's named services (added to *root*), started in this
@@ -122,7 +133,7 @@ class XRelay:
             SignalService(self.reactor, self.reload_users, self.ingest_service.trigger),
         ):
             service.setServiceParent(root)
-        web = strports.service(self.config.server.listen, self.site)
+        web = strports.service(with_default_backlog(self.config.server.listen), self.site)
         web.setName("web")
         web.setServiceParent(root)
         return root

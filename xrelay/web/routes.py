@@ -34,7 +34,7 @@ from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.status import StatusPage
 from xrelay.relay.channels import LiveRelay
-from xrelay.web.guards import admin_only, user_login
+from xrelay.web.guards import LoginThrottles, admin_only, user_login
 
 __all__ = ["WebApp", "Surfaces", "StreamRef"]
 
@@ -81,6 +81,8 @@ class Surfaces:
     status: StatusPage
     metrics: Metrics
     admin_page: AdminPage
+    #: Failed logins per client address (the guards' throttles).
+    throttles: LoginThrottles
 
 
 def _route_map() -> Klein:
@@ -91,7 +93,7 @@ def _route_map() -> Klein:
 
 
 class WebApp:
-    """The route table (its guards need ``users``, ``admin`` and ``scrubber``)."""
+    """The route table (its guards need ``users``, ``admin``, ``scrubber`` and ``throttles``)."""
 
     app = _route_map()
 
@@ -100,6 +102,7 @@ class WebApp:
         self.users = surfaces.users
         self.admin = surfaces.admin
         self.scrubber = surfaces.scrubber
+        self.throttles = surfaces.throttles
 
     # -- Xtream API ---------------------------------------------------------------
 
