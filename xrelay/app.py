@@ -93,7 +93,7 @@ class XRelay:
 
         # the Xtream API
         self.image_fetcher = ImageFetcher(reactor, self.client)
-        self.assets = AssetProxy(reactor, self.image_fetcher)
+        self.assets = AssetProxy(reactor, self.image_fetcher, self.cache.names_asset)
         self.api = XtreamApi(reactor, config.server, self.cache, self.store, self.scrubber, self.assets,
                              active_connections=self.user_streams.count)
 
