@@ -92,7 +92,13 @@ class AssetProxy:
         shared = self._inflight.get(key)
         if shared is None:
             d = defer.Deferred.fromCoroutine(self._fetch(path))
-            d.addBoth(lambda r: (self._inflight.pop(key, None), self._keep(key, r), r)[-1])
+
+            def done(result: Any) -> Any:
+                self._inflight.pop(key, None)
+                self._keep(key, result)
+                return result
+
+            d.addBoth(done)
             shared = self._inflight[key] = Shared(d)
         return shared.wait().addCallback(lambda result: self._answer(request, result))
 
