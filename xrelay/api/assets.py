@@ -99,7 +99,9 @@ class AssetProxy:
                 return result
 
             d.addBoth(done)
-            shared = self._inflight[key] = Shared(d)
+            shared = Shared(d)
+            if not shared.done:  # a fetch that ended at once is not kept as in flight
+                self._inflight[key] = shared
         return shared.wait().addCallback(lambda result: self._answer(request, result))
 
     def _keep(self, path: str, result: Any) -> None:
