@@ -87,7 +87,9 @@ class XRelay:
                                config.relay.silence_timeout, refresh_capacity)
         self.hls = HlsServer(reactor, self.cache, self.client, self.scrubber, self.users, self.files,
                              linger=config.relay.linger, public_url=config.server.public_url)
-        self.vod = VodServer(reactor, self.cache, self.client, self.files)
+        # episode_allowed: where a user's lineup will check an episode's series
+        self.vod = VodServer(reactor, self.cache, self.client, self.files,
+                             recheck_after=config.ingest.interval)
         self.timeshift = TimeshiftServer(reactor, self.cache, self.client, config.server.timezone,
                                          self.files, self.hls)
 

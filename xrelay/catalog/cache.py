@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from xrelay.catalog import rows as catalog_rows
 from xrelay.catalog.assets import asset_key, asset_keys_in_files, asset_paths_in_json
+from xrelay.catalog.episodes import EpisodeMap, episode_ids_of
 from xrelay.core.deferreds import Shared
 from xrelay.catalog.generation import Generation, LiveChannel, NotPrepared, load_generation
 from xrelay.catalog.prepare import prepare_existing, refresh_epg, run_in_child
@@ -54,9 +55,12 @@ class DetailsUnavailable(Exception):
 
 class CatalogCache:
     def __init__(self, store: CacheStore, fetch_json: FetchJson | None,
-                 scrubber: Scrubber | None = None, clock: Any = None) -> None:
+                 scrubber: Scrubber | None = None, clock: Any = None,
+                 episodes: EpisodeMap | None = None) -> None:
         self.clock = clock
         self.store = store
+        #: Episode -> series, kept across ingests (learnt from series details).
+        self.episodes = episodes if episodes is not None else EpisodeMap(store.root)
         self.fetch_json = fetch_json
         self.scrubber = scrubber
         self.current: Generation | None = None
@@ -90,6 +94,11 @@ class CatalogCache:
 
     def live(self, ident: int) -> LiveChannel | None:
         return self.current.live(ident) if self.current is not None else None
+
+    def episode_series(self, ident: int) -> int | None:
+        """The series an episode belongs to, if its series' details were
+        ever fetched (this generation or an earlier one)."""
+        return self.episodes.series_of(ident)
 
     def names_asset(self, path: str) -> bool:
         """Does the catalog (its lists, its guide, the details served) name
@@ -132,6 +141,7 @@ class CatalogCache:
                 log.error("cannot load the cache: {error}", error=str(e2))
                 return False
         detail_assets = await threads.deferToThread(asset_keys_in_files, loaded.path / "details")
+        await threads.deferToThread(self._keep_episodes)
         if sequence != self._sequence:
             return False  # a newer generation is being loaded
         try:
@@ -154,6 +164,16 @@ class CatalogCache:
             defer.Deferred.fromCoroutine(self._refresh_epg(loaded)).addErrback(
                 lambda f: log.failure("refreshing the EPG index", f))
         return True
+
+    def _keep_episodes(self) -> None:
+        """Load the episode map once, then fold in what was learnt (blocking)."""
+        try:
+            if not self.episodes.loaded:
+                self.episodes.load()
+            else:
+                self.episodes.compact()
+        except OSError as e:
+            log.warn("cannot read the episode map: {error}", error=e.strerror)
 
     async def _refresh_epg(self, stale: Generation) -> None:
         log.info("the EPG index is from {hours:.0f} h ago: indexing the guide again",
@@ -203,6 +223,8 @@ class CatalogCache:
 
         def prepare() -> tuple[dict[str, Any], bytes]:
             detail = self.scrubber.tree(normalise(raw, row)) if self.scrubber else normalise(raw, row)
+            if kind == "series":
+                self.episodes.record(ident, episode_ids_of(detail))
             return detail, catalog_rows.encode_row(detail)
 
         detail, data = await threads.deferToThread(prepare)

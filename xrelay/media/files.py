@@ -44,12 +44,17 @@ from xrelay.media.sniffed import SniffedBody, sniff_body
 from xrelay.provider.client import ProviderClient, ProviderError, discard_body
 from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
 
-__all__ = ["FileRelay", "Playback"]
+__all__ = ["FileRelay", "Playback", "NoAnswer"]
 
 log = Logger()
 
 #: Seconds to wait for the provider's response headers.
 HEADERS_TIMEOUT = 30.0
+
+class NoAnswer(BadGateway):
+    """502: the provider could not be reached, or sent nothing (it did not
+    refuse the stream)."""
+
 
 #: Client request headers passed to the provider (seeking).
 _FORWARDED = (b"range", b"if-range")
@@ -242,7 +247,7 @@ class FileRelay:
             except ProviderError as e:
                 pb.release()
                 log.info("{what}: the provider failed: {error}", what=pb.what, error=str(e))
-                raise BadGateway(f"the provider did not deliver: {e}")
+                raise NoAnswer(f"the provider did not deliver: {e}")
             pb.pending = None
             pb.status = response.code
             if response.code in (200, 206):
@@ -261,7 +266,7 @@ class FileRelay:
             raise Unavailable(f"the stream was closed: {pb.close_reason}")
         except TimeoutError:
             log.info("{what}: the provider sent no body", what=pb.what)
-            raise BadGateway("the provider sent nothing")
+            raise NoAnswer("the provider sent nothing")
         finally:
             pb.sniffing = None
         verdict = body.verdict
