@@ -312,6 +312,9 @@ async def test_vod_info(relay):
             assert isinstance(info, dict)
             for key in ("movie_image", "cover_big", "plot", "genre", "releasedate", "duration"):
                 assert isinstance(info[key], str), key
+            for key in ("name", "o_name", "director", "actors", "cast", "description", "youtube_trailer",
+                        "country"):
+                assert isinstance(info[key], str), key
             assert isinstance(info["duration_secs"], int) and isinstance(info["tmdb_id"], int)
             assert isinstance(info["backdrop_path"], list)
             assert isinstance(info["rating"], (int, float))
@@ -334,7 +337,11 @@ async def test_series_info_shapes(relay):
             for season in seasons:
                 assert isinstance(season["season_number"], int)
                 assert isinstance(season["name"], str) and season["name"]
-                assert isinstance(season["cover"], str)
+                assert isinstance(season["cover"], str) and isinstance(season["cover_big"], str)
+                assert isinstance(season["id"], int) and season["id"] > 0
+                assert isinstance(season["air_date"], str) and isinstance(season["overview"], str)
+                assert season["episode_count"] == len(episodes[str(season["season_number"])])
+            assert len({s["id"] for s in seasons}) == len(seasons)
             for key, eps in episodes.items():
                 assert key.isdigit()
                 for ep in eps:
@@ -346,6 +353,9 @@ async def test_series_info_shapes(relay):
                     assert ep["direct_source"] == ""
             assert is_numstr(info["category_id"])
             assert isinstance(info["backdrop_path"], list)
+            # info carries the list row's categories (typed clients read them)
+            assert info["category_ids"] == row["category_ids"]
+            assert info["category_id"] == row["category_id"]
 
 
 @pytest_twisted.ensureDeferred
@@ -414,6 +424,9 @@ async def test_short_epg(relay):
             base64.b64decode(row["description"], validate=True)
             start = datetime.fromtimestamp(int(row["start_timestamp"]), ZoneInfo("UTC"))
             assert row["start"] == start.strftime("%Y-%m-%d %H:%M:%S")
+            stop = datetime.fromtimestamp(int(row["stop_timestamp"]), ZoneInfo("UTC"))
+            assert row["end"] == row["stop"] == stop.strftime("%Y-%m-%d %H:%M:%S")
+            assert is_numstr(row["epg_id"]) and isinstance(row["lang"], str)
             assert "now_playing" not in row
         now = datetime.now().timestamp()
         assert int(rows[0]["stop_timestamp"]) > now
