@@ -3,7 +3,7 @@
 Real panels send numbers as strings, strings as numbers, ``[]`` where an
 object belongs, nulls everywhere and duplicate rows per category
 (docs/xtream-api.md, last section).  Everything is coerced here, once, at
-ingest, into the types the best-behaved clients expect (section 8.1), so the
+ingest, into the types the fussiest clients accept (docs/xtream-api.md), so the
 API can serve the cache as it is.
 """
 
