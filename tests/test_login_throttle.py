@@ -170,11 +170,15 @@ async def test_failed_logins_are_delayed_more_and_more_then_refused(served) -> N
     # after the lockout the right password works again, and is never delayed
     served.clock.advance(300)
     assert (await get(served.url(api("alice", "alicepw"))))[0] == 200
-    assert served.users.tracked() == 0
+    # the failures are kept: one more guess locks the address out again
+    assert await wrong_login_answered_after(served, POLICY.max_delay) == 401
+    assert (await get(served.url(api("alice", "alicepw"))))[0] == 429
+    served.clock.advance(POLICY.forget_after + POLICY.lockout)
+    assert (await get(served.url(api("alice", "alicepw"))))[0] == 200
     counters = served.users.counters
-    assert (counters.failures, counters.lockouts) == (POLICY.lockout_after, 1)
-    assert counters.delayed == POLICY.lockout_after - POLICY.free_failures
-    assert counters.refused == 2
+    assert (counters.failures, counters.lockouts) == (POLICY.lockout_after + 1, 2)
+    assert counters.delayed == POLICY.lockout_after + 1 - POLICY.free_failures
+    assert counters.refused == 3
 
 
 @pytest_twisted.ensureDeferred
@@ -187,6 +191,16 @@ async def test_a_player_on_another_address_is_never_locked_out(served) -> None:
     answer = await raw_get_v6(served, api("alice", "alicepw"))
     assert answer.startswith(b"HTTP/1.1 200 ") and b"hello alice" in answer
     # ::ffff:127.0.0.1 and 127.0.0.1 are one address; ::1 another
+    assert served.users.locked() == ["127.0.0.1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_correct_login_does_not_erase_the_guesses_before_it(served) -> None:
+    """A client with one valid account cannot interleave its own login with
+    guesses at another account to stay among the free failures."""
+    for failure in range(1, POLICY.lockout_after + 1):
+        assert (await get(served.url(api("alice", "alicepw"))))[0] == 200
+        await wrong_login_answered_after(served, POLICY.delay(failure), served.url(api("bob", "guess")))
     assert served.users.locked() == ["127.0.0.1"]
 
 
@@ -266,10 +280,9 @@ async def test_a_refused_login_is_answered_before_its_body(served) -> None:
     response = await within(treq.post(served.url("/player_api.php"), persistent=False,
                                       data={"username": "alice", "password": "alicepw"}), SAFETY)
     assert await treq.content(response) == b"hello alice"
-    assert served.users.failures("127.0.0.1") == 0  # a correct login forgives
     # past the free failures the gate lets the guard delay the answer (the
     # body is read: at most max_body bytes)
-    for failure in range(1, POLICY.lockout_after + 1):
+    for failure in range(2, POLICY.lockout_after + 1):
         await wrong_login_answered_after(served, POLICY.delay(failure))
     answer = await post_without_body(api("alice", "alicepw").encode())
     assert answer.startswith(b"HTTP/1.1 429 ")

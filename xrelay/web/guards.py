@@ -13,7 +13,10 @@ the admin): a wrong username or password is answered after a delay that
 grows with the address's failures, and an address with too many failures
 gets 429 for a while, even with the right password.  Only that address is
 slowed: a player on another address, or one whose logins are correct, never
-waits.  Missing credentials (a player's first probe, a browser before its
+waits.  A correct login does not erase its address's failures (the throttle
+forgets them after an hour without one): otherwise a client with one valid
+account could interleave its own login with guesses at another's password
+and never be slowed.  Missing credentials (a player's first probe, a browser before its
 Basic prompt), a disabled or an expired account are refused without counting.
 The first failure of an address is logged (and the throttle logs its
 lockout), so a guessing client cannot flood the log.  The comparisons stay
@@ -105,8 +108,7 @@ def login(site: Guarded, request: IRequest, username: str | None, password: str 
         raise locked_out(lockout, refusal)
     result = site.users.authenticate(username, password)
     if result.user is not None:
-        throttle.succeeded(address)
-        return result.user
+        return result.user  # never delayed; the address's failures are kept (see the module docs)
     if refusal == "json":
         error: HTTPError = Unauthorized(body=AUTH_FAILED)
     elif result.reason in _DENIED:
@@ -176,7 +178,6 @@ def admin_only(route: Callable[Concatenate[G, IRequest, P], R]) -> Callable[Conc
             raise locked_out(lockout, "text")
         outcome = admin_login(request.getHeader(b"authorization"), self.admin)
         if outcome == "ok":
-            throttle.succeeded(address)
             return route(self, request, *args, **kwargs)
         if outcome == "disabled":
             raise admin_disabled()
