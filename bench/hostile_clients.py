@@ -1,6 +1,7 @@
 """Hostile clients against the real daemon, on loopback only (issue 14).
 
     python bench/hostile_clients.py [--only body,trickle,fds,guesses] [--no-cap-loopback]
+                                    [--guess-seconds 60] [--source CHECKOUT]
 
 Starts the demo provider (``python -m xrelay.demo``, a small catalog) and the
 daemon exactly as systemd would (``twistd -n xrelay --config FILE``), both
@@ -25,7 +26,8 @@ user asks ``get_live_categories`` every 50 ms:
 
 Everything runs on this machine: the figures include the load generator's
 own CPU.  ``--no-cap-loopback`` runs the daemon with ``cap_loopback =
-false`` (as behind a reverse proxy on the same machine).
+false`` (as behind a reverse proxy on the same machine); ``--source`` runs
+the daemon of another checkout (an older xrelay, for a before/after).
 """
 
 from __future__ import annotations
@@ -56,14 +58,14 @@ MB = 1024 * 1024
 # -- the daemon and the provider ---------------------------------------------------------------
 
 class Daemon:
-    def __init__(self, workdir: Path, cap_loopback: bool) -> None:
+    def __init__(self, workdir: Path, cap_loopback: bool, source: Path = ROOT) -> None:
         self.workdir = workdir
         self.provider_port, self.port = free_port(), free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(source)}
         self.provider = subprocess.Popen(
             [sys.executable, "-m", "xrelay.demo", "--listen", f"tcp:{self.provider_port}:interface=127.0.0.1",
              "--live", "20", "--vod", "20", "--series", "4", "--max-connections", "0", "--no-redirect"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=env, cwd=source, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         config = workdir / "xrelay.toml"
         config.write_text(textwrap.dedent(f"""
             [upstream]
@@ -72,7 +74,7 @@ class Daemon:
             password = "{PROVIDER_PASS}"
             [server]
             listen = "tcp:{self.port}:interface=127.0.0.1"
-            cap_loopback = {"true" if cap_loopback else "false"}
+            {"" if cap_loopback else "cap_loopback = false"}
             [ingest]
             data_dir = "{workdir / 'data'}"
             [[users]]
@@ -83,7 +85,7 @@ class Daemon:
         self.log = open(workdir / "daemon.log", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-             "xrelay", "--config", str(config)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             "xrelay", "--config", str(config)], env=env, cwd=source, stdout=self.log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
 
     def wait_ready(self, timeout: float = 60.0) -> int:
@@ -389,10 +391,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="body,trickle,fds,guesses")
     ap.add_argument("--no-cap-loopback", action="store_true")
+    ap.add_argument("--guess-seconds", type=float, default=60.0)
+    ap.add_argument("--source", type=Path, default=ROOT, help="the checkout whose daemon runs")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="xrelay-hostile-") as tmp:
-        daemon = Daemon(Path(tmp), cap_loopback=not args.no_cap_loopback)
+        daemon = Daemon(Path(tmp), cap_loopback=not args.no_cap_loopback, source=args.source)
         try:
             channel = daemon.wait_ready()
             out: dict[str, Any] = {"cap_loopback": not args.no_cap_loopback}
@@ -417,13 +421,13 @@ def main() -> None:
             if "fds" in parts:
                 out["fds_1000_trickling"] = many_trickling(daemon, 1000)
             if "guesses" in parts:
-                out["guesses_1_client"] = guesses(daemon.port, 1, 60)
+                out["guesses_1_client"] = guesses(daemon.port, 1, args.guess_seconds)
                 daemon.stop()  # a fresh daemon: the first client's lockout is its own
                 again = Path(tmp) / "again"
                 again.mkdir()
-                daemon = Daemon(again, cap_loopback=not args.no_cap_loopback)
+                daemon = Daemon(again, cap_loopback=not args.no_cap_loopback, source=args.source)
                 daemon.wait_ready()
-                out["guesses_32_clients"] = guesses(daemon.port, 32, 60)
+                out["guesses_32_clients"] = guesses(daemon.port, 32, args.guess_seconds)
             print(json.dumps(out, indent=1))
         finally:
             daemon.stop()
