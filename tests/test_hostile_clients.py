@@ -141,7 +141,7 @@ async def test_the_daemon_listens_with_xrelays_backlog(tmp_path) -> None:
     relay = await start_relay(tmp_path, ingest=False,
                               server=ServerConfig(listen="tcp:0:interface=127.0.0.1"))
     try:
-        endpoint = relay.service.getServiceNamed("web").endpoint
-        assert endpoint._backlog == 1024
+        endpoint = relay.xr.web_endpoint
+        assert endpoint is not None and endpoint.inner._backlog == 1024
     finally:
         await relay.stop()

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from xrelay.core.config import ConfigError, load_config
+from xrelay.core.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from xrelay.core.reactor import IReactor
+    from xrelay.ingest.ingester import IngestResult
 
 __all__ = ["main"]
 
@@ -43,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _ingest(config, args.force)
 
 
-def _ingest(config: Any, force: bool) -> int:
+def _ingest(config: Config, force: bool) -> int:
     from twisted.internet import defer, task
 
     from xrelay.ingest.ingester import Ingester
@@ -51,7 +55,7 @@ def _ingest(config: Any, force: bool) -> int:
     from xrelay.core.scrub import Scrubber
     from xrelay.catalog.store import CacheStore
 
-    async def run(reactor: Any) -> None:
+    async def run(reactor: IReactor) -> None:
         scrubber = Scrubber(config.upstream)
         client = ProviderClient(reactor, config.upstream, scrubber, persistent=False)
         ingester = Ingester(reactor, client, CacheStore(config.ingest.data_dir), config.ingest, scrubber)
@@ -63,7 +67,7 @@ def _ingest(config: Any, force: bool) -> int:
     return 0  # not reached: react() exits with the code raised above
 
 
-def _report(result: Any) -> int:
+def _report(result: IngestResult) -> int:
     if result.ok:
         c = result.counts
         print(f"ingest ok in {result.duration:.1f} s: {c.get('live_streams', 0)} live, "

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
 from xrelay.app import XRelay
 from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
+from xrelay.core.config import HdhrDevice
+from xrelay.core.reactor import IReactor, installed_reactor
 from xrelay.provider.client import ProviderClient
 
 __all__ = ["Options", "makeService", "build"]
@@ -33,6 +36,8 @@ log = Logger()
 
 DEMO_USER = ("demo", "demo")
 DEMO_ADMIN = ("admin", "demo")
+#: The demo's HDHomeRun tuner: its name and token (its key, in its URL).
+DEMO_TUNER = ("xrelay demo tuner", "demo-tuner")
 
 
 class Options(usage.Options):
@@ -66,6 +71,7 @@ def demo_config(listen: str | None, data_dir: str | None) -> Config:
         ingest=IngestConfig(data_dir=Path(data_dir) if data_dir else state / "xrelay-demo"),
         users=(UserConfig(username=DEMO_USER[0], password=DEMO_USER[1], max_connections=4),),
         admin=AdminConfig(username=DEMO_ADMIN[0], password=DEMO_ADMIN[1]),
+        hdhr=(HdhrDevice(name=DEMO_TUNER[0], token=DEMO_TUNER[1]),),
         source="--demo",
     )
 
@@ -75,7 +81,7 @@ class DemoProviderService(Service):
 
     name = "demo-provider"
 
-    def __init__(self, reactor: Any, client: ProviderClient) -> None:
+    def __init__(self, reactor: IReactorTime, client: ProviderClient) -> None:
         from xrelay.demo.provider import DemoProvider, DemoSettings
 
         self.client = client
@@ -101,7 +107,7 @@ class DemoProviderService(Service):
         return None
 
 
-def build(reactor: Any, config: Config, *, demo: bool = False,
+def build(reactor: IReactor, config: Config, *, demo: bool = False,
           config_path: str | None = None) -> tuple[MultiService, XRelay]:
     """The whole daemon as a MultiService, and its components."""
 
@@ -130,8 +136,7 @@ SWITCH_INTERVAL = 0.0005
 
 
 def makeService(options: Options) -> MultiService:
-    from twisted.internet import reactor
-
+    reactor = installed_reactor()
     if sys.getswitchinterval() > SWITCH_INTERVAL:
         sys.setswitchinterval(SWITCH_INTERVAL)
     try:
@@ -142,11 +147,11 @@ def makeService(options: Options) -> MultiService:
             config = with_overrides(config, listen=options["listen"])
             if options["data-dir"]:
                 config = replace(config, ingest=replace(config.ingest, data_dir=Path(options["data-dir"])))
+        service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     except ConfigError as e:
         sys.stderr.write(f"xrelay: {e}\n")
         sys.stderr.flush()
         raise SystemExit(2)
-    service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     if options["demo"]:
         reactor.callWhenRunning(_announce_demo, xr)
     from xrelay.ops.logs import LoggingRoot, twistd_observer
@@ -161,14 +166,16 @@ def makeService(options: Options) -> MultiService:
 
 def _announce_demo(xr: XRelay) -> None:
     listen = xr.config.server.listen
-    port = _listen_port(listen)
+    listening = xr.web_endpoint.port if xr.web_endpoint is not None else None
+    port = str(listening) if listening else _listen_port(listen)
     host = "127.0.0.1"
     user, password = DEMO_USER
     log.info("demo: open http://{host}:{port}/get.php?username={user}&password={password}&type=m3u_plus&output=ts "
              "in VLC, or log in with an Xtream player at http://{host}:{port} as {user}/{password}; "
-             "admin pages with {admin}/{admin_password}",
+             "admin pages with {admin}/{admin_password}; "
+             "HDHomeRun tuner for Plex, Jellyfin or Emby: http://{host}:{port}/hdhr/{tuner}",
              host=host, port=port, user=user, password=password,
-             admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1])
+             admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1], tuner=DEMO_TUNER[1])
 
 
 def _listen_port(description: str) -> str:

@@ -93,7 +93,7 @@ class ListAnswers:
                     log.failure("precomputing {key}", key=key)
 
     def answer(self, key: str, base: bytes, category: int | None = None,
-               limit: int | None = None, gz: bool = False) -> defer.Deferred[bytes | StreamAnswer]:
+               limit: int | None = None, gz: bool = False) -> defer.Deferred[bytes] | defer.Deferred[StreamAnswer]:
         """The body for one list request: bytes (gzip-compressed if *gz*),
         or a :class:`StreamAnswer` for a big uncompressed full list."""
         template = self.templates.get(key)

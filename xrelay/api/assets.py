@@ -19,7 +19,9 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from xrelay.core.deferreds import Shared
@@ -55,7 +57,7 @@ class AssetProxy:
     for one path share a fetch, and results are kept in a small LRU (a TV
     app loading 50k logos must not become 50k provider requests per device)."""
 
-    def __init__(self, clock: Any, fetch: ImageFetch, names: Callable[[str], bool],
+    def __init__(self, clock: IReactorTime, fetch: ImageFetch, names: Callable[[str], bool],
                  budget: int = CACHE_BUDGET) -> None:
         self.clock = clock
         self.fetch = fetch
@@ -93,18 +95,18 @@ class AssetProxy:
         if shared is None:
             d = defer.Deferred.fromCoroutine(self._fetch(path))
 
-            def done(result: Any) -> Any:
+            def settled(result: _Result | Failure) -> _Result | Failure:
                 self._inflight.pop(key, None)
                 self._keep(key, result)
                 return result
 
-            d.addBoth(done)
+            d.addBoth(settled)
             shared = Shared(d)
             if not shared.done:  # a fetch that ended at once is not kept as in flight
                 self._inflight[key] = shared
         return shared.wait().addCallback(lambda result: self._answer(request, result))
 
-    def _keep(self, path: str, result: Any) -> None:
+    def _keep(self, path: str, result: _Result | Failure) -> None:
         if not isinstance(result, _Result) or result.code == 502 or len(result.body) > self.budget // 8:
             return
         ttl = IMAGE_TTL if result.code == 200 else MISSING_TTL

@@ -28,7 +28,7 @@ async def serve_playlist(request: IRequest, templates: PlaylistTemplates, args: 
     style = "plain" if kind in ("m3u", "simple") else "plus"
     output = (args.get("output") or "ts").strip().lower()
     live_ext = "m3u8" if output in ("m3u8", "hls") else "ts"
-    kinds = KINDS
+    kinds: tuple[str, ...] = KINDS
     if args.get("key"):  # XUI: key=live,movie,series
         wanted = {k.strip().lower() for k in args["key"].split(",")}
         wanted |= {"movie"} if "vod" in wanted else set()

@@ -15,6 +15,7 @@ with ``{"user_info":{"auth":0}}`` on every endpoint.
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -57,7 +59,7 @@ STARTUP_WAIT = 30.0
 class XtreamApi:
     """The component behind the API routes: every answer for a logged-in user."""
 
-    def __init__(self, reactor: Any, server: ServerConfig, catalog: CatalogCache, store: CacheStore,
+    def __init__(self, reactor: IReactorTime, server: ServerConfig, catalog: CatalogCache, store: CacheStore,
                  scrubber: Scrubber, assets: AssetProxy,
                  active_connections: Callable[[str], int] = lambda username: 0) -> None:
         self.reactor = reactor
@@ -87,7 +89,7 @@ class XtreamApi:
 
     # -- precomputing ---------------------------------------------------------
 
-    async def catalog_reloaded(self, cache: Any) -> None:
+    async def catalog_reloaded(self, cache: CatalogCache) -> None:
         """The cache changed: prepare every answer again (in threads)."""
         d = defer.Deferred.fromCoroutine(self._prepare(cache))
         self._reloading = d
@@ -130,7 +132,7 @@ class XtreamApi:
             return  # nothing cached yet: the first ingest may take minutes
         waiter: defer.Deferred[None] = defer.Deferred()
         self._ready_waiters.append(waiter)
-        timer = self.reactor.callLater(STARTUP_WAIT, lambda: waiter.called or waiter.callback(None))
+        timer = self.reactor.callLater(STARTUP_WAIT, lambda: None if waiter.called else waiter.callback(None))
         try:
             await waiter
         finally:
@@ -244,7 +246,7 @@ class XtreamApi:
         ident = ident_arg(value)
         cache = self.catalog
         row = await cache.row(kind, ident) if ident is not None else None
-        if row is None:
+        if ident is None or row is None:
             # unknown id: answered here, the provider is not asked
             return b'{"info":{},"movie_data":{}}' if kind == "vod" else b'{"seasons":[],"info":{},"episodes":{}}'
         detail = None
@@ -268,12 +270,12 @@ class XtreamApi:
         if not index.programmes(channel.epg_channel_id):
             return b'{"epg_listings":[]}'
         days = channel.archive_days if channel.tv_archive else 0
-        call = (index.listings, channel.epg_channel_id, time.time(), self.tz)
-        options = {"simple": simple, "limit": limit_arg(args.get("limit")), "archive_days": days}
+        listings = functools.partial(index.listings, channel.epg_channel_id, time.time(), self.tz,
+                                     simple=simple, limit=limit_arg(args.get("limit")), archive_days=days)
         if index.on_disk:  # the texts are read from disk: not on the reactor thread
-            rows = await threads.deferToThread(*call, **options)
+            rows = await threads.deferToThread(listings)
         else:
-            rows = call[0](*call[1:], **options)
+            rows = listings()
         return dumps({"epg_listings": rows})
 
     async def _panel_extra(self, base: str) -> bytes:

@@ -94,7 +94,7 @@ class GuideServer:
     def _build_gz(self, key: bytes) -> None:
         if key in self.gz_building or key in self.gz_ready or len(self.gz_building) + len(self.gz_ready) >= MAX_VARIANTS:
             return
-        if self.path is None:
+        if self.generation is None:
             return
         generation = self.generation
         digest = hashlib.sha1(key).hexdigest()[:12]

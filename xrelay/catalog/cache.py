@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from xrelay.catalog import rows as catalog_rows
@@ -55,7 +56,7 @@ class DetailsUnavailable(Exception):
 
 class CatalogCache:
     def __init__(self, store: CacheStore, fetch_json: FetchJson | None,
-                 scrubber: Scrubber | None = None, clock: Any = None,
+                 scrubber: Scrubber | None = None, clock: IReactorTime | None = None,
                  episodes: EpisodeMap | None = None) -> None:
         self.clock = clock
         self.store = store

@@ -23,7 +23,7 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
 
@@ -157,12 +157,12 @@ class EpgIndex:
                  limit: int | None, archive_days: int) -> list[dict[str, Any]]:
         """Rows of get_short_epg (current and next *limit*, default 4) or
         get_simple_data_table (everything kept, with now_playing/has_archive)."""
-        positions = self.programmes(channel_id)
+        positions: Sequence[int] = self.programmes(channel_id)
         if not simple:
             picked = [i for i in positions if self.stops[i] > now]
-            positions = picked[: (limit if limit and limit > 0 else 4)]  # type: ignore[assignment]
+            positions = picked[: (limit if limit and limit > 0 else 4)]
         elif limit and limit > 0:
-            positions = list(positions)[:limit]  # type: ignore[assignment]
+            positions = list(positions)[:limit]
         archive_from = now - archive_days * 86400
         rows = []
         positions = list(positions)

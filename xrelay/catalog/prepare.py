@@ -86,7 +86,7 @@ class Preparer:
             "format": PREPARED_FORMAT, "generated_at": int(generated_at or 0), "account": account,
             "lists": {}, "playlists": [], "panel": "panel.json", "archive_days": 1,
         }
-        self.categories: dict[str, list[dict[str, Any]]] = {}
+        self.categories: dict[str, Iterable[dict[str, Any]]] = {}
         self.assets = AssetNames()
         self.bundle: BundleWriter | None = None
         if write_bundle:

@@ -374,15 +374,15 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
         for ep in as_list(group):
             if not isinstance(ep, dict):
                 continue
-            season = as_int(ep.get("season"), None)
-            if season is None:
-                season = as_int(key, 1)
+            season_no = as_int(ep.get("season"), None)
+            if season_no is None:
+                season_no = as_int(key, 1)
             ep_id = as_int(ep.get("id"), None)
             if ep_id is None:
                 continue
             ep = dict(ep)
             ep["id"] = str(ep_id)
-            ep["season"] = season
+            ep["season"] = season_no
             ep["episode_num"] = as_int(ep.get("episode_num"), 0)
             ep["title"] = as_str(ep.get("title")).replace("\n", " ")
             ext = as_str(ep.get("container_extension")).strip(". ").lower()
@@ -391,7 +391,7 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
             ep["custom_sid"] = ""
             ep["added"] = as_numstr(ep.get("added"))
             ep["direct_source"] = ""
-            episodes.setdefault(str(season), []).append(ep)
+            episodes.setdefault(str(season_no), []).append(ep)
     if not episodes:  # one (empty) season, so that seasons and episodes agree
         episodes["1"] = []
     episodes = dict(sorted(episodes.items(), key=lambda kv: int(kv[0])))

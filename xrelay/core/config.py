@@ -20,6 +20,7 @@ __all__ = [
     "AdminConfig",
     "Config",
     "ConfigError",
+    "HdhrDevice",
     "IngestConfig",
     "LogConfig",
     "RelayConfig",
@@ -30,6 +31,7 @@ __all__ = [
     "load_config",
     "with_default_backlog",
     "parse_config",
+    "parse_devices",
 ]
 
 
@@ -112,6 +114,8 @@ class UserConfig:
     max_connections: int = 1
     exp_date: int | None = None
     enabled: bool = True
+    #: A short clip saying why, instead of a bare refusal of a live stream.
+    status_clips: bool = True
 
     def __repr__(self) -> str:
         return f"UserConfig(username={self.username!r}, password='***')"
@@ -138,12 +142,40 @@ class RelayConfig:
     reconnect_bound: float = 30.0
     #: Seconds to wait after closing a channel before reusing its slot.
     handover_pause: float = 0.3
+    #: A directory of clips (busy.ts, unavailable.ts, expired.ts) replacing the built-in ones.
+    status_clips_dir: Path | None = None
+    #: Seconds a status clip plays (looped) before the answer ends.
+    status_clip_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
 class LogConfig:
     #: "text" (one line per event) or "json" (one JSON object per line).
     format: str = "text"
+
+
+@dataclass(frozen=True)
+class HdhrDevice:
+    """One emulated HDHomeRun tuner device (``[[hdhr]]``)."""
+
+    name: str
+    token: str
+    #: The lineup it serves (None: the whole live catalog).
+    lineup: str | None = None
+    #: Tuners it announces (None: the provider account's connection limit).
+    tuners: int | None = None
+    #: A port of its own, served at its root (None: only under /hdhr/TOKEN/).
+    port: int | None = None
+    udp_discovery: bool = False
+
+    def __repr__(self) -> str:  # the token is the device's key
+        return (f"HdhrDevice(name={self.name!r}, token='***', lineup={self.lineup!r},"
+                f" tuners={self.tuners!r}, port={self.port!r}, udp_discovery={self.udp_discovery!r})")
+
+    def masked(self) -> dict[str, Any]:
+        """For ``check-config``: the token masked."""
+        return {"name": self.name, "token": "***", "lineup": self.lineup, "tuners": self.tuners,
+                "port": self.port, "udp_discovery": self.udp_discovery}
 
 
 @dataclass(frozen=True)
@@ -155,6 +187,8 @@ class Config:
     admin: AdminConfig | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    #: Emulated HDHomeRun tuners (``[[hdhr]]``).
+    hdhr: tuple[HdhrDevice, ...] = ()
     source: str = "<memory>"
 
     def masked(self) -> dict[str, Any]:
@@ -178,6 +212,8 @@ class Config:
         }
         if self.admin is not None:
             out["admin"] = {"username": self.admin.username, "password": "***"}
+        if self.hdhr:
+            out["hdhr"] = [device.masked() for device in self.hdhr]
         return out
 
 
@@ -337,6 +373,8 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
         silence_timeout=rl.positive("silence_timeout", RelayConfig.silence_timeout),
         reconnect_bound=rl.positive("reconnect_bound", RelayConfig.reconnect_bound),
         handover_pause=rl.positive("handover_pause", RelayConfig.handover_pause, allow_zero=True),
+        status_clips_dir=_optional_path(rl.get("status_clips_dir", str, None)),
+        status_clip_seconds=rl.positive("status_clip_seconds", RelayConfig.status_clip_seconds),
     )
     rl.finish()
 
@@ -366,6 +404,7 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             max_connections=us.get("max_connections", int, 1),
             exp_date=us.get("exp_date", int, None),
             enabled=us.get("enabled", bool, True),
+            status_clips=us.get("status_clips", bool, True),
         )
         us.finish()
         if not user.username or "/" in user.username:
@@ -380,10 +419,89 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             raise us.error("password", "must differ from the provider's credentials")
         seen.add(user.username)
         users.append(user)
+
+    top.used.add("hdhr")
+    hdhr = parse_devices(top.table.get("hdhr", []), source)
+    listen_port = _tcp_port(listen)
+    for i, device in enumerate(hdhr):
+        if device.port is not None and device.port == listen_port:
+            raise ConfigError(f"{source}: hdhr[{i}].port: {device.port} is [server] listen's port")
     top.finish()
 
     return Config(upstream=upstream, server=server, ingest=ingest, users=tuple(users),
-                  admin=admin, relay=relay, log=log, source=source)
+                  admin=admin, relay=relay, log=log, hdhr=hdhr, source=source)
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _tcp_port(description: str) -> int | None:
+    """The port of a ``tcp:PORT...`` / ``tcp6:port=PORT...`` endpoint string, if it names one."""
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6"):
+        return None
+    for i, part in enumerate(rest.split(":")):
+        value = part[len("port="):] if part.startswith("port=") else part if i == 0 else ""
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+# -- [[hdhr]]: emulated HDHomeRun tuners ----------------------------------------
+
+#: The shortest device token accepted: it is the device's only key.
+MIN_TOKEN = 8
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]+", re.ASCII)
+
+
+def parse_devices(raw: Any, source: str) -> tuple[HdhrDevice, ...]:
+    """Build the devices from the document's ``hdhr`` value (an array of tables).
+
+    Errors read like the rest of the configuration's:
+    ``FILE: hdhr[1].token: must be at least 8 characters``.
+    """
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: hdhr: must be an array of tables ([[hdhr]])")
+    devices: list[HdhrDevice] = []
+    names: set[str] = set()
+    tokens: set[str] = set()
+    ports: set[int] = set()
+    for i, table in enumerate(raw):
+        sec = _Section(source, f"hdhr[{i}]", table)
+        name = sec.get("name", str, required=True).strip()
+        token = sec.get("token", str, required=True)
+        lineup = sec.get("lineup", str, None)
+        tuners = sec.get("tuners", int, None)
+        port = sec.get("port", int, None)
+        udp = sec.get("udp_discovery", bool, False)
+        sec.finish()
+        if not name:
+            raise sec.error("name", "must not be empty")
+        if name.casefold() in names:
+            raise sec.error("name", f"duplicate device name {name!r}")
+        if len(token) < MIN_TOKEN:
+            raise sec.error("token", f"must be at least {MIN_TOKEN} characters")
+        if not _TOKEN_RE.fullmatch(token):
+            raise sec.error("token", "may hold only letters, digits and . _ ~ -")
+        if token in tokens:
+            raise sec.error("token", "the same token as another device")
+        if lineup is not None and not lineup.strip():
+            raise sec.error("lineup", "must not be empty (leave it out for the whole catalog)")
+        if tuners is not None and not 1 <= tuners <= 255:
+            raise sec.error("tuners", f"must be between 1 and 255, got {tuners}")
+        if port is not None:
+            if not 1 <= port <= 65535:
+                raise sec.error("port", f"must be between 1 and 65535, got {port}")
+            if port in ports:
+                raise sec.error("port", f"port {port} is already another device's")
+            ports.add(port)
+        names.add(name.casefold())
+        tokens.add(token)
+        devices.append(HdhrDevice(name=name, token=token, lineup=lineup, tuners=tuners,
+                                  port=port, udp_discovery=udp))
+    return tuple(devices)
 
 
 def _server_limits(sv: _Section) -> dict[str, Any]:

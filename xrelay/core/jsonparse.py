@@ -13,11 +13,17 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Generator, Iterator
+from typing import Any, Generator, Iterator, Protocol, cast
 
 __all__ = ["loads", "iter_rows"]
 
-_WS = re.compile(r"[ \t\n\r]*")
+
+class _MatchesAlways(Protocol):
+    def match(self, string: str, pos: int = ...) -> re.Match[str]: ...
+
+
+#: Whitespace, possibly none: it matches at every position, never None.
+_WS = cast(_MatchesAlways, re.compile(r"[ \t\n\r]*"))
 
 #: Object keys seen so far, so that the 100 000 rows of a list share one
 #: copy of each key string (as one json.loads call would) instead of each

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from xrelay.core.config import UserConfig
 
@@ -38,7 +38,7 @@ class UserDB:
     def __len__(self) -> int:
         return len(self._users)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[UserConfig]:
         return iter(self._users.values())
 
     def get(self, username: str) -> UserConfig | None:

@@ -12,9 +12,10 @@ back-pressure.  The guide is generated while it is sent.  Faults from
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,8 +25,7 @@ from . import api
 from .playlists import m3u_chunks, xmltv_chunk_count, xmltv_chunks
 from .streaming import BodyWriter
 
-if TYPE_CHECKING:
-    from .provider import DemoProvider
+from .state import ProviderState
 
 log = Logger()
 _CHUNK = 64 * 1024
@@ -49,7 +49,7 @@ def _take(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
 
 
 class PanelHandlers:
-    def __init__(self, provider: DemoProvider) -> None:
+    def __init__(self, provider: ProviderState) -> None:
         self.p = provider
         self._json_cache: dict[tuple[Any, ...], bytes] = {}
         self._m3u_cache: dict[tuple[Any, ...], bytes] = {}
@@ -115,7 +115,8 @@ class PanelHandlers:
         if cache is not None and key in cache:
             return succeed(cache[key])
         pool = getattr(self.p.reactor, "getThreadPool", None)
-        d = deferToThreadPool(self.p.reactor, pool(), build) if big and pool else \
+        # (a reactor with a thread pool runs calls from threads too)
+        d = deferToThreadPool(cast(IReactorFromThreads, self.p.reactor), pool(), build) if big and pool else \
             maybeDeferred(build)
 
         def store(body: bytes) -> bytes:
@@ -153,7 +154,7 @@ class PanelHandlers:
     def get_php(self, request: Request, args: dict[str, str]) -> object:
         self.p.stats.request("get.php")
         if self.p.faults.get_php == "reset":
-            request.channel.transport.abortConnection()
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]  # HTTP is on TCP
             return NOT_DONE_YET
         if not self.p.check(args.get("username"), args.get("password")):
             self.p.stats.request("unauthorized")
@@ -208,6 +209,7 @@ class PanelHandlers:
             def at_end() -> None:
                 if fault == "truncated":  # flush what was sent, then drop
                     request.unregisterProducer()
+                    assert transport is not None  # the request's connection
                     transport.loseConnection()
                 else:
                     self.p.stats.request("xmltv_hung")

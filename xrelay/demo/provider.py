@@ -22,7 +22,6 @@ oldest.  ``provider.faults`` injects failures (:mod:`xrelay.demo.faults`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
@@ -30,84 +29,56 @@ from zoneinfo import ZoneInfo
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request as HTTPRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from .catalog import Context, DemoCatalog
+from .catalog import Context
 from .faults import DemoFaults
 from .panel import PanelHandlers
 from .sample import icon_png
+from .settings import DemoSettings
 from .stats import DemoStats
 from .streams import StreamHandlers
 
 log = Logger()
 
 
-@dataclass
-class DemoSettings:
-    """The demo account, catalog sizes and streaming behaviour."""
-
-    username: str = "provider-user"
-    password: str = "provider-pass"
-    #: The account limit, enforced on stream bodies; change it at runtime
-    #: through ``provider.stats.max_connections``.  0 = unlimited.
-    max_connections: int = 2
-    #: Catalog sizes (see :class:`xrelay.demo.catalog.DemoCatalog`): live
-    #: channels, movies, series, seasons per series, episodes per season,
-    #: hours of guide around now, and the seed of the made-up names.
-    live: int = 20
-    vod: int = 30
-    series: int = 6
-    seasons: int = 2
-    episodes: int = 4
-    epg_hours: int = 12
-    seed: int = 1
-    #: Serve the real-panel oddities listed in :mod:`xrelay.demo.catalog`.
-    quirky: bool = False
-    #: None paces live channels at the sample's own bitrate (about 1 Mbit/s);
-    #: otherwise the looped clip's bytes are sent at this rate.
-    bitrate_bps: float | None = None
-    #: server_info.timezone: EPG times and catch-up START are in this zone.
-    timezone: str = "Europe/London"
-    #: Answer live/movie/series URLs with a 302 first, like XUI panels.
-    redirect_streams: bool = True
-    #: Size of every movie/episode file, bytes (the sample repeated).
-    vod_size: int = 4 * 1024 * 1024
-    #: None sends files as fast as the reader takes them.
-    vod_bitrate_bps: float | None = None
-    #: Seconds between two writes of a paced live body.
-    live_tick: float = 0.02
-    #: A live reader this many seconds behind is cut.
-    live_max_lag: float = 30.0
-
-    def catalog(self) -> DemoCatalog:
-        return DemoCatalog(self.live, self.vod, self.series, self.seasons, self.episodes,
-                           self.epg_hours, self.seed, self.quirky)
-
-
 class _TrackedChannel(HTTPChannel):
+    site: _DemoSite  # set by the site that builds it
+    transport: ITCPTransport | None
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.channels.discard(self)
         super().connectionLost(reason)
 
 
 class _DemoSite(Site):
-    protocol = _TrackedChannel
+    protocol = _TrackedChannel  # type: ignore[assignment]  # Site takes any HTTPChannel class
 
     def __init__(self, resource: IResource, **kw: Any) -> None:
         super().__init__(resource, **kw)
-        self.channels: set[HTTPChannel] = set()
+        self.channels: set[_TrackedChannel] = set()
         self.noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: HTTPRequest) -> None:
         """No access log: benchmarks make thousands of requests."""
+
+
+def _ip_address(addr: IAddress) -> IPv4Address | IPv6Address:
+    """*addr*, the address of a TCP port or connection (the provider serves on TCP)."""
+    if not isinstance(addr, (IPv4Address, IPv6Address)):
+        raise RuntimeError(f"the demo provider serves on TCP, not on {addr}")
+    return addr
 
 
 class DemoProvider:
@@ -151,7 +122,7 @@ class DemoProvider:
     def url(self) -> str:
         if self._port is None:
             raise RuntimeError("the demo provider is not listening")
-        addr = self._port.getHost()
+        addr = _ip_address(self._port.getHost())
         host = addr.host if addr.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
@@ -161,12 +132,12 @@ class DemoProvider:
     def port(self) -> int:
         if self._port is None:
             raise RuntimeError("the demo provider is not listening")
-        return self._port.getHost().port
+        return _ip_address(self._port.getHost()).port
 
     def stop(self) -> Deferred[None]:
         """Stop listening and cut every open connection."""
         port, self._port = self._port, None
-        d = succeed(None) if port is None else port.stopListening()
+        d = succeed(None) if port is None else (port.stopListening() or succeed(None))
         if self._site is not None:
             for channel in list(self._site.channels):
                 if channel.transport is not None:
@@ -200,7 +171,7 @@ class DemoProvider:
     def context(self, request: Request) -> tuple[Context, str, str, str]:
         """(render context, host, port, scheme) from the request's Host."""
         host = request.getRequestHostname().decode("idna")
-        port = str(request.getHost().port)
+        port = str(_ip_address(request.getHost()).port)
         raw_host = request.getHeader(b"host")
         if raw_host and b":" in raw_host.rsplit(b"]", 1)[-1]:
             port = raw_host.rsplit(b":", 1)[1].decode()
@@ -225,8 +196,7 @@ class DemoProviderService(Service):
 
     def startService(self) -> None:
         super().startService()
-        d = self.provider.listen(self.endpoint_description)
-        d.addCallback(lambda _: self.provider)
+        d = self.provider.listen(self.endpoint_description).addCallback(lambda _: self.provider)
         d.chainDeferred(self.ready)
 
     def stopService(self) -> Deferred[None]:

@@ -98,7 +98,7 @@ class BodyWriter:
         """Cut the connection at once (idempotent)."""
         if self.transport is not None and not self.done:
             self._close(reason)
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]  # HTTP is on TCP
 
     def cut(self, reason: str) -> None:
         """Close the connection once what was written has been sent (a FIN,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -29,8 +29,7 @@ from .stats import StreamConnection, TimeshiftRequest
 from .streaming import BodyWriter
 from .vod import Unsatisfiable, content_type, if_range_matches, parse_range
 
-if TYPE_CHECKING:
-    from .provider import DemoProvider
+from .state import ProviderState
 
 _FILE_CHUNK = 64 * 1024
 _START_FORMATS = ("%Y-%m-%d:%H-%M", "%Y-%m-%d:%H-%M-%S", "%Y-%m-%d_%H-%M",
@@ -47,7 +46,7 @@ def _split_id(name: str) -> tuple[int | None, str]:
 
 
 class StreamHandlers:
-    def __init__(self, provider: DemoProvider) -> None:
+    def __init__(self, provider: ProviderState) -> None:
         self.p = provider
 
     # ----- shared -------------------------------------------------------

@@ -19,8 +19,11 @@ from typing import Any, BinaryIO, Callable
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
+
+from xrelay.http.request import web_request
 
 __all__ = ["ThreadedBody", "MarkerReplacer", "MarkerStream", "CHUNK"]
 
@@ -125,7 +128,7 @@ class ThreadedBody:
 
     def __init__(self, request: IRequest, source: Callable[[], bytes | None],
                  close: Callable[[], Any] | None = None) -> None:
-        self.request = request
+        self.request = web_request(request)
         self.source = source
         self.close_source = close
         self.paused = False
@@ -143,7 +146,7 @@ class ThreadedBody:
         self._next()
         return self.done
 
-    def _client_left(self, reason: Any) -> None:
+    def _client_left(self, reason: Failure) -> None:
         # Klein saw the connection go before this runs, so it will not try
         # to finish the request when ``done`` fires.
         self.stopProducing()
@@ -169,7 +172,7 @@ class ThreadedBody:
         self.request.write(chunk)
         self._next()
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
         self.reading = False
         log.warn("cannot stream a response body: {error}", error=str(failure.value))
         self.stopProducing()

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
@@ -183,10 +183,19 @@ def _text(message: str) -> bytes:
 _AWAIT, _HEAD, _BODY, _HANDLING, _CLOSING = "await", "head", "body", "handling", "closing"
 
 
+class _IConnection(ITCPTransport, IConsumer):
+    """An HTTP channel's transport: a TCP (or TLS) connection, which also
+    takes producers (``Protocol.transport`` only says ``ITransport``)."""
+
+
 class LimitedChannel(HTTPChannel):
     """An HTTP/1.1 channel that enforces its site's :class:`Limits`."""
 
     site: LimitedSite
+    transport: _IConnection | None
+    #: Set by the site (``HTTPFactory.buildProtocol``) to its reactor's
+    #: ``callLater``, which passes on extra arguments.
+    callLater: Callable[..., IDelayedCall]
     #: The client address as counted by the site (None: not counted).
     client_key: str | None = None
 

@@ -9,12 +9,15 @@ number is "none".
 from __future__ import annotations
 
 import re
+from typing import cast
 from urllib.parse import parse_qs
 
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 __all__ = ["AUTH_FAILED", "ACTION_ALIASES", "request_args", "ident_arg", "category_arg",
-           "limit_arg", "accepts_gzip", "client_address", "public_base", "valid_host"]
+           "limit_arg", "accepts_gzip", "client_address", "public_base", "valid_host",
+           "web_request"]
 
 #: The body of every refused login (with HTTP 401).
 AUTH_FAILED = b'{"user_info":{"auth":0}}'
@@ -119,6 +122,14 @@ def public_base(request: IRequest, public_url: str | None) -> str:
     if ":" in hostname:
         hostname = f"[{hostname}]"
     return f"{scheme}://{hostname}:{getattr(addr, 'port', 80)}"
+
+
+def web_request(request: IRequest) -> Request:
+    """*request* as what Klein and twisted.web hand every route, a
+    :class:`twisted.web.server.Request`: ``IRequest`` does not declare the
+    parts that streaming answers use (``registerProducer``,
+    ``notifyFinish``, ``transport``)."""
+    return cast(Request, request)
 
 
 def valid_host(value: bytes) -> bool:

@@ -24,13 +24,15 @@ from xml.parsers import expat
 
 from twisted.application.service import Service
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xrelay.catalog import rows as catalog_rows
 from xrelay.core import jsonparse
 from xrelay.core.config import IngestConfig
 from xrelay.core.deferreds import Shared
+from xrelay.core.reactor import IReactor
 from xrelay.catalog.epg import parse_xmltv_time
 from xrelay.catalog.m3u import episodes_from_playlist
 from xrelay.catalog.prepare import Preparer
@@ -77,7 +79,7 @@ class IngestResult:
 class Ingester:
     """Runs ingests, one at a time."""
 
-    def __init__(self, reactor: Any, client: ProviderClient, store: CacheStore,
+    def __init__(self, reactor: IReactor, client: ProviderClient, store: CacheStore,
                  config: IngestConfig, scrubber: Scrubber | None = None) -> None:
         self.reactor = reactor
         self.client = client
@@ -103,12 +105,12 @@ class Ingester:
             return IngestResult(True, wall, self.reactor.seconds() - started, counts,
                                 None, generation, trigger)
 
-        def failed(f: Any) -> IngestResult:
+        def failed(f: Failure) -> IngestResult:
             if f.check(defer.TimeoutError, defer.CancelledError):
                 reason = f"timed out after {self.config.timeout:g} s" if f.check(defer.TimeoutError) else "cancelled"
             elif f.check(IngestError, ProviderError, catalog_rows.AuthRefused):
                 reason = str(f.value)
-            elif f.check(OSError):
+            elif isinstance(f.value, OSError):
                 reason = f"disk error: {f.value.strerror or f.value}"
             else:
                 log.failure("unexpected ingest failure", f)
@@ -116,9 +118,9 @@ class Ingester:
             return IngestResult(False, wall, self.reactor.seconds() - started, {},
                                 self.scrubber.text(reason), None, trigger)
 
-        d.addCallbacks(done, failed)
-        d.addCallback(lambda result: defer.Deferred.fromCoroutine(self._finish(result)))
-        shared = Shared(d)
+        ended = d.addCallbacks(done, failed).addCallback(
+            lambda result: defer.Deferred.fromCoroutine(self._finish(result)))
+        shared = Shared(ended)
         if not shared.done:
             self.running = shared
         return shared.wait()
@@ -379,7 +381,7 @@ class IngestService(Service):
 
     name = "ingest"
 
-    def __init__(self, reactor: Any, ingester: Ingester, interval: float) -> None:
+    def __init__(self, reactor: IReactorTime, ingester: Ingester, interval: float) -> None:
         self.reactor = reactor
         self.ingester = ingester
         self.interval = interval

@@ -38,10 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, error, protocol
-from twisted.logger import Logger
+from twisted.internet.interfaces import IProcessTransport, IReactorTime
+from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python.failure import Failure
+from zope.interface import provider
 
 from xrelay.core.config import IngestConfig, UpstreamConfig
+from xrelay.core.reactor import IReactor
 from xrelay.core.scrub import Scrubber
 from xrelay.ingest.ingester import Ingester, IngestError
 
@@ -58,6 +61,8 @@ STDERR_BYTES = 64 * 1024
 
 
 class _Child(protocol.ProcessProtocol):
+    transport: IProcessTransport  # set before connectionMade
+
     def __init__(self, settings: bytes, scrubber: Scrubber) -> None:
         self.settings = settings
         self.scrubber = scrubber
@@ -137,7 +142,8 @@ class ProcessIngester(Ingester):
         return answer["counts"], answer["generation"]
 
 
-def _cancellable(ended: defer.Deferred[int], process: Any, reactor: Any) -> defer.Deferred[int]:
+def _cancellable(ended: defer.Deferred[int], process: IProcessTransport,
+                 reactor: IReactorTime) -> defer.Deferred[int]:
     """Wait for the child; cancelling terminates it (and kills it if it lingers)."""
     waiter: defer.Deferred[int] = defer.Deferred(lambda _: _terminate(process, reactor, ended))
     ended.addBoth(lambda r: (None if waiter.called else
@@ -151,7 +157,7 @@ async def _wait_ended(ended: defer.Deferred[int]) -> None:
     await done
 
 
-def _terminate(process: Any, reactor: Any, ended: defer.Deferred[int]) -> None:
+def _terminate(process: IProcessTransport, reactor: IReactorTime, ended: defer.Deferred[int]) -> None:
     try:
         process.signalProcess("TERM")
     except error.ProcessExitedAlready:
@@ -195,7 +201,7 @@ def main() -> None:
                                                                    raw.get("force", False))))
 
 
-async def _child(reactor: Any, upstream: UpstreamConfig, config: IngestConfig, force: bool) -> None:
+async def _child(reactor: IReactor, upstream: UpstreamConfig, config: IngestConfig, force: bool) -> None:
     from twisted.logger import globalLogPublisher
 
     from xrelay.provider.client import ProviderClient
@@ -203,7 +209,8 @@ async def _child(reactor: Any, upstream: UpstreamConfig, config: IngestConfig, f
 
     warnings: list[str] = []
 
-    def keep_warnings(event: dict[str, Any]) -> None:
+    @provider(ILogObserver)
+    def keep_warnings(event: LogEvent) -> None:
         from twisted.logger import LogLevel, formatEvent
 
         if event.get("log_level") == LogLevel.warn and event.get("log_namespace", "").startswith("xrelay"):

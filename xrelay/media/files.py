@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest, IResponse
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from xrelay.core.config import UserConfig
 from xrelay.core.scrub import Scrubber
@@ -146,7 +147,7 @@ class _ProxyResource(Resource):
         self.playback = playback
         self.body = body
 
-    def render_GET(self, request: IRequest) -> Any:
+    def render_GET(self, request: Request) -> Any:
         pb, body = self.playback, self.body
         if pb.closed:
             body.discard()
@@ -182,7 +183,7 @@ def _ended(pb: Playback, reason: str) -> None:
 class FileRelay:
     """Per-client proxied files: movies, episodes and catch-up."""
 
-    def __init__(self, clock: Any, client: ProviderClient, scrubber: Scrubber, slots: ProviderSlots,
+    def __init__(self, clock: IReactorTime, client: ProviderClient, scrubber: Scrubber, slots: ProviderSlots,
                  user_streams: UserStreams, silence_timeout: float,
                  refresh_capacity: Callable[[], None] = lambda: None) -> None:
         self.clock = clock

@@ -31,11 +31,11 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any, Hashable, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest, IResponse
 
@@ -262,7 +262,7 @@ class HlsChannel:
 class HlsServer:
     """Live HLS and HLS catch-up: rewritten playlists and the ``/hls/...`` resources."""
 
-    def __init__(self, clock: Any, catalog: CatalogCache, client: ProviderClient, scrubber: Scrubber,
+    def __init__(self, clock: IReactorTime, catalog: CatalogCache, client: ProviderClient, scrubber: Scrubber,
                  users: UserDB, files: FileRelay, *, linger: float, public_url: str | None,
                  cache_bytes: int = 64 * 1024 * 1024, cache_ttl: float = 30.0) -> None:
         self.clock = clock
@@ -430,7 +430,7 @@ class HlsServer:
         }
 
 
-def byte_range(header: bytes | None, size: int) -> tuple[int, int] | None | bool:
+def byte_range(header: bytes | None, size: int) -> tuple[int, int] | None | Literal[False]:
     """The inclusive (first, last) of a single ``bytes=`` range; None to send
     everything (no header, or one we do not handle); False if unsatisfiable."""
     if not header:

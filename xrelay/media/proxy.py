@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IRequest, IResponse
+from twisted.web.server import Request
 from zope.interface import implementer
 
 __all__ = ["StreamProxy", "pass_headers", "PASSED_HEADERS", "abort_request"]
@@ -82,7 +83,7 @@ def abort_request(request: IRequest) -> None:
         transport.abortConnection()
 
 
-def finish_request(request: IRequest) -> None:
+def finish_request(request: Request) -> None:
     """Finish a response if the client is still there."""
     if getattr(request, "_disconnected", False) or getattr(request, "finished", False):
         return
@@ -102,7 +103,10 @@ class StreamProxy(Protocol):
     gone (what a slot handover waits for).
     """
 
-    def __init__(self, clock: IReactorTime, request: IRequest, *,
+    #: A response body's protocol is connected to a producer (IResponse.deliverBody).
+    transport: IPushProducer | None  # type: ignore[assignment]
+
+    def __init__(self, clock: IReactorTime, request: Request, *,
                  silence_timeout: float = 30.0, name: str = "stream") -> None:
         self.clock = clock
         self.request = request
@@ -135,6 +139,7 @@ class StreamProxy(Protocol):
             self._stop_upstream()
             return
         if self.paused:
+            assert self.transport is not None  # connected
             self.transport.pauseProducing()
         else:
             self._arm_watchdog()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from xrelay.core.deferreds import Shared
 
@@ -35,7 +36,7 @@ class TokenMap:
     """Opaque tokens for provider URLs, valid ``lifetime`` seconds after the
     last playlist that named them."""
 
-    def __init__(self, clock: Any, key: bytes | None = None, lifetime: float = 120.0,
+    def __init__(self, clock: IReactorTime, key: bytes | None = None, lifetime: float = 120.0,
                  max_entries: int = 50_000) -> None:
         self.clock = clock
         self.key = key or os.urandom(32)
@@ -94,7 +95,7 @@ class SegmentCache:
     ``ttl`` seconds; concurrent requests for one URL share one fetch.
     """
 
-    def __init__(self, clock: Any, max_bytes: int = 64 * 1024 * 1024, ttl: float = 30.0) -> None:
+    def __init__(self, clock: IReactorTime, max_bytes: int = 64 * 1024 * 1024, ttl: float = 30.0) -> None:
         self.clock = clock
         self.max_bytes = max_bytes
         self.ttl = ttl
@@ -113,8 +114,7 @@ class SegmentCache:
         shared = self.inflight.get(url)
         if shared is None:
             self.fetches += 1
-            d = fetch()
-            d.addCallback(lambda result: self._store(url, *result))
+            d = fetch().addCallback(lambda result: self._store(url, *result))
             d.addBoth(lambda result: (self.inflight.pop(url, None), result)[1])
             shared = Shared(d)
             if not shared.done:

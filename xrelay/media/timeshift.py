@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -103,7 +104,7 @@ def provider_start(moment: datetime, provider_tz: Any) -> str:
 class TimeshiftServer:
     """Catch-up: a past programme of a channel with an archive, as a file or as HLS."""
 
-    def __init__(self, clock: Any, catalog: CatalogCache, client: ProviderClient, timezone: str,
+    def __init__(self, clock: IReactorTime, catalog: CatalogCache, client: ProviderClient, timezone: str,
                  files: FileRelay, hls: HlsServer) -> None:
         self.clock = clock
         self.catalog = catalog

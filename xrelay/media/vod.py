@@ -24,6 +24,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -51,7 +52,7 @@ def allow_every_episode(user: UserConfig, series: int | None) -> bool:
 class VodServer:
     """Movies and series episodes."""
 
-    def __init__(self, clock: Any, catalog: CatalogCache, client: ProviderClient, files: FileRelay, *,
+    def __init__(self, clock: IReactorTime, catalog: CatalogCache, client: ProviderClient, files: FileRelay, *,
                  recheck_after: float = 21600.0,
                  episode_allowed: EpisodePolicy = allow_every_episode) -> None:
         self.clock = clock

@@ -47,6 +47,7 @@ from twisted.logger import (FileLogObserver, ILogObserver, LegacyLogObserverWrap
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
+from twisted.python.log import ILogObserver as ILegacyLogObserver
 from twisted.python.reflect import safe_str
 from zope.interface import implementer
 
@@ -231,7 +232,7 @@ def open_destination(where: Destination, log_format: str, reactor: IReactorFromT
     observer for a prefix (Twisted's ``SyslogObserver``)."""
     if where.kind == "syslog":
         legacy = (syslog or _syslog_observer)(where.prefix)
-        return cast(Observer, LegacyLogObserverWrapper(cast(ILogObserver, legacy)))
+        return cast(Observer, LegacyLogObserverWrapper(cast(ILegacyLogObserver, legacy)))
     stream = _log_file(where.path, reactor) if where.kind == "file" else (stdout or sys.stdout)
     return cast(Observer, json_observer(stream) if log_format == "json" else textFileLogObserver(stream))
 

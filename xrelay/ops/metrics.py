@@ -49,7 +49,11 @@ _FIRST = {
     "xmltv.php": "xmltv", "asset": "asset", "live": "live", "movie": "movie", "series": "series",
     "timeshift": "timeshift", "timeshift.php": "timeshift", "streaming": "timeshift", "hls": "hls",
     "status": "status", "metrics": "metrics", "admin": "admin", "": "index",
+    # emulated HDHomeRun tuners, under /hdhr/TOKEN/ or at the root of a device's port
+    "hdhr": "hdhr", "discover.json": "hdhr", "lineup.json": "hdhr", "lineup_status.json": "hdhr",
+    "lineup.post": "hdhr", "device.xml": "hdhr", "guide.xml": "hdhr", "auto": "hdhr",
 }
+_TUNER = re.compile(r"^tuner\d+$")
 _SHORT_LIVE = re.compile(rb"^/[^/]+/[^/]+/\d+(\.\w+)?$")
 _PLAYER_ACTIONS = frozenset({
     "get_live_categories", "get_vod_categories", "get_series_categories", "get_live_streams",
@@ -66,7 +70,7 @@ def endpoint_of(path: bytes) -> str:
     """The route name of a request path (a fixed, small set of values)."""
     path = path.split(b"?", 1)[0]
     first = path.lstrip(b"/").split(b"/", 1)[0].decode("latin-1")
-    name = _FIRST.get(first)
+    name = _FIRST.get(first) or ("hdhr" if _TUNER.match(first) else None)
     if name is None:
         name = "live" if _SHORT_LIVE.match(path) else "other"
     if name == "live" and path.endswith(b".m3u8"):
@@ -224,6 +228,14 @@ class RelayCollector:
         refused.add_metric(["provider_slots"], slots.get("refused", 0))
         refused.add_metric(["user_limit"], snap.get("closed_for_user_limit", 0))
         yield refused
+        clips = snap.get("status_clips") or {}
+        served = CounterMetricFamily("xrelay_status_clips", "Status clips played instead of a refusal, by reason",
+                                     labels=["reason"])
+        for reason, count in sorted((clips.get("served") or {}).items()):
+            served.add_metric([reason], count)
+        yield served
+        yield GaugeMetricFamily("xrelay_status_clips_playing", "Status clips being played now",
+                                value=clips.get("playing", 0))
         bytes_in = sum(c.get("upstream", {}).get("bytes", 0) for c in channels)
         closed = self.overview.live.upstream_bytes_closed
         yield CounterMetricFamily("xrelay_upstream_bytes", "Bytes received from the provider for live channels",
@@ -301,21 +313,27 @@ class LimitsCollector:
 
     def __init__(self, throttles: Mapping[str, LoginThrottle]) -> None:
         self.throttles = dict(throttles)
-        self.site: LimitedSite | None = None
+        #: The sites measured (xrelay's port, the HDHomeRun devices' own ports).
+        self.sites: list[LimitedSite] = []
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        site = self.site
-        if site is not None:
+        if self.sites:
             refused = CounterMetricFamily(
                 "xrelay_http_limit_refusals", "Requests refused by a limit before routing, by reason",
                 labels=["reason"])
-            for reason, count in sorted(site.stats.items()):
+            totals: dict[str, int] = {}
+            open_by_address: dict[str, int] = {}
+            for site in self.sites:
+                for reason, count in site.stats.items():
+                    totals[reason] = totals.get(reason, 0) + count
+                for address, count in site.open_connections().items():
+                    open_by_address[address] = open_by_address.get(address, 0) + count
+            for reason, count in sorted(totals.items()):
                 refused.add_metric([reason], count)
             yield refused
-            open_by_address = site.open_connections()
             yield GaugeMetricFamily("xrelay_http_connections",
                                     "Open client connections (of the addresses capped per address)",
                                     value=sum(open_by_address.values()))
@@ -365,7 +383,7 @@ class Metrics:
         :class:`~xrelay.http.limits.LimitedSite`, its refusals and connections)."""
         site.requestFactory = self.web.request_class()
         if isinstance(site, LimitedSite):
-            self.limits.site = site
+            self.limits.sites.append(site)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -65,9 +65,9 @@ class Overview:
             self.ingests.clear()
             self.ingests.extend(older + current)
 
-        d.addCallback(loaded)
-        d.addErrback(lambda f: log.failure("cannot read the ingest history", f))
-        return d
+        loading = d.addCallback(loaded)
+        loading.addErrback(lambda f: log.failure("cannot read the ingest history", f))
+        return loading
 
     def on_ingest(self, result: IngestResult) -> None:
         """Ingester listener: remember one finished ingest."""
@@ -123,7 +123,7 @@ class Overview:
     def media(self) -> dict[str, Any]:
         """Movies, episodes and catch-up being proxied, and HLS channels
         (no provider URL), each proxied file with an ``id``."""
-        snap = {"files": self.files.snapshot(), "hls": self.hls.snapshot()}
+        snap: dict[str, Any] = {"files": self.files.snapshot(), "hls": self.hls.snapshot()}
         rows = snap["files"]
         playbacks = self._playbacks()
         if len(playbacks) == len(rows):

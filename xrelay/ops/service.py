@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from xrelay import __version__
@@ -54,7 +55,7 @@ class OpsService(Service):
 
     name = "ops"
 
-    def __init__(self, reactor: Any, config: Config, users: UserDB, overview: Overview,
+    def __init__(self, reactor: IReactorCore, config: Config, users: UserDB, overview: Overview,
                  close_provider_connections: Callable[[], Any]) -> None:
         self.reactor = reactor
         self.config = config

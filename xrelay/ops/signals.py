@@ -6,6 +6,7 @@ import signal
 from typing import Any, Callable
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 __all__ = ["SignalService"]
@@ -18,7 +19,8 @@ class SignalService(Service):
 
     name = "signals"
 
-    def __init__(self, reactor: Any, reload: Callable[[], None], ingest: Callable[[str], Any]) -> None:
+    def __init__(self, reactor: IReactorFromThreads, reload: Callable[[], None],
+                 ingest: Callable[[str], Any]) -> None:
         self.reactor = reactor
         self.reload = reload
         self.ingest = ingest

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable, Protocol as TypingProtocol
 from urllib.parse import urlencode, quote
 
 import treq
 from treq.client import HTTPClient
 from twisted.internet import defer, error as ierror, threads
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorThreads, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import _HTTP11ClientFactory, Agent, HTTPConnectionPool, ResponseDone, BrowserLikeRedirectAgent
 from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from xrelay.core import jsonparse
 from xrelay.core.config import UpstreamConfig
+from xrelay.core.reactor import IReactor
 from xrelay.core.scrub import Scrubber
 
 __all__ = ["ProviderClient", "ProviderError", "Download", "JsonText", "collect_body", "discard_body"]
@@ -53,7 +55,7 @@ class _FileSink:
     HIGH_WATER = 8 << 20
     LOW_WATER = 2 << 20
 
-    def __init__(self, reactor: Any, out: BinaryIO) -> None:
+    def __init__(self, reactor: IReactorThreads, out: BinaryIO) -> None:
         self.reactor = reactor
         self.out = out
         self._pending: list[bytes] = []
@@ -61,7 +63,7 @@ class _FileSink:
         self._inflight = 0
         self._closing: defer.Deferred[None] | None = None
         self.error: OSError | None = None
-        self.on_drained: Any = None
+        self.on_drained: Callable[[], None] | None = None
 
     @property
     def backlog(self) -> int:
@@ -122,7 +124,7 @@ class _MemorySink:
         self.chunks: list[bytes] = []
         self.error: OSError | None = None
         self.backlog = 0
-        self.on_drained: Any = None
+        self.on_drained: Callable[[], None] | None = None
 
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -131,12 +133,29 @@ class _MemorySink:
         return defer.succeed(None)
 
 
+class _Sink(TypingProtocol):
+    """Where :class:`_BodyToSink` puts a body: :class:`_FileSink` or :class:`_MemorySink`."""
+
+    error: OSError | None
+    on_drained: Callable[[], None] | None
+
+    @property
+    def backlog(self) -> int: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> defer.Deferred[None]: ...
+
+
 class _BodyToSink(Protocol):
     """Reads a response body into a sink as it arrives, with a size cap, an
     idle watchdog (treq's timeout only covers the headers) and back-pressure
     from the sink."""
 
-    def __init__(self, clock: IReactorTime, sink: Any, max_bytes: int,
+    #: A response body's protocol is connected to a producer (IResponse.deliverBody).
+    transport: IPushProducer | None  # type: ignore[assignment]
+
+    def __init__(self, clock: IReactorTime, sink: _Sink, max_bytes: int,
                  idle_timeout: float, what: str) -> None:
         self.clock = clock
         self.sink = sink
@@ -145,7 +164,7 @@ class _BodyToSink(Protocol):
         self.what = what
         self.size = 0
         self.done: defer.Deferred[int] = defer.Deferred(self._cancel)
-        self._idle = None
+        self._idle: IDelayedCall | None = None
         self._paused = False
         sink.on_drained = self._drained
 
@@ -169,11 +188,13 @@ class _BodyToSink(Protocol):
             self._paused = True
             if self._idle is not None and self._idle.active():
                 self._idle.cancel()  # the disk, not the provider, is slow now
+            assert self.transport is not None  # connected: data arrived
             self.transport.pauseProducing()
 
     def _drained(self) -> None:
         if self._paused and not self.done.called:
             self._paused = False
+            assert self.transport is not None  # connected: paused on data
             self.transport.resumeProducing()
             self._idle = self.clock.callLater(self.idle_timeout, self._silent)
 
@@ -197,7 +218,7 @@ class _BodyToSink(Protocol):
         if self.transport is not None:
             self.transport.stopProducing()
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         if self.done.called:
@@ -207,8 +228,8 @@ class _BodyToSink(Protocol):
             # body ends when the connection closes; the content checks decide
             # if it is whole.)
             self.sink.finish().addCallbacks(
-                lambda _: self.done.called or self.done.callback(self.size),
-                lambda f: self.done.called or self._disk_error(f.value))
+                lambda _: None if self.done.called else self.done.callback(self.size),
+                lambda f: None if self.done.called else self._disk_error(f.value))
         else:
             self.done.errback(ProviderError(f"{self.what}: connection lost after {self.size} bytes"))
 
@@ -222,7 +243,7 @@ class _QuietClientFactory(_HTTP11ClientFactory):
 class ProviderClient:
     """Talks to the provider with its credentials."""
 
-    def __init__(self, reactor: Any, upstream: UpstreamConfig, scrubber: Scrubber | None = None,
+    def __init__(self, reactor: IReactor, upstream: UpstreamConfig, scrubber: Scrubber | None = None,
                  *, persistent: bool = True) -> None:
         self.reactor = reactor
         self.upstream = upstream
@@ -277,7 +298,7 @@ class ProviderClient:
     # -- requests -----------------------------------------------------------
 
     def _describe(self, failure: Failure, what: str, timeout: float) -> ProviderError:
-        if failure.check(ProviderError):
+        if isinstance(failure.value, ProviderError):
             return failure.value
         if failure.check(defer.CancelledError, ierror.TimeoutError):
             return ProviderError(f"{what}: no answer within {timeout:g} s")
@@ -300,7 +321,7 @@ class ProviderClient:
         """
         all_headers = dict(self.headers)
         all_headers.update(headers or {})
-        d = self.http.request(method, url, headers=all_headers, unbuffered=True)
+        d = self.http.request(method, url, headers=Headers(all_headers), unbuffered=True)
         timed_out = []
 
         def expire() -> None:
@@ -309,7 +330,7 @@ class ProviderClient:
 
         timer = self.reactor.callLater(timeout, expire)
 
-        def settle(result: Any) -> Any:
+        def settle(result: IResponse | Failure) -> IResponse | Failure:
             if timer.active():
                 timer.cancel()
             if not isinstance(result, Failure):
@@ -320,8 +341,7 @@ class ProviderClient:
                 return Failure(defer.CancelledError())
             return Failure(self._describe(result, what, timeout))
 
-        d.addBoth(settle)
-        return d
+        return d.addBoth(settle)
 
     async def download(self, url: str, path: str, *, what: str, timeout: float = 300.0,
                        idle_timeout: float = 60.0, max_bytes: int = 2 * 1024**3) -> Download:
@@ -448,6 +468,9 @@ async def collect_body(clock: IReactorTime, response: IResponse, max_bytes: int,
 
 
 class _Discard(Protocol):
+    #: A response body's protocol is connected to a producer (IResponse.deliverBody).
+    transport: IPushProducer | None  # type: ignore[assignment]
+
     def __init__(self) -> None:
         self.closed: defer.Deferred[None] = defer.Deferred()
 

@@ -16,6 +16,12 @@ channel's :class:`Channel`, opening it first when nobody watches it:
 Each viewer also counts against its user's ``max_connections``
 (:class:`~xrelay.relay.slots.UserStreams`): one stream more than allowed closes
 that user's oldest stream.
+
+A player's ``.ts`` request that cannot be served (no slot, the provider
+failing the channel before it answers, an expired account) gets a status
+clip instead of the refusal (:mod:`xrelay.relay.clips`) unless its user
+switched clips off or it asked for a ``Range``.  :meth:`LiveRelay.tune`
+serves clients that are not xrelay logins (HDHomeRun tuners): never a clip.
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from xrelay.core.config import RelayConfig
 from xrelay.core.deferreds import Shared
+from xrelay.relay.clips import BUSY, EXPIRED, UNAVAILABLE, StatusClips
 from xrelay.relay.fanout import Fanout, Viewer
 from xrelay.relay.sockwrite import bound_send_buffer, direct_writer
 from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
@@ -46,6 +53,14 @@ log = Logger()
 
 class ChannelClosed(Exception):
     pass
+
+
+class ChannelBusy(Unavailable):
+    """503: no provider slot for this channel, even by the zap rule."""
+
+
+class ChannelFailed(Unavailable):
+    """503: the provider did not deliver the channel (before its first byte)."""
 
 
 class Channel:
@@ -230,14 +245,16 @@ class _StreamResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, relay: LiveRelay, channel: Channel, user: Any, address: str) -> None:
+    def __init__(self, relay: LiveRelay, channel: Channel, user: UserConfig, address: str,
+                 duration: float | None = None) -> None:
         super().__init__()
         self.relay = relay
         self.channel = channel
         self.user = user
         self.address = address
+        self.duration = duration
 
-    def render_GET(self, request: IRequest) -> Any:
+    def render_GET(self, request: Request) -> Any:
         channel = self.channel
         if channel.closed:
             return text_error(request, 503, "the channel was closed")
@@ -247,7 +264,7 @@ class _StreamResource(Resource):
         lease = self.relay.user_streams.open(
             self.user.username, self.user.max_connections,
             key=("live", channel.stream_id), address=self.address,
-            revoke=lambda: holder and holder[0].close("the user opened more streams than allowed"),
+            revoke=lambda: holder[0].close("the user opened more streams than allowed") if holder else None,
         )
 
         request.write(b"")  # the headers; the body may then bypass the buffer
@@ -257,7 +274,7 @@ class _StreamResource(Resource):
         def finish() -> None:
             if writer is not None and writer.mid_frame:
                 # Half an HTTP chunk went out: the body cannot end cleanly.
-                request.transport.abortConnection()
+                writer.transport.abortConnection()
             else:
                 _end_request(request)
 
@@ -267,8 +284,16 @@ class _StreamResource(Resource):
         log.info("{viewer} joined channel {channel}", viewer=f"{self.user.username}@{self.address}",
                  channel=channel.stream_id, event="viewer_joined")
         channel.attached()
-        viewer.on_detach(lambda v: (lease.release(), self.relay.viewer_left(v)))
+
+        def detached(v: Viewer) -> None:
+            lease.release()
+            self.relay.viewer_left(v)
+
+        viewer.on_detach(detached)
         request.notifyFinish().addBoth(lambda _: viewer.detach("client left"))
+        if self.duration is not None:
+            ending = self.relay.clock.callLater(self.duration, viewer.close, "its duration is over")
+            viewer.on_detach(lambda v: ending.cancel() if ending.active() else None)
         return NOT_DONE_YET
 
 
@@ -285,9 +310,10 @@ def _end_request(request: IRequest) -> None:
 class LiveRelay:
     """All live channels of this xrelay, and the request handler."""
 
-    def __init__(self, clock: Any, config: RelayConfig, catalog: CatalogCache, client: ProviderClient,
+    def __init__(self, clock: IReactorTime, config: RelayConfig, catalog: CatalogCache, client: ProviderClient,
                  slots: ProviderSlots, user_streams: UserStreams,
-                 refresh_capacity: Callable[[], None] = lambda: None) -> None:
+                 refresh_capacity: Callable[[], None] = lambda: None,
+                 clips: StatusClips | None = None) -> None:
         self.clock = clock
         self.config = config
         self.catalog = catalog
@@ -295,6 +321,8 @@ class LiveRelay:
         self.slots = slots
         self.user_streams = user_streams
         self.refresh_capacity = refresh_capacity
+        #: Status clips played instead of a refusal (None: never).
+        self.clips = clips
         self.channels: dict[int, Channel] = {}
         self.evictions = 0
         self.reconnects = 0
@@ -324,9 +352,39 @@ class LiveRelay:
             request.setHeader(b"content-type", b"video/mp2t")
             return b""
         address = getattr(request.getClientAddress(), "host", "")
-        return Deferred.fromCoroutine(self._join(request, account, address, stream_id))
+        joined = Deferred.fromCoroutine(self._join(request, account, address, stream_id))
+        if self._clip_allowed(request, account):
+            joined.addErrback(self._clip_instead)
+        return joined
 
-    async def _join(self, request: IRequest, user: Any, address: str, stream_id: int) -> Any:
+    def tune(self, request: IRequest, viewer: UserConfig, address: str, stream_id: int, *,
+             duration: float | None = None) -> Deferred[Resource]:
+        """The channel for a client that is not an xrelay login (an HDHomeRun
+        tuner, *viewer* naming it): the stream resource, or the refusal
+        (:class:`ChannelBusy`, :class:`ChannelFailed`), never a clip.  The
+        stream ends after *duration* seconds when given."""
+        return Deferred.fromCoroutine(self._join(request, viewer, address, stream_id, duration))
+
+    def expired_clip(self, request: IRequest, account: UserConfig, stream_id: int, ext: str) -> Any:
+        """The status clip for an expired account's live .ts request, or None
+        when that request gets the plain refusal."""
+        if ext not in ("ts", "") or not self.catalog.has("live", stream_id):
+            return None
+        if self.clips is None or not self._clip_allowed(request, account):
+            return None
+        return self.clips.resource(EXPIRED)
+
+    def _clip_allowed(self, request: IRequest, account: UserConfig) -> bool:
+        return (self.clips is not None and account.status_clips
+                and request.getHeader(b"range") is None)
+
+    def _clip_instead(self, failure: Any) -> Resource:
+        failure.trap(ChannelBusy, ChannelFailed)
+        assert self.clips is not None
+        return self.clips.resource(BUSY if failure.check(ChannelBusy) else UNAVAILABLE)
+
+    async def _join(self, request: IRequest, user: UserConfig, address: str, stream_id: int,
+                    duration: float | None = None) -> Any:
         channel = self.channels.get(stream_id)
         if channel is None:
             channel = Channel(self, stream_id)
@@ -339,13 +397,13 @@ class LiveRelay:
         except SlotsExhausted as e:
             log.info("refused channel {channel} to {user}@{address}: {reason}",
                      channel=stream_id, user=user.username, address=address, reason=str(e))
-            raise Unavailable(f"busy: {e}")
+            raise ChannelBusy(f"busy: {e}")
         except (UpstreamError, ChannelClosed) as e:
-            raise Unavailable(f"the provider did not deliver this channel: {e}")
+            raise ChannelFailed(f"the provider did not deliver this channel: {e}")
         finally:
             channel.waiting -= 1
             channel.maybe_linger()
-        return _StreamResource(self, channel, user, address)
+        return _StreamResource(self, channel, user, address, duration)
 
     def viewer_left(self, viewer: Viewer) -> None:
         if viewer.evicted:
@@ -377,6 +435,7 @@ class LiveRelay:
             "evictions": self.evictions,
             "reconnects": self.reconnects + sum(c["upstream"]["reconnects"] for c in channels),
             "closed_for_user_limit": self.user_streams.closed_for_limit,
+            "status_clips": self.clips.snapshot() if self.clips is not None else {},
         }
 
 

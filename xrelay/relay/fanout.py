@@ -213,11 +213,13 @@ class Viewer:
         address: str = "",
         abort: Callable[[], Any] | None = None,
         finish: Callable[[], Any] | None = None,
-        write: Callable[[bytes], Any] | None = None,
+        write: Callable[[bytes | memoryview], Any] | None = None,
     ) -> None:
         self.fanout = fanout
         self.consumer = consumer
-        self._write = write or consumer.write
+        # Memoryviews go to a direct writer only (and Twisted's consumers take any
+        # buffer, although IConsumer.write says bytes).
+        self._write: Callable[[bytes | memoryview], Any] = write or consumer.write  # type: ignore[assignment]
         #: A writer that reports short writes (see xrelay.relay.sockwrite).
         self._direct = write is not None
         self.user = user
@@ -523,7 +525,7 @@ class Fanout:
         address: str = "",
         abort: Callable[[], Any] | None = None,
         finish: Callable[[], Any] | None = None,
-        write: Callable[[bytes], Any] | None = None,
+        write: Callable[[bytes | memoryview], Any] | None = None,
     ) -> Viewer:
         """Register a new viewer on ``consumer`` and send it its burst.
 

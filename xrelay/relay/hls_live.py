@@ -163,7 +163,8 @@ class SegmentProducer:
         self._pieces = list(pieces)
         self._index = 0
         self._pos = 0
-        self._write = write or consumer.write
+        # Twisted's consumers take any buffer; IConsumer.write says bytes.
+        self._write: Callable[[Piece], int | None] = write or consumer.write  # type: ignore[assignment]
         self.size = sum(len(p) for p in self._pieces)
         self.sent = 0
         self.paused = False

@@ -158,7 +158,7 @@ class DirectWriter:
         producer = transport.producer
         if producer is not None and not transport.producerPaused:
             transport.producerPaused = True
-            producer.pauseProducing()
+            producer.pauseProducing()  # type: ignore[attr-defined]  # registered streaming: an IPushProducer
         transport.startWriting()
 
 

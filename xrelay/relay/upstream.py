@@ -23,12 +23,13 @@ from typing import Any, Callable
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
+from xrelay.provider.client import discard_body
 from xrelay.relay.fanout import Fanout
 
 log = Logger()
@@ -57,6 +58,9 @@ class UpstreamError(Exception):
 
 class _Body(Protocol):
     """Receives one response body and hands it to its Upstream."""
+
+    #: A response body's protocol is connected to a producer (IResponse.deliverBody).
+    transport: IPushProducer | None  # type: ignore[assignment]
 
     def __init__(self, owner: Upstream) -> None:
         self.owner = owner
@@ -197,10 +201,10 @@ class Upstream:
 
     def _response(self, response: IResponse, used_final: bool) -> None:
         if self.state is State.STOPPED:
-            response.deliverBody(_Discard())
+            discard_body(response)
             return
         if response.code != 200:
-            response.deliverBody(_Discard())
+            discard_body(response)
             raise UpstreamError(f"the provider answered HTTP {response.code}")
         final = _final_uri(response)
         if final is not None and final != self._url:
@@ -325,13 +329,6 @@ class Upstream:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
-
-
-class _Discard(Protocol):
-    """Takes a body nobody will read and closes its connection at once."""
-
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()
 
 
 def _final_uri(response: IResponse) -> str | None:

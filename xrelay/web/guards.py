@@ -43,8 +43,8 @@ from xrelay.http.request import AUTH_FAILED, client_address, request_args
 from xrelay.http.throttle import LoginThrottle
 from xrelay.http.throttle import Refusal as Lockout
 
-__all__ = ["Guarded", "LoginThrottles", "user_login", "admin_only", "login", "count_failure",
-           "locked_out", "COUNTED_FAILURES"]
+__all__ = ["AccountExpired", "Guarded", "LoginThrottles", "user_login", "admin_only", "login",
+           "count_failure", "locked_out", "COUNTED_FAILURES"]
 
 log = Logger()
 
@@ -57,6 +57,14 @@ Refusal = Literal["json", "text"]
 _DENIED = {"disabled": "this account is disabled", "expired": "this account has expired"}
 #: The failures the throttle counts (guesses); the others need no guessing.
 COUNTED_FAILURES = frozenset({"unknown user", "wrong password"})
+
+
+class AccountExpired(HTTPError):
+    """403: the right password of an expired account (*account*), refused."""
+
+    def __init__(self, account: UserConfig) -> None:
+        super().__init__(403, _DENIED["expired"])
+        self.account = account
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,8 @@ def login(site: Guarded, request: IRequest, username: str | None, password: str 
         return result.user  # never delayed; the address's failures are kept (see the module docs)
     if refusal == "json":
         error: HTTPError = Unauthorized(body=AUTH_FAILED)
+    elif result.reason == "expired" and (account := site.users.get(username or "")) is not None:
+        error = AccountExpired(account)  # the live route answers it with a clip
     elif result.reason in _DENIED:
         error = HTTPError(403, _DENIED[result.reason])
     else:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -25,6 +26,7 @@ from xrelay.api.player_api import XtreamApi
 from xrelay.core.config import AdminConfig, UserConfig
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
+from xrelay.hdhr.server import HdhrServer
 from xrelay.http.errors import HTTPError, render_error, text_error
 from xrelay.http.request import PATH_ARGS
 from xrelay.media.hls_proxy import HlsServer
@@ -34,7 +36,8 @@ from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.status import StatusPage
 from xrelay.relay.channels import LiveRelay
-from xrelay.web.guards import LoginThrottles, admin_only, user_login
+from xrelay.web.guards import AccountExpired, LoginThrottles, admin_only, login, user_login
+from xrelay.web.hdhr_routes import DeviceRoutes
 
 __all__ = ["WebApp", "Surfaces", "StreamRef"]
 
@@ -81,6 +84,7 @@ class Surfaces:
     status: StatusPage
     metrics: Metrics
     admin_page: AdminPage
+    hdhr: HdhrServer
     #: Failed logins per client address (the guards' throttles).
     throttles: LoginThrottles
 
@@ -157,8 +161,16 @@ class WebApp:
 
     @app.route("/live/<user>/<password>/<stream:stream>", methods=READ)
     @app.route("/<user>/<password>/<stream:stream>", methods=READ)
-    @user_login("text")
-    def live(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
+    def live(self, request: IRequest, user: str, password: str, stream: StreamRef) -> Any:
+        try:
+            account = login(self, request, user, password, "text")
+        except AccountExpired as refusal:  # a player gets a clip that says so
+            clip = self.parts.relay.expired_clip(request, refusal.account, stream.ident, stream.ext)
+            if clip is None:
+                raise
+            return clip
+        if isinstance(account, Deferred):
+            return account  # a failed login, refused after the throttle's delay
         if stream.ext == "m3u8":
             return self.parts.hls.playlist(request, account, stream.ident)
         return self.parts.relay.serve(request, account, stream.ident, stream.ext)
@@ -210,6 +222,12 @@ class WebApp:
     @app.route("/hls/<user>/<user_token>/<name>", methods=READ)
     def hls(self, request: IRequest, user: str, user_token: str, name: str) -> Any:
         return self.parts.hls.resource(request, user, user_token, name)
+
+    # -- emulated HDHomeRun tuners (the token in the path is the device's key) -------------
+
+    @app.route("/hdhr/<token>/", branch=True, methods=ANY)
+    def hdhr(self, request: IRequest, token: str) -> Any:
+        return DeviceRoutes(self.parts.hdhr, self.parts.hdhr.at_path(request, token)).app.resource()
 
     # -- operations -------------------------------------------------------------------------
 

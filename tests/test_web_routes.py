@@ -1,0 +1,138 @@
+"""The route table in memory (StubTreq): guards, the stream converter, and
+the one place errors become answers."""
+
+from __future__ import annotations
+
+import base64
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_twisted
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+
+from xrelay.core.config import AdminConfig, UpstreamConfig, UserConfig
+from xrelay.core.scrub import Scrubber
+from xrelay.core.users import UserDB
+from xrelay.http.errors import HTTPError, NotFound, Unavailable
+from xrelay.http.throttle import LoginThrottle
+from xrelay.web.guards import LoginThrottles
+from xrelay.web.routes import StreamRef, Surfaces, WebApp
+
+ALICE = UserConfig(username="alice", password="alicepw")
+OLD = UserConfig(username="old", password="oldpw", exp_date=1)
+
+
+class Recorder:
+    """Stands in for every part: records calls, answers or raises as told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.raises: Exception | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        def call(request: Any, *args: Any) -> bytes:
+            self.calls.append((name, args))
+            if self.raises is not None:
+                raise self.raises
+            return b"ok"
+        return call
+
+
+def stub() -> tuple[StubTreq, Recorder]:
+    part = Recorder()
+    surfaces = Surfaces(users=UserDB([ALICE, OLD]), admin=AdminConfig("admin", "adminpw"),
+                        scrubber=Scrubber(UpstreamConfig(url="http://provider.example", username="pu",
+                                                         password="ppw")),
+                        api=part, relay=part, hls=part, vod=part, timeshift=part,  # type: ignore[arg-type]
+                        status=part, metrics=part, admin_page=part, hdhr=part,  # type: ignore[arg-type]
+                        throttles=LoginThrottles(users=LoginThrottle(Clock()), admin=LoginThrottle(Clock())))
+    return StubTreq(WebApp(surfaces).app.resource()), part
+
+
+async def fetch(client: StubTreq, url: str, **kwargs: Any) -> tuple[int, bytes, Any]:
+    response = await client.get("http://xrelay.test" + url, **kwargs)
+    return response.code, await response.content(), response.headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_route_gets_the_logged_in_user_and_a_typed_stream() -> None:
+    client, part = stub()
+    assert (await fetch(client, "/live/alice/alicepw/1000.TS"))[:2] == (200, b"ok")
+    assert (await fetch(client, "/alice/alicepw/7"))[:2] == (200, b"ok")
+    assert part.calls == [("serve", (ALICE, 1000, "ts")), ("serve", (ALICE, 7, "ts"))]
+    await fetch(client, "/movie/alice/alicepw/5.mkv")
+    assert part.calls[-1] == ("serve", (ALICE, "movie", 5, "mkv"))
+    await fetch(client, "/live/alice/alicepw/9.m3u8")
+    assert part.calls[-1] == ("playlist", (ALICE, 9))
+
+
+@pytest.mark.parametrize("path", ["/live/alice/alicepw/%E0%A5%A7.ts", "/live/alice/alicepw/12a.ts",
+                                  "/movie/alice/alicepw/123456789012.mp4", "/series/alice/alicepw/-1.mp4"])
+@pytest_twisted.ensureDeferred
+async def test_what_is_not_a_stream_id_is_404_before_any_part_runs(path: str) -> None:
+    client, part = stub()
+    code, body, _ = await fetch(client, path)
+    assert (code, body) == (404, b"not found\n")
+    assert part.calls == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_logins_never_reach_the_part() -> None:
+    client, part = stub()
+    code, body, headers = await fetch(client, "/player_api.php?username=alice&password=nope")
+    assert (code, body) == (401, b'{"user_info":{"auth":0}}')
+    assert headers.getRawHeaders(b"content-type") == [b"application/json"]
+    assert (await fetch(client, "/live/alice/nope/1.ts"))[:2] == (401, b"wrong username or password\n")
+    assert (await fetch(client, "/movie/old/oldpw/1.mp4"))[:2] == (403, b"this account has expired\n")
+    assert part.calls == []
+    assert (await fetch(client, "/player_api.php?username=alice&password=alicepw"))[0] == 200
+    assert part.calls == [("player_api", (ALICE,))]
+    # an expired account's live stream is first offered the relay's status clip
+    assert (await fetch(client, "/live/old/oldpw/1.ts"))[:2] == (200, b"ok")
+    assert part.calls[-1] == ("expired_clip", (OLD, 1, "ts"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_xui_path_aliases_pass_the_path_arguments() -> None:
+    client, part = stub()
+    await fetch(client, "/player_api/alice/alicepw/get_live_streams")
+    assert part.calls == [("player_api", (ALICE,))]
+    assert (await fetch(client, "/epg/alice/alicepw/zip"))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_errors_raised_by_a_part_are_answered_in_one_place() -> None:
+    client, part = stub()
+    part.raises = Unavailable("busy: all 1 provider connection(s) are in use", retry_after=5)
+    code, body, headers = await fetch(client, "/live/alice/alicepw/1.ts")
+    assert (code, body) == (503, b"busy: all 1 provider connection(s) are in use\n")
+    assert headers.getRawHeaders(b"retry-after") == [b"5"]
+    assert headers.getRawHeaders(b"cache-control") == [b"no-store"]
+    part.raises = NotFound("unknown movie")
+    assert (await fetch(client, "/movie/alice/alicepw/1.mp4"))[:2] == (404, b"unknown movie\n")
+    part.raises = HTTPError(400, "bad start")
+    assert (await fetch(client, "/timeshift/alice/alicepw/30/x/1.ts"))[:2] == (400, b"bad start\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_routes_need_the_admin() -> None:
+    client, part = stub()
+    code, _, headers = await fetch(client, "/status")
+    assert code == 401 and headers.getRawHeaders(b"www-authenticate")[0].startswith(b"Basic")
+    auth = {b"authorization": [b"Basic " + base64.b64encode(b"admin:adminpw")]}
+    assert (await fetch(client, "/status", headers=auth))[:2] == (200, b"ok")
+    assert (await fetch(client, "/admin/static/admin.js", headers=auth))[:2] == (200, b"ok")
+    assert part.calls == [("render", ()), ("static_file", ("admin.js",))]
+    response = await client.get("http://xrelay.test/admin/ingest", headers=auth)
+    assert response.code == 405  # a GET never acts
+
+
+def test_stream_ref_round_trip() -> None:
+    from xrelay.web.routes import StreamConverter
+
+    converter = StreamConverter(SimpleNamespace())  # type: ignore[arg-type]
+    assert converter.to_python("12.M3U8") == StreamRef(12, "m3u8")
+    assert converter.to_python("12") == StreamRef(12, "ts")
+    assert converter.to_url(StreamRef(12, "ts")) == "12.ts"
