@@ -166,9 +166,7 @@ class CacheStore:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return IngestLock(fd)
+        return IngestLock(fd)  # the file stays empty: only its lock matters
 
     def begin(self) -> Staging:
         self.prepare_staging()
