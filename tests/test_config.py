@@ -60,7 +60,8 @@ def test_the_example_file_is_valid_and_documents_every_key() -> None:
 
     for record in (config_module.UpstreamConfig, config_module.ServerConfig,
                    config_module.IngestConfig, config_module.UserConfig, config_module.AdminConfig,
-                   config_module.RelayConfig, config_module.LogConfig):
+                   config_module.RelayConfig, config_module.LogConfig,
+                   config_module.HdhrDevice):
         for f in fields(record):
             assert f"{f.name} =" in text, f"{record.__name__}.{f.name} is not documented"
     assert len(config.users) >= 1

@@ -8,16 +8,14 @@ from typing import Any
 
 import pytest
 
-from xrelay.core.config import ConfigError
+from xrelay.core.config import ConfigError, HdhrDevice, parse_config, parse_devices
 from xrelay.hdhr.device import (
     SALT_FILE,
-    HdhrDevice,
     check_digit,
     device_id,
     device_ids,
     is_valid_device_id,
     load_salt,
-    parse_devices,
 )
 
 SOURCE = "/etc/xrelay/xrelay.toml"
@@ -177,3 +175,31 @@ def test_mistakes_are_one_line_naming_the_key(tables: list[Any], message: str) -
 def test_hdhr_must_be_an_array_of_tables() -> None:
     with pytest.raises(ConfigError, match=r"hdhr: must be an array of tables"):
         parse_devices({"name": "a"}, SOURCE)
+
+
+# -- in the configuration file -----------------------------------------------
+
+CONFIG = {"upstream": {"url": "http://provider.example", "username": "pu", "password": "pp"},
+          "server": {"listen": "tcp:8080:interface=127.0.0.1"}}
+
+
+def test_the_configuration_holds_the_devices_and_masks_their_tokens() -> None:
+    config = parse_config({**CONFIG, "hdhr": [{"name": "Plex", "token": "plex-key-1", "port": 5004}]},
+                          SOURCE, environ={})
+    assert config.hdhr == (HdhrDevice("Plex", "plex-key-1", port=5004),)
+    assert config.masked()["hdhr"] == [{"name": "Plex", "token": "***", "lineup": None, "tuners": None,
+                                        "port": 5004, "udp_discovery": False}]
+    assert "plex-key-1" not in repr(config)
+    assert parse_config(CONFIG, SOURCE, environ={}).hdhr == ()
+
+
+def test_a_device_port_may_not_be_the_listening_port() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**CONFIG, "hdhr": [{"name": "Plex", "token": "plex-key-1", "port": 8080}]},
+                     SOURCE, environ={})
+    assert str(caught.value) == f"{SOURCE}: hdhr[0].port: 8080 is [server] listen's port"
+
+
+def test_hdhr_as_a_single_table_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"hdhr: must be an array of tables"):
+        parse_config({**CONFIG, "hdhr": {"name": "Plex", "token": "plex-key-1"}}, SOURCE, environ={})

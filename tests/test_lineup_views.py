@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 
 from test_lineups import LIVE, bundle, parse
 from xrelay import cli
-from xrelay.catalog.episode_series import DetailsEpisodes, episodes_in_details, playlist_series, series_name_of
+from xrelay.catalog.episode_series import playlist_series, series_name_of
 from xrelay.catalog.generation import Generation, load_generation
 from xrelay.catalog.guide_filter import index_elements, write_guide
 from xrelay.catalog.lineup_build import build_views, find_views
@@ -108,40 +108,12 @@ def test_series_names_in_episode_names() -> None:
     assert series_name_of("Season finale") is None and series_name_of("S01E01") is None
 
 
-def test_episodes_are_placed_by_name_and_group(tmp_path: Path) -> None:
+def test_episodes_are_placed_by_name_and_group() -> None:
     names = ["Bluey", "Bluey", "The Wire"]
     found = playlist_series([(1, "Bluey S01E01", "Kids"), (2, "Bluey S01E01", "Drama"), (3, "Bluey S01E01", "News"),
                              (4, "The Wire S02E03", ""), (5, "Nothing", "Kids")],
                             names, [40, 41, 42], [[30], [31], [31]], {30: "Kids", 31: "Drama"})
     assert found == {1: 40, 2: 41, 4: 42}  # 3: two series of that name, none in that group
-    details = tmp_path / "series"
-    details.mkdir()
-    (details / "42.json").write_text(json.dumps({"episodes": {"1": [{"id": "7"}, {"id": 8}], "2": [{"x": 1}]}}))
-    (details / "43.json").write_text(json.dumps({"episodes": [[{"id": 9}]]}))
-    (details / "bad.json").write_text("{")
-    assert episodes_in_details(details) == {7: 42, 8: 42, 9: 43}
-    assert episodes_in_details(tmp_path / "missing") == {}
-
-
-@pytest_twisted.ensureDeferred
-async def test_details_episodes_are_read_again_at_most_every_few_seconds(tmp_path: Path) -> None:
-    clock = Clock()
-    reads: list[Any] = []
-
-    async def in_thread(fn: Any, *args: Any) -> Any:
-        reads.append(args)
-        return fn(*args)
-
-    known = DetailsEpisodes(clock, in_thread, every=10)
-    series = tmp_path / "details" / "series"
-    series.mkdir(parents=True)
-    assert await known.lookup(tmp_path, 7) is None and len(reads) == 1
-    (series / "42.json").write_text(json.dumps({"episodes": {"1": [{"id": 7}]}}))
-    assert await known.lookup(tmp_path, 7) is None and len(reads) == 1  # not again so soon
-    clock.advance(10)
-    assert await known.lookup(tmp_path, 7) == 42 and known.known(tmp_path, 7) == 42
-    known.learn(tmp_path, 43, {"episodes": {"1": [{"id": 8}]}})
-    assert known.known(tmp_path, 8) == 43 and known.known(tmp_path / "other", 8) is None
 
 
 # -- views ----------------------------------------------------------------------------------
@@ -227,7 +199,8 @@ ALICE = UserConfig("alice", "pw")
 
 async def _lineups(tmp_path: Path, table: dict[str, Any]) -> tuple[Lineups, Any]:
     generation = make_generation(tmp_path / "generations" / "g1")
-    cache = SimpleNamespace(current=None, generation=generation.path)
+    details: dict[int, int] = {}  # episode -> series, as the series' details tell (EpisodeMap)
+    cache = SimpleNamespace(current=None, generation=generation.path, episode_series=details.get, details=details)
 
     def build_here(*args: Any) -> Any:
         return threads.deferToThread(build_views, *args)
@@ -250,13 +223,11 @@ async def test_lineups_decide_for_every_kind(tmp_path: Path) -> None:
     assert lineups.may_play(KID, "live", 12) is True and lineups.may_play(KID, "live", 15) is False
     assert lineups.may_play(KID, "vod", 103) is False and lineups.may_play(KID, "series", 40) is True
     assert lineups.may_play(KID, "episode", 500) is True
-    refused = lineups.may_play(KID, "episode", 503)
-    assert isinstance(refused, defer.Deferred) and await refused is False
-    details = generation.path / "details" / "series"
-    details.mkdir(parents=True)
-    (details / "42.json").write_text(json.dumps({"episodes": {"1": [{"id": 503}]}}))
-    lineups.episodes.learn(generation.path, 42, {"episodes": {"1": [{"id": 503}]}})
+    assert lineups.may_play(KID, "episode", 503) is False  # of no series the playlist or details tell
+    cache.details[503] = 42  # the series' details were fetched
     assert lineups.may_play(KID, "episode", 503) is True
+    cache.details[502] = 41
+    assert lineups.may_play(KID, "episode", 502) is False and lineups.may_keep(KID, "episode", 502) is False
     assert lineups.may_keep(KID, "episode", 999) is True  # of no known series: left playing
     assert [c.stream_id for c in await lineups.channel_list("kids")] == [13, 12]
     with pytest.raises(KeyError):
@@ -336,6 +307,8 @@ def test_lineup_show_is_a_dry_run_on_the_current_cache(tmp_path: Path, capsys: A
     ('[lineups.kids]\nlive = {include_streams = ["re:(oops"]}\n', "lineups.kids.live.include_streams[0]"),
     ('[lineups.other]\n', "users[0].lineup: unknown lineup 'kids' (other)"),
     ('[lineups.kids]\nextends = "family"\n', "lineups.kids.extends: unknown lineup 'family'"),
+    ('[lineups.kids]\n[[hdhr]]\nname = "t"\ntoken = "tuner-key-1"\nlineup = "sport"\n',
+     "hdhr[0].lineup: unknown lineup 'sport' (kids)"),
 ])
 def test_a_bad_lineup_stops_start_up_naming_the_key(tmp_path: Path, capsys: Any, lineup: str, key: str) -> None:
     from xrelay.tap import Options, makeService

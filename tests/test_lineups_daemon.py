@@ -24,7 +24,7 @@ import pytest_twisted
 from apiclient import Answer, api, fetch
 from demo_helpers import open_stream, wait_until, within
 from harness import USERS, Relay, start_relay
-from xrelay.core.config import UserConfig
+from xrelay.core.config import HdhrDevice, UserConfig
 from xrelay.core.lineups import parse_lineups
 from xrelay.demo.catalog import DemoCatalog
 from xrelay.demo.provider import DemoSettings
@@ -337,5 +337,22 @@ async def test_the_demo_has_two_users_who_see_different_catalogs(tmp_path: Any) 
         assert set(map(int, re.findall(r"/live/kids/kids/(\d+)\.ts", playlist))) == {r["stream_id"] for r in theirs}
         outside = min(set(r["stream_id"] for r in everything) - {r["stream_id"] for r in theirs})
         assert (await fetch(f"{relay.url}/live/{kids}/{kids_password}/{outside}.ts")).code == 404
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tuner_naming_a_lineup_lists_its_channels_by_their_numbers(tmp_path: Any) -> None:
+    users = USERS + (KID, TV)
+    relay = await start_relay(tmp_path, settings=SETTINGS, users=users,
+                              lineups=parse_lineups(TABLE, users, "<test>"),
+                              hdhr=(HdhrDevice("Kids tuner", "kids-tuner-1", lineup="kids"),
+                                    HdhrDevice("Everything", "all-tuner-1")))
+    try:
+        await wait_until(lambda: len(relay.xr.lineup_tuners("kids")) > 0, 20)
+        listed = (await fetch(f"{relay.url}/hdhr/kids-tuner-1/lineup.json")).json()
+        kids = (await kid_api(relay, action="get_live_streams")).json()
+        assert [(c["GuideNumber"], c["GuideName"]) for c in listed] == [(str(r["num"]), r["name"]) for r in kids]
+        assert len((await fetch(f"{relay.url}/hdhr/all-tuner-1/lineup.json")).json()) == 60
     finally:
         await relay.stop()

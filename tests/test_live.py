@@ -97,12 +97,12 @@ async def test_credentials_and_unknown_ids_never_reach_the_provider(tmp_path: Pa
             (url(relay, channel, "alice", "nope"), 401),
             (url(relay, channel, "nobody", "x"), 401),
             (url(relay, channel, "carol", "carolpw"), 403),  # disabled
-            (url(relay, channel, "dave", "davepw"), 403),  # expired
+            (url(relay, channel, "dave", "davepw"), 403),  # expired (a Range request: no status clip)
             (url(relay, 999999), 404),
             (f"{relay.url}/live/alice/alicepw/abc.ts", 404),
         ]
         for target, code in cases:
-            response = await treq.get(target)
+            response = await treq.get(target, headers={"Range": "bytes=0-"})
             assert response.code == code, target
             body = await response.text()
             for secret in relay.upstream_secrets:
@@ -197,10 +197,17 @@ async def test_account_limit_one_zap_handover_and_503(tmp_path: Path) -> None:
         assert relay.xr.relay.slots.capacity == 1
         _, on_a = await open_stream(url(relay, a))
         await on_a.wait_bytes(20_000)
-        # Another user: refused at once, the provider is not asked.
-        response = await treq.get(url(relay, b, "bob", "bobpw"))
+        # Another user: refused at once, the provider is not asked (a player
+        # gets the "busy" status clip; with Range, the bare 503).
+        response = await treq.get(url(relay, b, "bob", "bobpw"), headers={"Range": "bytes=0-"})
         assert response.code == 503
         assert "busy" in await response.text()
+        response, clip = await open_stream(url(relay, b, "bob", "bobpw"))
+        assert response.code == 200 and response.headers.getRawHeaders("content-type") == ["video/mp2t"]
+        await clip.wait_bytes(188)
+        clip.close()
+        await clip.ended
+        assert relay.xr.clips.served["busy"] == 1
         assert stats.opened_total("live") == 1
         # The same user from the same address zaps: A is closed, B opens.
         _, on_b = await open_stream(url(relay, b))
@@ -225,8 +232,8 @@ async def test_account_limit_two_lingering_channel_gives_its_slot_up(tmp_path: P
         _, on_b = await open_stream(url(relay, b, "bob", "bobpw"))
         await on_a.wait_bytes(10_000)
         await on_b.wait_bytes(10_000)
-        # A third channel for a third user: 503 (both channels watched).
-        response = await treq.get(url(relay, c, "tv", "tvpw"))
+        # A third channel for a third user: refused (both channels watched).
+        response = await treq.get(url(relay, c, "tv", "tvpw"), headers={"Range": "bytes=0-"})
         assert response.code == 503
         # alice leaves A; it lingers (60 s) but gives its slot up at once.
         on_a.close()

@@ -349,10 +349,17 @@ def test_a_daemonised_twistd_writes_its_logfile(tmp_path: Path) -> None:
         assert _get(f"http://127.0.0.1:{port}/hls/demo/{user_token}/feedbeef.ts") == 401
         demo = DemoSettings()
         assert _get(f"http://127.0.0.1:{port}/live/{demo.username}/{demo.password}/1.ts") == 401
+        assert _get(f"http://127.0.0.1:{port}/hdhr/demo-tuner/discover.json") == 200  # the demo tuner
         # the access line is written before the answer is sent
         text = logfile.read_text()
         assert '"GET /hls/demo/***/feedbeef.ts" 401' in text and user_token not in text
         assert '"GET /live/***/***/1.ts" 401' in text
+        assert '"GET /hdhr/***/discover.json" 200' in text
+        # the tuner's key is in the demo's announcement only (as the demo user's password is)
+        assert [line for line in text.splitlines() if "demo-tuner" in line] == [
+            line for line in text.splitlines()
+            if f"HDHomeRun tuner for Plex, Jellyfin or Emby: http://127.0.0.1:{port}/hdhr/demo-tuner" in line]
+        assert "demo-tuner" in text
     finally:
         os.kill(pid, signal.SIGTERM)
         if not _wait_gone(pid, 30):

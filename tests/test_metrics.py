@@ -144,12 +144,20 @@ async def test_refused_for_lack_of_provider_slots(tmp_path: Path) -> None:
         ids = [row["stream_id"] for row in relay.bundle["live_streams"][:2]]
         _, first = await open_stream(f"{relay.url}/live/alice/alicepw/{ids[0]}.ts")
         await first.wait_bytes(188)
-        response, _ = await open_stream(f"{relay.url}/live/bob/bobpw/{ids[1]}.ts")
+        # A request with Range gets the bare 503, a player the "busy" status clip.
+        response = await treq.get(f"{relay.url}/live/bob/bobpw/{ids[1]}.ts", headers={"Range": "bytes=0-"})
         assert response.code == 503
         await response.content()
+        response, clip = await open_stream(f"{relay.url}/live/bob/bobpw/{ids[1]}.ts")
+        assert response.code == 200
+        await clip.wait_bytes(188)
         _, now = await scrape(relay)
-        assert value(now, "xrelay_refused_total", reason="provider_slots") == 1
+        assert value(now, "xrelay_refused_total", reason="provider_slots") == 2
         assert value(now, "xrelay_http_refused_total", endpoint="live", reason="unavailable") == 1
+        assert value(now, "xrelay_status_clips_total", reason="busy") == 1
+        assert value(now, "xrelay_status_clips_total", reason="expired") == 0
+        assert value(now, "xrelay_status_clips_playing") == 1
+        clip.close()
         first.close()
     finally:
         await relay.stop()

@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 import pytest_twisted
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 
 from xrelay.core.config import AdminConfig, UpstreamConfig, UserConfig
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.http.errors import HTTPError, NotFound, Unavailable
+from xrelay.http.throttle import LoginThrottle
+from xrelay.web.guards import LoginThrottles
 from xrelay.web.routes import StreamRef, Surfaces, WebApp
 
 ALICE = UserConfig(username="alice", password="alicepw")
@@ -55,8 +58,9 @@ def stub(lineups: Lineup | None = None) -> tuple[StubTreq, Recorder]:
                         scrubber=Scrubber(UpstreamConfig(url="http://provider.example", username="pu",
                                                          password="ppw")),
                         api=part, relay=part, hls=part, vod=part, timeshift=part,  # type: ignore[arg-type]
-                        status=part, metrics=part, admin_page=part,  # type: ignore[arg-type]
-                        lineups=lineups or Lineup())  # type: ignore[arg-type]
+                        status=part, metrics=part, admin_page=part, hdhr=part,  # type: ignore[arg-type]
+                        lineups=lineups or Lineup(),  # type: ignore[arg-type]
+                        throttles=LoginThrottles(users=LoginThrottle(Clock()), admin=LoginThrottle(Clock())))
     return StubTreq(WebApp(surfaces).app.resource()), part
 
 
@@ -94,10 +98,13 @@ async def test_refused_logins_never_reach_the_part() -> None:
     assert (code, body) == (401, b'{"user_info":{"auth":0}}')
     assert headers.getRawHeaders(b"content-type") == [b"application/json"]
     assert (await fetch(client, "/live/alice/nope/1.ts"))[:2] == (401, b"wrong username or password\n")
-    assert (await fetch(client, "/live/old/oldpw/1.ts"))[:2] == (403, b"this account has expired\n")
+    assert (await fetch(client, "/movie/old/oldpw/1.mp4"))[:2] == (403, b"this account has expired\n")
     assert part.calls == []
     assert (await fetch(client, "/player_api.php?username=alice&password=alicepw"))[0] == 200
     assert part.calls == [("player_api", (ALICE,))]
+    # an expired account's live stream is first offered the relay's status clip
+    assert (await fetch(client, "/live/old/oldpw/1.ts"))[:2] == (200, b"ok")
+    assert part.calls[-1] == ("expired_clip", (OLD, 1, "ts"))
 
 
 @pytest_twisted.ensureDeferred

@@ -27,6 +27,7 @@ from xrelay.app import XRelay
 from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
 from xrelay.core.lineups import parse_lineups
+from xrelay.core.config import HdhrDevice
 from xrelay.core.reactor import IReactor, installed_reactor
 from xrelay.provider.client import ProviderClient
 
@@ -51,6 +52,8 @@ DEMO_LINEUPS = {
         "series": {"include_streams": ["id:1", "*Lane*"]},
     },
 }
+#: The demo's HDHomeRun tuner: its name and token (its key, in its URL).
+DEMO_TUNER = ("xrelay demo tuner", "demo-tuner")
 
 
 class Options(usage.Options):
@@ -86,6 +89,7 @@ def demo_config(listen: str | None, data_dir: str | None) -> Config:
         ingest=IngestConfig(data_dir=Path(data_dir) if data_dir else state / "xrelay-demo"),
         users=users,
         admin=AdminConfig(username=DEMO_ADMIN[0], password=DEMO_ADMIN[1]),
+        hdhr=(HdhrDevice(name=DEMO_TUNER[0], token=DEMO_TUNER[1]),),
         source="--demo",
         lineups=parse_lineups(DEMO_LINEUPS, users, "--demo"),
     )
@@ -162,11 +166,11 @@ def makeService(options: Options) -> MultiService:
             config = with_overrides(config, listen=options["listen"])
             if options["data-dir"]:
                 config = replace(config, ingest=replace(config.ingest, data_dir=Path(options["data-dir"])))
+        service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     except ConfigError as e:
         sys.stderr.write(f"xrelay: {e}\n")
         sys.stderr.flush()
         raise SystemExit(2)
-    service, xr = build(reactor, config, demo=options["demo"], config_path=options["config"])
     if options["demo"]:
         reactor.callWhenRunning(_announce_demo, xr)
     from xrelay.ops.logs import LoggingRoot, twistd_observer
@@ -181,16 +185,18 @@ def makeService(options: Options) -> MultiService:
 
 def _announce_demo(xr: XRelay) -> None:
     listen = xr.config.server.listen
-    port = _listen_port(listen)
+    listening = xr.web_endpoint.port if xr.web_endpoint is not None else None
+    port = str(listening) if listening else _listen_port(listen)
     host = "127.0.0.1"
     user, password = DEMO_USER
     log.info("demo: open http://{host}:{port}/get.php?username={user}&password={password}&type=m3u_plus&output=ts "
              "in VLC, or log in with an Xtream player at http://{host}:{port} as {user}/{password} "
              "(or {kids}/{kids_password}: the kids lineup, a smaller catalog); "
-             "admin pages with {admin}/{admin_password}",
+             "admin pages with {admin}/{admin_password}; "
+             "HDHomeRun tuner for Plex, Jellyfin or Emby: http://{host}:{port}/hdhr/{tuner}",
              host=host, port=port, user=user, password=password, kids=DEMO_KIDS[0],
-             kids_password=DEMO_KIDS[1],
-             admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1])
+             kids_password=DEMO_KIDS[1], admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1],
+             tuner=DEMO_TUNER[1])
 
 
 def _listen_port(description: str) -> str:

@@ -260,7 +260,7 @@ class XtreamApi:
     def _allowed(self, user: UserConfig, kind: str, ident: int | None) -> bool:
         """May *user* see item *ident* (one outside its lineup is answered
         like an unknown id)?"""
-        return ident is not None and self.lineups.may_play(user, kind, ident) is True
+        return ident is not None and self.lineups.may_play(user, kind, ident)
 
     async def _details(self, request: IRequest, user: UserConfig, kind: str, value: str | None) -> bytes:
         ident = ident_arg(value)
@@ -283,8 +283,6 @@ class XtreamApi:
                      kind=kind, ident=ident, error=self.scrubber.text(str(e)))
         if detail is None:
             detail = minimal_details(kind, row)
-        elif kind == "series" and ident is not None:
-            self.lineups.learn_series(ident, detail)
         return dumps(detail).replace(BASE_MARKER.encode(), self.base(request).encode())
 
     async def _epg(self, user: UserConfig, args: dict[str, str], simple: bool) -> bytes:

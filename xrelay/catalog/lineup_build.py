@@ -35,7 +35,7 @@ from xml.parsers import expat
 
 from twisted.logger import Logger
 
-from xrelay.catalog.episode_series import episodes_in_details, playlist_series
+from xrelay.catalog.episode_series import playlist_series
 from xrelay.catalog.generation import Generation, load_generation
 from xrelay.catalog.guide_filter import GuideElements, index_elements, write_guide
 from xrelay.catalog.list_template import ListTemplate, dumps
@@ -148,7 +148,7 @@ class _Catalog:
         return self._episodes
 
     def series_of(self) -> dict[int, int]:
-        """Episode id -> series id: the playlist's names, then the cached details."""
+        """Episode id -> series id, as the playlist's names tell."""
         if self._series_of is None:
             template = self.generation.lists["series"]
             ids = array("q", bytes(8 * template.count))
@@ -160,11 +160,9 @@ class _Catalog:
                     categories[r].append(cid)
             names = {int(c["category_id"]): str(c.get("category_name") or "")
                      for c in self.categories("series_categories") if str(c.get("category_id", "")).isdigit()}
-            found = playlist_series(((int(e["id"]), str(e.get("name") or ""), str(e.get("group") or ""))
-                                     for e in self.episodes()),
-                                    self.facts("series").names, ids, categories, names)
-            found.update(episodes_in_details(self.generation.path / "details" / "series"))
-            self._series_of = found
+            self._series_of = playlist_series(
+                ((int(e["id"]), str(e.get("name") or ""), str(e.get("group") or "")) for e in self.episodes()),
+                self.facts("series").names, ids, categories, names)
         return self._series_of
 
 

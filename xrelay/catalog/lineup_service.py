@@ -25,7 +25,6 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from xrelay.catalog.cache import CatalogCache
-from xrelay.catalog.episode_series import DetailsEpisodes
 from xrelay.catalog.generation import Generation
 from xrelay.catalog.lineup_build import build_views_niced, find_views
 from xrelay.catalog.lineup_view import LineupChannel, LineupView, load_view
@@ -79,7 +78,6 @@ class Lineups:
         self.views: dict[str, LineupView] = {}
         #: called with this object after each change of ``views``
         self.listeners: list[Callable[[Lineups], Any]] = []
-        self.episodes = DetailsEpisodes(clock, in_thread)
         self.builds = 0
         self._lock = defer.DeferredLock()
         self._waiters: list[defer.Deferred[None]] = []
@@ -188,22 +186,17 @@ class Lineups:
                 self._waiters.remove(waiter)
         return self.view_for(user)
 
-    def may_play(self, user: UserConfig, kind: str, ident: int) -> bool | defer.Deferred[bool]:
+    def may_play(self, user: UserConfig, kind: str, ident: int) -> bool:
         """May *user* see and play item *ident* of *kind* (``live``,
-        ``vod``, ``series``, ``episode``)?  A Deferred when an episode's
-        series must first be read from the cached details.  Raises 503
-        while the user's lineup has no view yet."""
+        ``vod``, ``series``, ``episode``: allowed with its series, as the
+        playlist or the series' details tell)?  Raises 503 while the user's
+        lineup has no view yet."""
         view = self.view_for(user)
         if view is None:
             return True
         if kind != "episode":
             return view.allows(kind, ident)
-        if view.allows_episode(ident, self.episodes.known(view.generation, ident)):
-            return True
-        return defer.Deferred.fromCoroutine(self._episode(view, ident))
-
-    async def _episode(self, view: LineupView, ident: int) -> bool:
-        return view.allows_episode(ident, await self.episodes.lookup(view.generation, ident))
+        return view.allows_episode(ident, self.cache.episode_series(ident))
 
     def may_keep(self, user: UserConfig, kind: str, ident: int) -> bool:
         """May *user* go on playing what it plays (after a change)?  Decided
@@ -215,14 +208,8 @@ class Lineups:
             return True
         if kind != "episode":
             return view.allows(kind, ident)
-        series = self.episodes.known(view.generation, ident)
+        series = self.cache.episode_series(ident)
         return view.allows_episode(ident, series) or series is None
-
-    def learn_series(self, series: int, detail: Any) -> None:
-        """A series' details were fetched: its episodes' series is known."""
-        generation = self.cache.generation
-        if generation is not None:
-            self.episodes.learn(generation, series, detail)
 
     # -- for operations and the tuner ---------------------------------------------------------
 

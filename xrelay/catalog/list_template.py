@@ -20,7 +20,7 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from xrelay.http.body import MarkerStream
 from xrelay.catalog.rows import encode_row as dumps
@@ -158,6 +158,16 @@ class ListTemplate:
         if i < len(self.sorted_ids) and self.sorted_ids[i] == ident:
             return self.rows_by_id[i]
         return None
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Every row in order, decoded (blocking: reads the file once, whole)."""
+        data = self.data
+        if data is None:
+            with open(self.path, "rb") as f:  # type: ignore[arg-type]
+                data = f.read()
+        offsets = self.offsets
+        for i in range(self.count):
+            yield json.loads(data[offsets[i]:offsets[i + 1] - 1])
 
     def row(self, i: int) -> dict[str, Any]:
         """Row *i*, decoded (blocking: it may read the file)."""

@@ -9,6 +9,7 @@ they can live in a systemd ``EnvironmentFile`` instead of the config file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -22,14 +23,18 @@ __all__ = [
     "AdminConfig",
     "Config",
     "ConfigError",
+    "HdhrDevice",
     "IngestConfig",
     "LogConfig",
     "RelayConfig",
     "ServerConfig",
     "UpstreamConfig",
     "UserConfig",
+    "DEFAULT_BACKLOG",
     "load_config",
+    "with_default_backlog",
     "parse_config",
+    "parse_devices",
 ]
 
 
@@ -51,12 +56,43 @@ class UpstreamConfig:
         return f"UpstreamConfig(url='***', username='***', password='***', max_connections={self.max_connections!r})"
 
 
+#: The listen backlog xrelay asks for when the endpoint string names none
+#: (Twisted's own is 50: a burst of players would pay SYN retries).
+DEFAULT_BACKLOG = 1024
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    listen: str = "tcp:8080:backlog=1024"
+    listen: str = f"tcp:8080:backlog={DEFAULT_BACKLOG}"
     public_url: str | None = None
     #: Timezone advertised in server_info (EPG ``start``/``end`` strings).
     timezone: str = "UTC"
+    # -- limits on what one request and one client address may cost --------
+    #: Seconds for a request's line and headers to arrive (however slowly).
+    header_timeout: float = 10.0
+    #: Seconds for a request's body to arrive after its headers.
+    body_timeout: float = 20.0
+    #: Seconds a kept-alive connection may wait for its next request (0: no limit).
+    idle_timeout: float = 30.0
+    #: Largest request body, bytes (the API and admin forms need a few KB).
+    max_body: int = 64 * 1024
+    #: Longest request line (method, URL, version), bytes: longer gets 414.
+    max_request_line: int = 16 * 1024
+    #: Largest request head (request line and headers), bytes: larger gets 431.
+    max_header_size: int = 32 * 1024
+    #: Open connections one client address may hold (0: no cap).
+    max_connections_per_address: int = 64
+    #: Whether loopback clients (a reverse proxy on the same machine) are capped too.
+    cap_loopback: bool = True
+    # -- failed logins, per client address ------------------------------------
+    #: Failed logins answered without delay.
+    login_free_failures: int = 5
+    #: Longest delay of a failed login's answer, seconds (it doubles from 0.5 s).
+    login_max_delay: float = 8.0
+    #: Failed logins after which the address is refused with 429...
+    login_lockout_after: int = 20
+    #: ...for this many seconds.
+    login_lockout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +115,8 @@ class UserConfig:
     enabled: bool = True
     #: The lineup (``[lineups.NAME]``) this user sees; None: the whole catalog.
     lineup: str | None = None
+    #: A short clip saying why, instead of a bare refusal of a live stream.
+    status_clips: bool = True
 
     def __repr__(self) -> str:
         return f"UserConfig(username={self.username!r}, password='***')"
@@ -105,12 +143,40 @@ class RelayConfig:
     reconnect_bound: float = 30.0
     #: Seconds to wait after closing a channel before reusing its slot.
     handover_pause: float = 0.3
+    #: A directory of clips (busy.ts, unavailable.ts, expired.ts) replacing the built-in ones.
+    status_clips_dir: Path | None = None
+    #: Seconds a status clip plays (looped) before the answer ends.
+    status_clip_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
 class LogConfig:
     #: "text" (one line per event) or "json" (one JSON object per line).
     format: str = "text"
+
+
+@dataclass(frozen=True)
+class HdhrDevice:
+    """One emulated HDHomeRun tuner device (``[[hdhr]]``)."""
+
+    name: str
+    token: str
+    #: The lineup it serves (None: the whole live catalog).
+    lineup: str | None = None
+    #: Tuners it announces (None: the provider account's connection limit).
+    tuners: int | None = None
+    #: A port of its own, served at its root (None: only under /hdhr/TOKEN/).
+    port: int | None = None
+    udp_discovery: bool = False
+
+    def __repr__(self) -> str:  # the token is the device's key
+        return (f"HdhrDevice(name={self.name!r}, token='***', lineup={self.lineup!r},"
+                f" tuners={self.tuners!r}, port={self.port!r}, udp_discovery={self.udp_discovery!r})")
+
+    def masked(self) -> dict[str, Any]:
+        """For ``check-config``: the token masked."""
+        return {"name": self.name, "token": "***", "lineup": self.lineup, "tuners": self.tuners,
+                "port": self.port, "udp_discovery": self.udp_discovery}
 
 
 @dataclass(frozen=True)
@@ -122,6 +188,8 @@ class Config:
     admin: AdminConfig | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    #: Emulated HDHomeRun tuners (``[[hdhr]]``).
+    hdhr: tuple[HdhrDevice, ...] = ()
     source: str = "<memory>"
     #: ``[lineups.NAME]`` tables, checked against the users naming them.
     lineups: Mapping[str, LineupConfig] = field(default_factory=dict)
@@ -148,6 +216,8 @@ class Config:
         }
         if self.admin is not None:
             out["admin"] = {"username": self.admin.username, "password": "***"}
+        if self.hdhr:
+            out["hdhr"] = [device.masked() for device in self.hdhr]
         return out
 
 
@@ -283,7 +353,8 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
     if public_url is not None:
         public_url = _check_url(sv, "public_url", public_url)
     server = ServerConfig(listen=listen, public_url=public_url,
-                          timezone=sv.get("timezone", str, ServerConfig.timezone))
+                          timezone=sv.get("timezone", str, ServerConfig.timezone),
+                          **_server_limits(sv))
     _check_timezone(sv, server.timezone)
     sv.finish()
 
@@ -306,6 +377,8 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
         silence_timeout=rl.positive("silence_timeout", RelayConfig.silence_timeout),
         reconnect_bound=rl.positive("reconnect_bound", RelayConfig.reconnect_bound),
         handover_pause=rl.positive("handover_pause", RelayConfig.handover_pause, allow_zero=True),
+        status_clips_dir=_optional_path(rl.get("status_clips_dir", str, None)),
+        status_clip_seconds=rl.positive("status_clip_seconds", RelayConfig.status_clip_seconds),
     )
     rl.finish()
 
@@ -336,6 +409,7 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             exp_date=us.get("exp_date", int, None),
             enabled=us.get("enabled", bool, True),
             lineup=us.get("lineup", str, None),
+            status_clips=us.get("status_clips", bool, True),
         )
         us.finish()
         if not user.username or "/" in user.username:
@@ -350,11 +424,128 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             raise us.error("password", "must differ from the provider's credentials")
         seen.add(user.username)
         users.append(user)
+
+    top.used.add("hdhr")
+    hdhr = parse_devices(top.table.get("hdhr", []), source)
+    listen_port = _tcp_port(listen)
+    for i, device in enumerate(hdhr):
+        if device.port is not None and device.port == listen_port:
+            raise ConfigError(f"{source}: hdhr[{i}].port: {device.port} is [server] listen's port")
     lineups = parse_lineups(top.get("lineups", dict, {}), users, source)
+    for i, device in enumerate(hdhr):
+        if device.lineup is not None and device.lineup not in lineups:
+            known = ", ".join(sorted(lineups)) or "none defined"
+            raise ConfigError(f"{source}: hdhr[{i}].lineup: unknown lineup {device.lineup!r} ({known})")
     top.finish()
 
     return Config(upstream=upstream, server=server, ingest=ingest, users=tuple(users),
-                  admin=admin, relay=relay, log=log, source=source, lineups=lineups)
+                  admin=admin, relay=relay, log=log, hdhr=hdhr, source=source, lineups=lineups)
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _tcp_port(description: str) -> int | None:
+    """The port of a ``tcp:PORT...`` / ``tcp6:port=PORT...`` endpoint string, if it names one."""
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6"):
+        return None
+    for i, part in enumerate(rest.split(":")):
+        value = part[len("port="):] if part.startswith("port=") else part if i == 0 else ""
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+# -- [[hdhr]]: emulated HDHomeRun tuners ----------------------------------------
+
+#: The shortest device token accepted: it is the device's only key.
+MIN_TOKEN = 8
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]+", re.ASCII)
+
+
+def parse_devices(raw: Any, source: str) -> tuple[HdhrDevice, ...]:
+    """Build the devices from the document's ``hdhr`` value (an array of tables).
+
+    Errors read like the rest of the configuration's:
+    ``FILE: hdhr[1].token: must be at least 8 characters``.
+    """
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: hdhr: must be an array of tables ([[hdhr]])")
+    devices: list[HdhrDevice] = []
+    names: set[str] = set()
+    tokens: set[str] = set()
+    ports: set[int] = set()
+    for i, table in enumerate(raw):
+        sec = _Section(source, f"hdhr[{i}]", table)
+        name = sec.get("name", str, required=True).strip()
+        token = sec.get("token", str, required=True)
+        lineup = sec.get("lineup", str, None)
+        tuners = sec.get("tuners", int, None)
+        port = sec.get("port", int, None)
+        udp = sec.get("udp_discovery", bool, False)
+        sec.finish()
+        if not name:
+            raise sec.error("name", "must not be empty")
+        if name.casefold() in names:
+            raise sec.error("name", f"duplicate device name {name!r}")
+        if len(token) < MIN_TOKEN:
+            raise sec.error("token", f"must be at least {MIN_TOKEN} characters")
+        if not _TOKEN_RE.fullmatch(token):
+            raise sec.error("token", "may hold only letters, digits and . _ ~ -")
+        if token in tokens:
+            raise sec.error("token", "the same token as another device")
+        if lineup is not None and not lineup.strip():
+            raise sec.error("lineup", "must not be empty (leave it out for the whole catalog)")
+        if tuners is not None and not 1 <= tuners <= 255:
+            raise sec.error("tuners", f"must be between 1 and 255, got {tuners}")
+        if port is not None:
+            if not 1 <= port <= 65535:
+                raise sec.error("port", f"must be between 1 and 65535, got {port}")
+            if port in ports:
+                raise sec.error("port", f"port {port} is already another device's")
+            ports.add(port)
+        names.add(name.casefold())
+        tokens.add(token)
+        devices.append(HdhrDevice(name=name, token=token, lineup=lineup, tuners=tuners,
+                                  port=port, udp_discovery=udp))
+    return tuple(devices)
+
+
+def _server_limits(sv: _Section) -> dict[str, Any]:
+    """``[server]``'s request limits and login throttle, checked."""
+    d = ServerConfig
+    out: dict[str, Any] = {
+        "header_timeout": sv.positive("header_timeout", d.header_timeout),
+        "body_timeout": sv.positive("body_timeout", d.body_timeout),
+        "idle_timeout": sv.positive("idle_timeout", d.idle_timeout, allow_zero=True),
+        "login_max_delay": sv.positive("login_max_delay", d.login_max_delay),
+        "login_lockout": sv.positive("login_lockout", d.login_lockout),
+        "cap_loopback": sv.get("cap_loopback", bool, d.cap_loopback),
+    }
+    minimum = {"max_body": 1, "max_request_line": 256, "max_header_size": 1024,
+               "max_connections_per_address": 0, "login_free_failures": 0, "login_lockout_after": 1}
+    for key, least in minimum.items():
+        value = sv.get(key, int, getattr(d, key))
+        if value < least:
+            raise sv.error(key, f"must be >= {least}, got {value}")
+        out[key] = value
+    if out["login_max_delay"] < 0.5:
+        raise sv.error("login_max_delay", "must be at least 0.5 (the first delay)")
+    return out
+
+
+def with_default_backlog(listen: str) -> str:
+    """*listen* with xrelay's :data:`DEFAULT_BACKLOG` when it is a TCP, TLS
+    or UNIX endpoint string that names no ``backlog`` (Twisted would use 50)."""
+    parts = re.split(r"(?<!\\):", listen)
+    if parts[0] not in ("tcp", "tcp6", "ssl", "unix") or len(parts) < 2:
+        return listen
+    if any(part.strip().startswith("backlog=") for part in parts[1:]):
+        return listen
+    return f"{listen}:backlog={DEFAULT_BACKLOG}"
 
 
 def _check_timezone(section: _Section, name: str) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "lineup_status",
     "stream_path",
     "udn",
+    "warn_if_too_big",
     "write_device_guide",
 ]
 
@@ -92,12 +93,13 @@ def stream_path(number: str, tuner: int | None = None) -> str:
 
 
 def lineup(channels: Sequence[tuple[str, str]], base_url: str, *,
-           device_name: str = "") -> list[dict[str, Any]]:
+           device_name: str = "", warn: bool = True) -> list[dict[str, Any]]:
     """``lineup.json``: one entry per ``(GuideNumber, name)``, in that order.
 
     GuideNumbers must be unique (a media server keys channels by them).
     Above :data:`PLEX_CHANNEL_LIMIT` channels a warning is logged, once per
-    device and size.
+    device and size (unless *warn* is false: built in a thread, the caller
+    calls :func:`warn_if_too_big` on the reactor's).
     """
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -112,12 +114,18 @@ def lineup(channels: Sequence[tuple[str, str]], base_url: str, *,
             "URL": base_url + stream_path(number),
             "HD": 0 if _SD_RE.search(name) else 1,
         })
-    if len(out) > PLEX_CHANNEL_LIMIT and (device_name, len(out)) not in _warned:
-        _warned.add((device_name, len(out)))
+    if warn:
+        warn_if_too_big(device_name, len(out))
+    return out
+
+
+def warn_if_too_big(device_name: str, count: int) -> None:
+    """Log, once per device and size, a lineup bigger than Plex handles."""
+    if count > PLEX_CHANNEL_LIMIT and (device_name, count) not in _warned:
+        _warned.add((device_name, count))
         log.warn("HDHomeRun device {device!r} lists {count} channels; Plex handles about"
                  " {limit} per device: give it a smaller lineup",
-                 device=device_name, count=len(out), limit=PLEX_CHANNEL_LIMIT)
-    return out
+                 device=device_name, count=count, limit=PLEX_CHANNEL_LIMIT)
 
 
 def lineup_status() -> dict[str, Any]:

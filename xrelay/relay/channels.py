@@ -16,6 +16,12 @@ channel's :class:`Channel`, opening it first when nobody watches it:
 Each viewer also counts against its user's ``max_connections``
 (:class:`~xrelay.relay.slots.UserStreams`): one stream more than allowed closes
 that user's oldest stream.
+
+A player's ``.ts`` request that cannot be served (no slot, the provider
+failing the channel before it answers, an expired account) gets a status
+clip instead of the refusal (:mod:`xrelay.relay.clips`) unless its user
+switched clips off or it asked for a ``Range``.  :meth:`LiveRelay.tune`
+serves clients that are not xrelay logins (HDHomeRun tuners): never a clip.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from xrelay.core.config import RelayConfig
 from xrelay.core.deferreds import Shared
+from xrelay.relay.clips import BUSY, EXPIRED, UNAVAILABLE, StatusClips
 from xrelay.relay.fanout import Fanout, Viewer
 from xrelay.relay.sockwrite import bound_send_buffer, direct_writer
 from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
@@ -46,6 +53,14 @@ log = Logger()
 
 class ChannelClosed(Exception):
     pass
+
+
+class ChannelBusy(Unavailable):
+    """503: no provider slot for this channel, even by the zap rule."""
+
+
+class ChannelFailed(Unavailable):
+    """503: the provider did not deliver the channel (before its first byte)."""
 
 
 class Channel:
@@ -230,12 +245,14 @@ class _StreamResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, relay: LiveRelay, channel: Channel, user: UserConfig, address: str) -> None:
+    def __init__(self, relay: LiveRelay, channel: Channel, user: UserConfig, address: str,
+                 duration: float | None = None) -> None:
         super().__init__()
         self.relay = relay
         self.channel = channel
         self.user = user
         self.address = address
+        self.duration = duration
 
     def render_GET(self, request: Request) -> Any:
         channel = self.channel
@@ -274,6 +291,9 @@ class _StreamResource(Resource):
 
         viewer.on_detach(detached)
         request.notifyFinish().addBoth(lambda _: viewer.detach("client left"))
+        if self.duration is not None:
+            ending = self.relay.clock.callLater(self.duration, viewer.close, "its duration is over")
+            viewer.on_detach(lambda v: ending.cancel() if ending.active() else None)
         return NOT_DONE_YET
 
 
@@ -292,7 +312,8 @@ class LiveRelay:
 
     def __init__(self, clock: IReactorTime, config: RelayConfig, catalog: CatalogCache, client: ProviderClient,
                  slots: ProviderSlots, user_streams: UserStreams,
-                 refresh_capacity: Callable[[], None] = lambda: None) -> None:
+                 refresh_capacity: Callable[[], None] = lambda: None,
+                 clips: StatusClips | None = None) -> None:
         self.clock = clock
         self.config = config
         self.catalog = catalog
@@ -300,6 +321,8 @@ class LiveRelay:
         self.slots = slots
         self.user_streams = user_streams
         self.refresh_capacity = refresh_capacity
+        #: Status clips played instead of a refusal (None: never).
+        self.clips = clips
         self.channels: dict[int, Channel] = {}
         self.evictions = 0
         self.reconnects = 0
@@ -329,9 +352,39 @@ class LiveRelay:
             request.setHeader(b"content-type", b"video/mp2t")
             return b""
         address = getattr(request.getClientAddress(), "host", "")
-        return Deferred.fromCoroutine(self._join(request, account, address, stream_id))
+        joined = Deferred.fromCoroutine(self._join(request, account, address, stream_id))
+        if self._clip_allowed(request, account):
+            joined.addErrback(self._clip_instead)
+        return joined
 
-    async def _join(self, request: IRequest, user: UserConfig, address: str, stream_id: int) -> Any:
+    def tune(self, request: IRequest, viewer: UserConfig, address: str, stream_id: int, *,
+             duration: float | None = None) -> Deferred[Resource]:
+        """The channel for a client that is not an xrelay login (an HDHomeRun
+        tuner, *viewer* naming it): the stream resource, or the refusal
+        (:class:`ChannelBusy`, :class:`ChannelFailed`), never a clip.  The
+        stream ends after *duration* seconds when given."""
+        return Deferred.fromCoroutine(self._join(request, viewer, address, stream_id, duration))
+
+    def expired_clip(self, request: IRequest, account: UserConfig, stream_id: int, ext: str) -> Any:
+        """The status clip for an expired account's live .ts request, or None
+        when that request gets the plain refusal."""
+        if ext not in ("ts", "") or not self.catalog.has("live", stream_id):
+            return None
+        if self.clips is None or not self._clip_allowed(request, account):
+            return None
+        return self.clips.resource(EXPIRED)
+
+    def _clip_allowed(self, request: IRequest, account: UserConfig) -> bool:
+        return (self.clips is not None and account.status_clips
+                and request.getHeader(b"range") is None)
+
+    def _clip_instead(self, failure: Any) -> Resource:
+        failure.trap(ChannelBusy, ChannelFailed)
+        assert self.clips is not None
+        return self.clips.resource(BUSY if failure.check(ChannelBusy) else UNAVAILABLE)
+
+    async def _join(self, request: IRequest, user: UserConfig, address: str, stream_id: int,
+                    duration: float | None = None) -> Any:
         channel = self.channels.get(stream_id)
         if channel is None:
             channel = Channel(self, stream_id)
@@ -344,13 +397,13 @@ class LiveRelay:
         except SlotsExhausted as e:
             log.info("refused channel {channel} to {user}@{address}: {reason}",
                      channel=stream_id, user=user.username, address=address, reason=str(e))
-            raise Unavailable(f"busy: {e}")
+            raise ChannelBusy(f"busy: {e}")
         except (UpstreamError, ChannelClosed) as e:
-            raise Unavailable(f"the provider did not deliver this channel: {e}")
+            raise ChannelFailed(f"the provider did not deliver this channel: {e}")
         finally:
             channel.waiting -= 1
             channel.maybe_linger()
-        return _StreamResource(self, channel, user, address)
+        return _StreamResource(self, channel, user, address, duration)
 
     def viewer_left(self, viewer: Viewer) -> None:
         if viewer.evicted:
@@ -382,6 +435,7 @@ class LiveRelay:
             "evictions": self.evictions,
             "reconnects": self.reconnects + sum(c["upstream"]["reconnects"] for c in channels),
             "closed_for_user_limit": self.user_streams.closed_for_limit,
+            "status_clips": self.clips.snapshot() if self.clips is not None else {},
         }
 
 

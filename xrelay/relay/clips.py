@@ -27,6 +27,7 @@ from typing import Any, Mapping
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
@@ -556,3 +557,27 @@ class StatusClips:
 
         producer.start().addCallback(ended)
         return NOT_DONE_YET
+
+    def resource(self, reason: str) -> Resource:
+        """A resource answering with the clip for ``reason`` (for a route
+        or a Deferred that returns a resource)."""
+        if reason not in self.clips:
+            raise ValueError(f"no clip for {reason!r}")
+        return _ClipResource(self, reason)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Clips served by reason (every reason listed) and clips playing now."""
+        return {"served": {reason: self.served[reason] for reason in CLIP_REASONS},
+                "playing": self.playing}
+
+
+class _ClipResource(Resource):
+    isLeaf = True
+
+    def __init__(self, clips: StatusClips, reason: str) -> None:
+        super().__init__()
+        self.clips = clips
+        self.reason = reason
+
+    def render_GET(self, request: Request) -> Any:
+        return self.clips.play(request, self.reason)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -27,6 +28,7 @@ from xrelay.core.config import AdminConfig, UserConfig
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.http import errors
+from xrelay.hdhr.server import HdhrServer
 from xrelay.http.errors import HTTPError, render_error, text_error
 from xrelay.http.request import PATH_ARGS
 from xrelay.media.hls_proxy import HlsServer
@@ -36,7 +38,8 @@ from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.status import StatusPage
 from xrelay.relay.channels import LiveRelay
-from xrelay.web.guards import admin_only, user_login
+from xrelay.web.guards import AccountExpired, LoginThrottles, admin_only, login, user_login
+from xrelay.web.hdhr_routes import DeviceRoutes
 
 __all__ = ["WebApp", "Surfaces", "StreamRef"]
 
@@ -84,6 +87,9 @@ class Surfaces:
     metrics: Metrics
     admin_page: AdminPage
     lineups: Lineups
+    hdhr: HdhrServer
+    #: Failed logins per client address (the guards' throttles).
+    throttles: LoginThrottles
 
 
 def _route_map() -> Klein:
@@ -94,7 +100,7 @@ def _route_map() -> Klein:
 
 
 class WebApp:
-    """The route table (its guards need ``users``, ``admin`` and ``scrubber``)."""
+    """The route table (its guards need ``users``, ``admin``, ``scrubber`` and ``throttles``)."""
 
     app = _route_map()
 
@@ -103,6 +109,7 @@ class WebApp:
         self.users = surfaces.users
         self.admin = surfaces.admin
         self.scrubber = surfaces.scrubber
+        self.throttles = surfaces.throttles
 
     # -- Xtream API ---------------------------------------------------------------
 
@@ -157,8 +164,16 @@ class WebApp:
 
     @app.route("/live/<user>/<password>/<stream:stream>", methods=READ)
     @app.route("/<user>/<password>/<stream:stream>", methods=READ)
-    @user_login("text")
-    def live(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
+    def live(self, request: IRequest, user: str, password: str, stream: StreamRef) -> Any:
+        try:
+            account = login(self, request, user, password, "text")
+        except AccountExpired as refusal:  # a player gets a clip that says so
+            clip = self.parts.relay.expired_clip(request, refusal.account, stream.ident, stream.ext)
+            if clip is None:
+                raise
+            return clip
+        if isinstance(account, Deferred):
+            return account  # a failed login, refused after the throttle's delay
         if stream.ext == "m3u8":
             return self._in_lineup(account, "live", stream.ident, "unknown stream",
                                    lambda: self.parts.hls.playlist(request, account, stream.ident))
@@ -228,18 +243,9 @@ class WebApp:
                    serve: Callable[[], Any]) -> Any:
         """*serve* the stream if *account*'s lineup holds it; else answer
         as for an unknown id (*unknown*), without contacting the provider."""
-        verdict = self.parts.lineups.may_play(account, kind, ident)
-        if isinstance(verdict, bool):
-            if not verdict:
-                raise errors.NotFound(unknown)
-            return serve()
-
-        def decided(allowed: bool) -> Any:
-            if not allowed:
-                raise errors.NotFound(unknown)
-            return serve()
-
-        return verdict.addCallback(decided)
+        if not self.parts.lineups.may_play(account, kind, ident):
+            raise errors.NotFound(unknown)
+        return serve()
 
     def _catch_up(self, account: UserConfig, stream: str, serve: Callable[[], Any]) -> Any:
         """Catch-up of ``ID.EXT``: a well-formed request for a channel outside
@@ -248,6 +254,12 @@ class WebApp:
         if ident.isascii() and ident.isdigit() and len(ident) <= 11 and (ext or "ts").lower() in ("ts", "m3u8"):
             return self._in_lineup(account, "live", int(ident), "unknown channel", serve)
         return serve()
+
+    # -- emulated HDHomeRun tuners (the token in the path is the device's key) -------------
+
+    @app.route("/hdhr/<token>/", branch=True, methods=ANY)
+    def hdhr(self, request: IRequest, token: str) -> Any:
+        return DeviceRoutes(self.parts.hdhr, self.parts.hdhr.at_path(request, token)).app.resource()
 
     # -- operations -------------------------------------------------------------------------
 
