@@ -104,7 +104,7 @@ class XRelay:
                                config.relay.silence_timeout, refresh_capacity)
         self.hls = HlsServer(reactor, self.cache, self.client, self.scrubber, self.users, self.files,
                              linger=config.relay.linger, public_url=config.server.public_url)
-        # episode_allowed: where a user's lineup will check an episode's series
+        # (a user's lineup is checked by the stream routes before any of these runs)
         self.vod = VodServer(reactor, self.cache, self.client, self.files,
                              recheck_after=config.ingest.interval)
         self.timeshift = TimeshiftServer(reactor, self.cache, self.client, config.server.timezone,

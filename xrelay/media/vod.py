@@ -13,9 +13,10 @@ plays it: an episode id still unknown is asked of the provider at most once
 per *recheck_after* seconds; its answer (media, or 404 / an error page) is
 remembered for that long.
 
-*episode_allowed* is where a user's view of the catalog decides on an
-episode, given its series id (None when the series is not known): the hook
-for lineups.  By default every episode is allowed.
+*episode_allowed* can refuse an episode given its series id (None when the
+series is not known); by default every episode is allowed.  Lineups do not
+use it: the stream routes ask :class:`~xrelay.catalog.lineup_service.Lineups`
+before this part runs (:mod:`xrelay.web.routes`).
 """
 
 from __future__ import annotations
