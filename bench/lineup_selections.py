@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 from big_catalog import add_catalog_options
 from xrelay.catalog import rows
 from xrelay.catalog.generation import load_generation
-from xrelay.catalog.lineups import parse_lineups
+from xrelay.core.lineups import parse_lineups
 from xrelay.catalog.numbering import ChannelNumbers
 from xrelay.catalog.prepare import prepare
 from xrelay.catalog.row_facts import STREAM_LISTS, RowFacts, write_generation_facts

@@ -50,6 +50,42 @@ async def test_details_are_fetched_once_and_kept_on_disk(tmp_path: Path) -> None
         await relay.stop()
 
 
+class ProviderDown(Exception):
+    pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_details_fetch_that_fails_at_once_is_not_kept(tmp_path: Path) -> None:
+    """A fetch failing synchronously (or with an already failed Deferred)
+    fails every waiter, and the next request asks again."""
+    from twisted.internet import reactor
+
+    from xrelay.catalog.cache import CatalogCache
+
+    relay = await start_relay(tmp_path)
+    try:
+        calls: list[str] = []
+
+        def raising(action: str, **params: Any) -> Any:
+            calls.append(action)
+            raise ProviderDown(action)
+
+        def failed(action: str, **params: Any) -> Any:
+            calls.append(action)
+            return defer.fail(ProviderDown(action))
+
+        vod_id = next(iter(relay.vod_by_id))
+        for fetch_json in (raising, failed):
+            calls.clear()
+            cache = CatalogCache(relay.xr.store, fetch_json, clock=reactor)
+            assert await cache.reload()
+            for attempt in (1, 2, 3):
+                with pytest.raises(ProviderDown):
+                    await cache.details("vod", vod_id)
+                assert calls == ["get_vod_info"] * attempt
+            assert cache._inflight == {}
+    finally:
+        await relay.stop()
 
 
 async def restart(relay: Any, tmp_path: Path) -> Any:

@@ -106,7 +106,41 @@ def test_series_info_episodes_as_list_of_lists() -> None:
 
 def test_series_info_unknown_gives_one_empty_season() -> None:
     out = catalog.normalise_series_info([], None)
-    assert out["episodes"] == {} and len(out["seasons"]) == 1
+    # one season and its (empty) episode list: the two always agree
+    assert out["episodes"] == {"1": []} and len(out["seasons"]) == 1
+    assert out["seasons"][0]["season_number"] == 1 and out["seasons"][0]["episode_count"] == 0
+    assert isinstance(out["seasons"][0]["id"], int)
+
+
+SERIES_ROW = {"series_id": 42, "name": "S", "cover": "c", "category_id": "7", "category_ids": [7, 9]}
+
+
+def test_every_season_has_an_id_whatever_the_provider_sends() -> None:
+    episodes = {"1": [{"id": "1001", "season": 1}], "2": [{"id": "1002", "season": 2}],
+                "3": [{"id": "1003", "season": 3}]}
+    for seasons in ([], None, [{"season_number": 1, "name": "One"}],
+                    [{"season_number": 2, "id": "555"}, {"season_number": 9, "id": 9}]):
+        out = catalog.normalise_series_info({"seasons": seasons, "episodes": episodes, "info": {}}, SERIES_ROW)
+        assert [s["season_number"] for s in out["seasons"]] == [1, 2, 3]
+        ids = [s["id"] for s in out["seasons"]]
+        assert all(isinstance(i, int) and i > 0 for i in ids) and len(set(ids)) == 3
+        for season in out["seasons"]:
+            assert season["episode_count"] == 1
+            for key in ("name", "cover", "cover_big", "air_date", "overview"):
+                assert isinstance(season[key], str), key
+        # the provider's id when it has one, else the same derived id every time
+        assert ids[1] == (555 if seasons and seasons[0].get("id") == "555" else 42_002)
+        assert ids[0] == 42_001 and ids[2] == 42_003
+    named = catalog.normalise_series_info({"seasons": [{"season_number": 1, "name": "One"}],
+                                           "episodes": episodes}, SERIES_ROW)
+    assert named["seasons"][0]["name"] == "One"
+
+
+def test_series_info_carries_the_list_rows_categories() -> None:
+    out = catalog.normalise_series_info({"info": {"category_id": "3"}, "episodes": {}}, SERIES_ROW)
+    assert out["info"]["category_ids"] == [7, 9] and out["info"]["category_id"] == "7"
+    alone = catalog.normalise_series_info({"info": {"category_id": "3"}}, None)
+    assert alone["info"]["category_ids"] == [3] and alone["info"]["category_id"] == "3"
 
 
 def test_one_pass_normalising_merges_duplicates_and_numbers_rows() -> None:

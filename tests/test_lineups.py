@@ -1,4 +1,4 @@
-"""Lineups: the [lineups] configuration (xrelay.catalog.lineups), the
+"""Lineups: the [lineups] configuration (xrelay.core.lineups), the
 selections computed over a prepared generation (xrelay.catalog.selection)
 and the row facts they read (xrelay.catalog.row_facts)."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from xrelay.catalog import rows as catalog
 from xrelay.catalog.generation import Generation, load_generation
-from xrelay.catalog.lineups import LineupConfig, parse_lineups
+from xrelay.core.lineups import LineupConfig, parse_lineups
 from xrelay.catalog.prepare import prepare
 from xrelay.catalog.row_facts import FACTS, RowFacts, _lines, load_facts, write_generation_facts
 from xrelay.catalog.selection import Selection, compute_selections

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from xrelay.catalog import rows as catalog
 from xrelay.catalog.generation import Generation, load_generation
-from xrelay.catalog.lineups import parse_lineups
+from xrelay.core.lineups import parse_lineups
 from xrelay.catalog.numbering import (ALIGN, FAVOURITES, FILE_NAME, RETIRE_AFTER, ChannelNumbers,
                                       LineupNumbers)
 from xrelay.catalog.prepare import prepare

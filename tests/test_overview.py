@@ -23,7 +23,9 @@ def overview_of(history: list[dict[str, Any]] | None = None) -> Overview:
         "evictions": 0, "reconnects": 0, "closed_for_user_limit": 0})
     files = SimpleNamespace(playbacks=set(), snapshot=lambda: [])
     hls = SimpleNamespace(snapshot=lambda: NO_HLS)
-    return Overview(store, SimpleNamespace(running=None), cache, [], relay, files, hls)  # type: ignore[arg-type]
+    lineups = SimpleNamespace(config={}, counts=lambda name: None)
+    return Overview(store, SimpleNamespace(running=None), cache, [], relay, files, hls,  # type: ignore[arg-type]
+                    lineups)
 
 
 def result(ok: bool, trigger: str, started: float) -> IngestResult:

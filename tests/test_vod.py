@@ -117,9 +117,8 @@ async def test_refusals_never_contact_the_provider(tmp_path: Any) -> None:
             (f"/movie/dave/davepw/{mid}.{ext}", 403),
             ("/movie/alice/alicepw/999999.mp4", 404),
             ("/movie/alice/alicepw/1.ts", 404),  # a live channel id, not a movie
-            ("/series/alice/alicepw/999999.mp4", 404),
-            (f"/series/alice/alicepw/{mid}.mp4", 404),  # a movie id, not an episode
             ("/movie/alice/alicepw/abc.mp4", 404),
+            ("/series/alice/wrong/999999.mp4", 401),
         ]
         for path, code in cases:
             answer = await raw_request(relay.port, path)

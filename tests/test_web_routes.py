@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 import pytest_twisted
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 
 from xrelay.core.config import AdminConfig, UpstreamConfig, UserConfig
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.http.errors import HTTPError, NotFound, Unavailable
+from xrelay.http.throttle import LoginThrottle
+from xrelay.web.guards import LoginThrottles
 from xrelay.web.routes import StreamRef, Surfaces, WebApp
 
 ALICE = UserConfig(username="alice", password="alicepw")
@@ -29,6 +32,14 @@ class Recorder:
         self.raises: Exception | None = None
 
     def __getattr__(self, name: str) -> Any:
+        if name == "authorise":  # the HLS user token check: it logs alice in
+            def authorise(user: str, token: str) -> UserConfig:
+                self.calls.append((name, (user, token)))
+                return ALICE
+            return authorise
+        if name == "stream_of":  # no provider HLS token names a channel here
+            return lambda token: None
+
         def call(request: Any, *args: Any, **kwargs: Any) -> bytes:
             self.calls.append((name, args))
             if self.raises is not None:
@@ -37,13 +48,27 @@ class Recorder:
         return call
 
 
-def stub() -> tuple[StubTreq, Recorder]:
+class Lineup:
+    """Stands in for the lineups: *allowed* (kind, id) pairs, or everything."""
+
+    def __init__(self, allowed: set[tuple[str, int]] | None = None) -> None:
+        self.allowed = allowed
+        self.asked: list[tuple[str, str, int]] = []
+
+    def may_play(self, user: UserConfig, kind: str, ident: int) -> bool:
+        self.asked.append((user.username, kind, ident))
+        return self.allowed is None or (kind, ident) in self.allowed
+
+
+def stub(lineups: Lineup | None = None) -> tuple[StubTreq, Recorder]:
     part = Recorder()
     surfaces = Surfaces(users=UserDB([ALICE, OLD]), admin=AdminConfig("admin", "adminpw"),
                         scrubber=Scrubber(UpstreamConfig(url="http://provider.example", username="pu",
                                                          password="ppw")),
                         api=part, relay=part, hls=part, vod=part, timeshift=part,  # type: ignore[arg-type]
-                        status=part, metrics=part, admin_page=part, hdhr=part)  # type: ignore[arg-type]
+                        status=part, metrics=part, admin_page=part, hdhr=part,  # type: ignore[arg-type]
+                        lineups=lineups or Lineup(),  # type: ignore[arg-type]
+                        throttles=LoginThrottles(users=LoginThrottle(Clock()), admin=LoginThrottle(Clock())))
     return StubTreq(WebApp(surfaces).app.resource()), part
 
 
@@ -64,10 +89,18 @@ async def test_a_stream_route_gets_the_logged_in_user_and_a_typed_stream() -> No
     assert part.calls[-1] == ("serve_hls", (ALICE, 9))
     # A live channel's own HLS segment: the user token is checked, then the relay serves it.
     await fetch(client, "/hls/alice/TOKEN/L9-41.ts")
-    assert [name for name, _ in part.calls[-2:]] == ["authorize", "serve_segment"]
-    assert part.calls[-1][1][1:] == (9, 41)
+    assert part.calls[-2:] == [("authorise", ("alice", "TOKEN")), ("serve_segment", (ALICE, 9, 41))]
     await fetch(client, "/hls/alice/TOKEN/0123abcd.ts")
     assert part.calls[-1] == ("resource", ("alice", "TOKEN", "0123abcd.ts"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_live_hls_segment_outside_the_users_lineup_is_expired() -> None:
+    client, part = stub(Lineup(allowed={("live", 8)}))
+    code, body, _ = await fetch(client, "/hls/alice/TOKEN/L9-41.ts")
+    assert code == 404 and b"reload" in body
+    assert [name for name, _ in part.calls] == ["authorise"]
+    assert (await fetch(client, "/hls/alice/TOKEN/L8-41.ts"))[0] == 200
 
 
 @pytest.mark.parametrize("path", ["/live/alice/alicepw/%E0%A5%A7.ts", "/live/alice/alicepw/12a.ts",
@@ -116,6 +149,29 @@ async def test_errors_raised_by_a_part_are_answered_in_one_place() -> None:
     assert (await fetch(client, "/movie/alice/alicepw/1.mp4"))[:2] == (404, b"unknown movie\n")
     part.raises = HTTPError(400, "bad start")
     assert (await fetch(client, "/timeshift/alice/alicepw/30/x/1.ts"))[:2] == (400, b"bad start\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_stream_route_asks_the_lineup_before_any_part_runs() -> None:
+    lineups = Lineup({("live", 1)})
+    client, part = stub(lineups)
+    start = "2025-01-01:10-00"
+    refused = {
+        "/live/alice/alicepw/2.ts": "unknown stream", "/live/alice/alicepw/2.m3u8": "unknown stream",
+        "/alice/alicepw/2": "unknown stream", "/movie/alice/alicepw/5.mkv": "unknown movie",
+        "/movie/alice/alicepw/5.toolong": "unknown stream", "/series/alice/alicepw/7.mp4": "unknown episode",
+        f"/timeshift/alice/alicepw/30/{start}/2.ts": "unknown channel",
+        f"/timeshifts/alice/alicepw/30/2/{start}.m3u8": "unknown channel",
+        f"/streaming/timeshift.php?username=alice&password=alicepw&stream=2&start={start}&duration=30":
+            "unknown channel",
+    }
+    for path, message in refused.items():
+        assert (await fetch(client, path))[:2] == (404, f"{message}\n".encode()), path
+    assert part.calls == []
+    assert {kind for _, kind, _ in lineups.asked} == {"live", "vod", "episode"}
+    assert (await fetch(client, "/live/alice/alicepw/1.ts"))[:2] == (200, b"ok")
+    assert (await fetch(client, f"/timeshift/alice/alicepw/30/{start}/1.ts"))[:2] == (200, b"ok")
+    assert [name for name, _ in part.calls] == ["serve", "serve"]
 
 
 @pytest_twisted.ensureDeferred

@@ -14,18 +14,20 @@ from typing import Callable
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from xrelay.api.assets import AssetProxy
 from xrelay.api.player_api import XtreamApi
 from xrelay.catalog.cache import CatalogCache
+from xrelay.catalog.lineup_service import Lineups
 from xrelay.catalog.service import CatalogService
 from xrelay.catalog.store import CacheStore
-from xrelay.core.config import Config, ConfigError, UserConfig
+from xrelay.core.config import Config, ConfigError, UserConfig, with_default_backlog
 from xrelay.core.reactor import IReactor
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
-from xrelay.hdhr.channels import CatalogChannels, ChannelsFor
+from xrelay.hdhr.channels import CatalogChannels, ChannelsFor, LineupTuners
 from xrelay.hdhr.device import device_ids, load_salt
 from xrelay.hdhr.discovery import DISCOVER_PORT, DiscoveryProtocol
 from xrelay.hdhr.guide import DeviceGuides
@@ -41,7 +43,7 @@ from xrelay.media.vod import VodServer
 from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.overview import Overview
-from xrelay.ops.service import OpsService, close_revoked
+from xrelay.ops.service import OpsService, close_outside_lineups, close_revoked
 from xrelay.ops.signals import SignalService
 from xrelay.ops.status import StatusPage
 from xrelay.provider.client import ProviderClient
@@ -49,7 +51,11 @@ from xrelay.provider.images import ImageFetcher
 from xrelay.relay.channels import LiveRelay, RelayService
 from xrelay.relay.clips import Clip, ClipError, StatusClips, load_clips
 from xrelay.relay.slots import ProviderSlots, UserStreams, capacity_refresher
+from xrelay.http.throttle import LoginThrottle
+from xrelay.web.gate import LoginGate
+from xrelay.web.guards import LoginThrottles
 from xrelay.web.hdhr_routes import device_port_resource
+from xrelay.web.policy import limits_from, throttle_policy_from
 from xrelay.web.routes import Surfaces, WebApp
 from xrelay.web.site import make_site, site_for
 
@@ -76,6 +82,8 @@ class XRelay:
         self.store = CacheStore(config.ingest.data_dir)
         self.users = UserDB(config.users)
         self.cache = CatalogCache(self.store, self.client.get_json, self.scrubber, clock=reactor)
+        # lineups: each user's part of the catalog, decided in one place
+        self.lineups = Lineups(reactor, self.cache, config.ingest.data_dir, config.lineups)
 
         # ingest
         self.ingester = ProcessIngester(reactor, self.client, self.store, config.ingest, self.scrubber)
@@ -98,22 +106,29 @@ class XRelay:
                                self.user_streams, refresh_capacity, clips=self.clips,
                                hls_user_token=self.hls.tokens.user_token,
                                public_url=config.server.public_url)
-        self.vod = VodServer(reactor, self.cache, self.client, self.files)
+        # (a user's lineup is checked by the stream routes before any of these runs)
+        self.vod = VodServer(reactor, self.cache, self.client, self.files,
+                             recheck_after=config.ingest.interval)
         self.timeshift = TimeshiftServer(reactor, self.cache, self.client, config.server.timezone,
                                          self.files, self.hls)
 
         # the Xtream API
         self.image_fetcher = ImageFetcher(reactor, self.client)
-        self.assets = AssetProxy(reactor, self.image_fetcher)
+        self.assets = AssetProxy(reactor, self.image_fetcher, self.cache.names_asset)
         self.api = XtreamApi(reactor, config.server, self.cache, self.store, self.scrubber, self.assets,
-                             active_connections=self.user_streams.count)
+                             self.lineups, active_connections=self.user_streams.count)
+        self.cache.listeners.append(self.lineups.catalog_reloaded)  # after the API's: views take seconds
 
-        # emulated HDHomeRun tuners: the whole live catalog each (the lineups
-        # feature replaces channels_for with a device's lineup selection)
+        # emulated HDHomeRun tuners: a device's lineup (its numbers are the
+        # GuideNumbers), or the whole live catalog
         self.catalog_channels = CatalogChannels()
         if config.hdhr:
             self.cache.listeners.append(self.catalog_channels.reloaded)
-        channels_for: ChannelsFor = self.catalog_channels
+        self.lineup_tuners = LineupTuners(self.catalog_channels, self.lineups, self.cache,
+                                          {d.lineup for d in config.hdhr if d.lineup is not None})
+        if self.lineup_tuners.wanted:
+            self.lineups.listeners.append(self.lineup_tuners.views_changed)
+        channels_for: ChannelsFor = self.lineup_tuners
         salt = load_salt(config.ingest.data_dir) if config.hdhr else b""
         self.web_endpoint: RecordingEndpoint | None = None
 
@@ -128,18 +143,28 @@ class XRelay:
 
         # operations
         self.overview = Overview(self.store, self.ingester, self.cache, self.users, self.relay,
-                                 self.files, self.hls)
+                                 self.files, self.hls, self.lineups)
+        self.lineups.listeners.append(
+            lambda lineups: close_outside_lineups(self.user_streams, self.users, lineups))
         self.ingester.listeners.append(self.overview.on_ingest)
         self.status = StatusPage(self.overview)
-        self.metrics = Metrics(self.overview)
+        # failed logins, per client address (xrelay.web.guards)
+        policy = throttle_policy_from(config.server)
+        self.throttles = LoginThrottles(users=LoginThrottle(reactor, policy, "player login"),
+                                        admin=LoginThrottle(reactor, policy, "admin login"))
+        self.metrics = Metrics(self.overview, {"users": self.throttles.users,
+                                               "admin": self.throttles.admin})
         self.admin = AdminPage(self.overview, self.ingest_service.trigger)
 
         # the HTTP front
         self.web = WebApp(Surfaces(
             users=self.users, admin=config.admin, scrubber=self.scrubber, api=self.api,
             relay=self.relay, hls=self.hls, vod=self.vod, timeshift=self.timeshift,
-            status=self.status, metrics=self.metrics, admin_page=self.admin, hdhr=self.hdhr))
-        self.site = make_site(self.web, self.scrubber, self.metrics)
+            status=self.status, metrics=self.metrics, admin_page=self.admin, hdhr=self.hdhr, lineups=self.lineups,
+            throttles=self.throttles))
+        self.limits = limits_from(config.server)
+        self.site = make_site(self.web, self.scrubber, self.metrics, reactor=reactor,
+                              limits=self.limits, body_gate=LoginGate(self.web))
 
     def services(self, root: MultiService | None = None) -> MultiService:
         """The daemon's named services (added to *root*), started in this
@@ -156,7 +181,7 @@ class XRelay:
         ):
             service.setServiceParent(root)
         self._hdhr_services(root)
-        web = strports.service(self.config.server.listen, self.site)
+        web = strports.service(with_default_backlog(self.config.server.listen), self.site)
         self.web_endpoint = RecordingEndpoint(web.endpoint)
         web.endpoint = self.web_endpoint
         web.setName("web")
@@ -168,8 +193,10 @@ class XRelay:
         for device in self.config.hdhr:
             if device.port is None:
                 continue
-            site = site_for(device_port_resource(self.hdhr, device), self.scrubber, self.metrics)
-            service = strports.service(device_endpoint(self.config.server.listen, device.port), site)
+            site = site_for(device_port_resource(self.hdhr, device), self.scrubber, self.metrics,
+                            reactor=self.reactor, limits=self.limits)
+            endpoint = with_default_backlog(device_endpoint(self.config.server.listen, device.port))
+            service = strports.service(endpoint, site)
             service.setName(f"hdhr-port-{device.port}")
             service.setServiceParent(root)
         if any(device.udp_discovery for device in self.config.hdhr):
@@ -185,8 +212,10 @@ class XRelay:
             await self.cache.reload()
 
     def reload_users(self) -> None:
-        """SIGHUP: take the users of the re-read configuration and close the
-        streams of those removed, disabled, expired or with a new password."""
+        """SIGHUP: take the users and lineups of the re-read configuration;
+        close the streams of users removed, disabled, expired or with a new
+        password, and (once the lineups are applied) those now outside a
+        user's lineup."""
         config = self.reload_config()
         if config is None:
             return
@@ -194,12 +223,15 @@ class XRelay:
         self.users.replace(config.users)
         log.info("users reloaded: {count} users", count=len(self.users))
         close_revoked(self.users, self.overview, previous)
+        defer.Deferred.fromCoroutine(self.lineups.configure(config.lineups)).addErrback(
+            lambda f: log.failure("applying the reloaded lineups", f))
 
     def take_users(self, users: tuple[UserConfig, ...]) -> None:
         """Replace the users (tests and tools); streams of revoked users close."""
         previous = {u.username: u for u in self.users}
         self.users.replace(users)
         close_revoked(self.users, self.overview, previous)
+        close_outside_lineups(self.user_streams, self.users, self.lineups)
 
 
 def _status_clips(config: Config) -> dict[str, Clip]:

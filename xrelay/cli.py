@@ -4,6 +4,8 @@
   (status 0 on success; otherwise 1 and a one-line reason on stderr).
 * ``xrelay check-config --config FILE``: check the configuration and print
   it with secrets masked.
+* ``xrelay lineup show NAME --config FILE``: a lineup's counts and first
+  rows, applied to the current cache (a dry run: nothing is written).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="accept a catalog that shrank by more than [ingest] max_shrink")
     check = sub.add_parser("check-config", help="check the configuration and print it, secrets masked")
     check.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    lineup = sub.add_parser("lineup", help="lineups applied to the current cache")
+    lineup_sub = lineup.add_subparsers(dest="lineup_command", required=True)
+    show = lineup_sub.add_parser("show", help="a lineup's counts and first rows (nothing is written)")
+    show.add_argument("name", help="the lineup ([lineups.NAME])")
+    show.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    show.add_argument("--rows", type=int, default=20, help="rows shown per kind (default 20)")
     return parser
 
 
@@ -44,7 +52,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(config.masked(), indent=2))
         return 0
+    if args.command == "lineup":
+        return _lineup_show(config, args.name, args.rows)
     return _ingest(config, args.force)
+
+
+def _lineup_show(config: Config, name: str, rows: int) -> int:
+    from xrelay.catalog.generation import NotPrepared, load_generation
+    from xrelay.catalog.lineup_preview import preview
+    from xrelay.catalog.store import CacheStore
+
+    if name not in config.lineups:
+        known = ", ".join(sorted(config.lineups)) or "none defined"
+        print(f"xrelay: {config.source}: no lineup {name!r} ({known})", file=sys.stderr)
+        return 2
+    current = CacheStore(config.ingest.data_dir).current()
+    if current is None:
+        print(f"xrelay: no cached catalog in {config.ingest.data_dir} yet: run an ingest first", file=sys.stderr)
+        return 1
+    try:
+        generation = load_generation(current)
+    except (NotPrepared, OSError, ValueError) as e:
+        print(f"xrelay: the cached catalog is not ready to read ({e}): start the daemon once", file=sys.stderr)
+        return 1
+    for line in preview(generation, config.lineups, name, config.ingest.data_dir, max(0, rows)):
+        print(line)
+    return 0
 
 
 def _ingest(config: Config, force: bool) -> int:

@@ -26,6 +26,7 @@ from twisted.python import usage
 from xrelay.app import XRelay
 from xrelay.core.config import (AdminConfig, Config, ConfigError, IngestConfig, ServerConfig,
                      UpstreamConfig, UserConfig, load_config, with_overrides)
+from xrelay.core.lineups import parse_lineups
 from xrelay.core.config import HdhrDevice
 from xrelay.core.reactor import IReactor, installed_reactor
 from xrelay.provider.client import ProviderClient
@@ -36,6 +37,21 @@ log = Logger()
 
 DEMO_USER = ("demo", "demo")
 DEMO_ADMIN = ("admin", "demo")
+#: The demo's second user sees only the ``kids`` lineup.
+DEMO_KIDS = ("kids", "kids")
+#: The demo's lineup, as a ``[lineups.kids]`` table would say it: a few live
+#: channels by name glob, movies by regular expression less one by id, three
+#: series; numbered from 100, "UK: " dropped from the names.
+DEMO_LINEUPS = {
+    "kids": {
+        "adult": "hide",
+        "number_from": 100,
+        "rename": [{"pattern": "^UK: ", "replace": ""}],
+        "live": {"include_streams": ["*Kids*", "*Music*"]},
+        "vod": {"include_streams": ["re:willow|alpha"], "exclude_streams": ["id:40"]},
+        "series": {"include_streams": ["id:1", "*Lane*"]},
+    },
+}
 #: The demo's HDHomeRun tuner: its name and token (its key, in its URL).
 DEMO_TUNER = ("xrelay demo tuner", "demo-tuner")
 
@@ -63,16 +79,19 @@ def demo_config(listen: str | None, data_dir: str | None) -> Config:
 
     settings = DemoSettings()
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    users = (UserConfig(username=DEMO_USER[0], password=DEMO_USER[1], max_connections=4),
+             UserConfig(username=DEMO_KIDS[0], password=DEMO_KIDS[1], max_connections=2, lineup="kids"))
     return Config(
         # The demo provider's real address is set once it listens.
         upstream=UpstreamConfig(url="http://127.0.0.1:1", username=settings.username,
                                 password=settings.password),
         server=ServerConfig(listen=listen or ServerConfig.listen),
         ingest=IngestConfig(data_dir=Path(data_dir) if data_dir else state / "xrelay-demo"),
-        users=(UserConfig(username=DEMO_USER[0], password=DEMO_USER[1], max_connections=4),),
+        users=users,
         admin=AdminConfig(username=DEMO_ADMIN[0], password=DEMO_ADMIN[1]),
         hdhr=(HdhrDevice(name=DEMO_TUNER[0], token=DEMO_TUNER[1]),),
         source="--demo",
+        lineups=parse_lineups(DEMO_LINEUPS, users, "--demo"),
     )
 
 
@@ -171,11 +190,13 @@ def _announce_demo(xr: XRelay) -> None:
     host = "127.0.0.1"
     user, password = DEMO_USER
     log.info("demo: open http://{host}:{port}/get.php?username={user}&password={password}&type=m3u_plus&output=ts "
-             "in VLC, or log in with an Xtream player at http://{host}:{port} as {user}/{password}; "
+             "in VLC, or log in with an Xtream player at http://{host}:{port} as {user}/{password} "
+             "(or {kids}/{kids_password}: the kids lineup, a smaller catalog); "
              "admin pages with {admin}/{admin_password}; "
              "HDHomeRun tuner for Plex, Jellyfin or Emby: http://{host}:{port}/hdhr/{tuner}",
-             host=host, port=port, user=user, password=password,
-             admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1], tuner=DEMO_TUNER[1])
+             host=host, port=port, user=user, password=password, kids=DEMO_KIDS[0],
+             kids_password=DEMO_KIDS[1], admin=DEMO_ADMIN[0], admin_password=DEMO_ADMIN[1],
+             tuner=DEMO_TUNER[1])
 
 
 def _listen_port(description: str) -> str:

@@ -1,10 +1,14 @@
 """``/asset/PATH``: provider-hosted images (logos, posters) through xrelay.
 
 The cached catalog points provider-hosted images at ``BASE/asset/PATH``
-(see :mod:`xrelay.core.scrub`).  This fetches ``PATH`` from the provider (no
-credentials are added), checks that it is an image of bounded size, and
-answers with the image and its content type only: no provider header
-(Server, Set-Cookie, Location...) reaches the client.
+(see :mod:`xrelay.core.scrub`).  Only a path the catalog names is served
+(*names*: :meth:`CatalogCache.names_asset
+<xrelay.catalog.cache.CatalogCache.names_asset>`, the images of the lists,
+the guide and the details served); any other is 404 without asking the
+provider.  It is fetched from the provider (no credentials are added) and
+served only as an image of bounded size whose bytes say which image type
+it is (:mod:`xrelay.provider.images`), with that type only: no provider
+header (Server, Set-Cookie, Location...) reaches the client.
 """
 
 from __future__ import annotations
@@ -53,9 +57,12 @@ class AssetProxy:
     for one path share a fetch, and results are kept in a small LRU (a TV
     app loading 50k logos must not become 50k provider requests per device)."""
 
-    def __init__(self, clock: IReactorTime, fetch: ImageFetch, budget: int = CACHE_BUDGET) -> None:
+    def __init__(self, clock: IReactorTime, fetch: ImageFetch, names: Callable[[str], bool],
+                 budget: int = CACHE_BUDGET) -> None:
         self.clock = clock
         self.fetch = fetch
+        #: Whether the catalog names a path (only those are fetched).
+        self.names = names
         self.budget = budget
         self._cache: OrderedDict[str, tuple[float, _Result]] = OrderedDict()
         self._size = 0
@@ -76,24 +83,27 @@ class AssetProxy:
 
     def render(self, request: IRequest) -> Any:
         path = self.path_of(request)
-        if path is None:
+        if path is None or not self.names(path):
             raise NotFound()
         now = self.clock.seconds()
-        cached = self._cache.get(path)
+        key = unquote(path)  # one image, however the client encodes its path
+        cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
-            self._cache.move_to_end(path)
+            self._cache.move_to_end(key)
             return self._answer(request, cached[1])
-        shared = self._inflight.get(path)
+        shared = self._inflight.get(key)
         if shared is None:
             d = defer.Deferred.fromCoroutine(self._fetch(path))
 
             def settled(result: _Result | Failure) -> _Result | Failure:
-                self._inflight.pop(path, None)
-                self._keep(path, result)
+                self._inflight.pop(key, None)
+                self._keep(key, result)
                 return result
 
             d.addBoth(settled)
-            shared = self._inflight[path] = Shared(d)
+            shared = Shared(d)
+            if not shared.done:  # a fetch that ended at once is not kept as in flight
+                self._inflight[key] = shared
         return shared.wait().addCallback(lambda result: self._answer(request, result))
 
     def _keep(self, path: str, result: _Result | Failure) -> None:

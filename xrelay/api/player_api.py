@@ -37,6 +37,8 @@ from xrelay.http.request import (ACTION_ALIASES, accepts_gzip, category_arg, ide
                           limit_arg, request_args)
 from xrelay.api.xmltv import GuideServer
 from xrelay.api.assets import AssetProxy
+from xrelay.api.lineup_answers import LineupAnswers, LineupOffer
+from xrelay.catalog.lineup_service import Lineups
 from xrelay.catalog.epg import EpgIndex
 from xrelay.core.scrub import BASE_MARKER
 from xrelay.catalog.cache import CatalogCache
@@ -60,7 +62,7 @@ class XtreamApi:
     """The component behind the API routes: every answer for a logged-in user."""
 
     def __init__(self, reactor: IReactorTime, server: ServerConfig, catalog: CatalogCache, store: CacheStore,
-                 scrubber: Scrubber, assets: AssetProxy,
+                 scrubber: Scrubber, assets: AssetProxy, lineups: Lineups,
                  active_connections: Callable[[str], int] = lambda username: 0) -> None:
         self.reactor = reactor
         self.server = server
@@ -72,6 +74,10 @@ class XtreamApi:
         self.epg = EpgIndex()
         self.guide = GuideServer()
         self.assets = assets
+        #: what each user may see (:meth:`_offer`); each lineup's answers
+        self.lineups = lineups
+        self.lineup_answers = LineupAnswers()
+        lineups.listeners.append(lambda lineups: self.lineup_answers.adopt(lineups.views))
         self._panel: tuple[Any, bytes] | None = None
         self._reloading: defer.Deferred[None] | None = None
         self._ready_waiters: list[defer.Deferred[None]] = []
@@ -216,10 +222,12 @@ class XtreamApi:
         action = ACTION_ALIASES.get(action, action)
         if action in LIST_KEYS:
             await self._ready()
+            offer = await self._offer(user)
+            answers = offer.answers if offer is not None else self.answers
             gz = accepts_gzip(request)
             category = category_arg(args.get("category_id")) if action.endswith(("streams", "series")) else None
-            body = await self.answers.answer(LIST_KEYS[action], self.base(request).encode(),
-                                             category, limit_arg(args.get("limit")), gz)
+            body = await answers.answer(LIST_KEYS[action], self.base(request).encode(),
+                                        category, limit_arg(args.get("limit")), gz)
             if isinstance(body, StreamAnswer):
                 self.json(request, b"")
                 request.setHeader(b"content-length", str(body.length).encode())
@@ -230,21 +238,37 @@ class XtreamApi:
                 return None
             return self.json(request, body, gz)
         if action == "get_vod_info":
-            return self.json(request, await self._details(request, "vod", args.get("vod_id")))
+            return self.json(request, await self._details(request, user, "vod", args.get("vod_id")))
         if action == "get_series_info":
-            return self.json(request, await self._details(request, "series", args.get("series_id")))
+            return self.json(request, await self._details(request, user, "series", args.get("series_id")))
         if action in ("get_short_epg", "get_simple_data_table"):
-            return self.json(request, await self._epg(args, simple=action == "get_simple_data_table"))
+            return self.json(request, await self._epg(user, args, simple=action == "get_simple_data_table"))
         account = dumps(self.account(request, user, args))
         if panel:
             await self._ready()
-            extra = await self._panel_extra(self.base(request))
+            offer = await self._offer(user)
+            extra = await (self._panel_extra(self.base(request)) if offer is None
+                           else self._lineup_panel(offer, self.base(request)))
             account = account[:-1] + b"," + extra + b"}"
         return self.json(request, account)
 
-    async def _details(self, request: IRequest, kind: str, value: str | None) -> bytes:
+    async def _offer(self, user: UserConfig) -> LineupOffer | None:
+        """The answers of *user*'s lineup (None: the whole catalog's)."""
+        view = await self.lineups.wait_view(user)
+        return self.lineup_answers.offer(view) if view is not None else None
+
+    def _allowed(self, user: UserConfig, kind: str, ident: int | None) -> bool:
+        """May *user* see item *ident* (one outside its lineup is answered
+        like an unknown id)?"""
+        return ident is not None and self.lineups.may_play(user, kind, ident)
+
+    async def _details(self, request: IRequest, user: UserConfig, kind: str, value: str | None) -> bytes:
         ident = ident_arg(value)
         cache = self.catalog
+        if user.lineup is not None:
+            await self._offer(user)  # its view, or 503
+            if not self._allowed(user, kind, ident):
+                ident = None
         row = await cache.row(kind, ident) if ident is not None else None
         if ident is None or row is None:
             # unknown id: answered here, the provider is not asked
@@ -261,8 +285,12 @@ class XtreamApi:
             detail = minimal_details(kind, row)
         return dumps(detail).replace(BASE_MARKER.encode(), self.base(request).encode())
 
-    async def _epg(self, args: dict[str, str], simple: bool) -> bytes:
+    async def _epg(self, user: UserConfig, args: dict[str, str], simple: bool) -> bytes:
         ident = ident_arg(args.get("stream_id"))
+        if user.lineup is not None:
+            await self._offer(user)
+            if not self._allowed(user, "live", ident):
+                ident = None
         channel = self.catalog.live(ident) if ident is not None else None
         if channel is None or not channel.epg_channel_id:
             return b'{"epg_listings":[]}'
@@ -289,6 +317,13 @@ class XtreamApi:
             self._panel = (key, body.replace(BASE_MARKER.encode(), base.encode()))
         return self._panel[1]
 
+    async def _lineup_panel(self, offer: LineupOffer, base: str) -> bytes:
+        """panel_api.php's extra fields for a lineup's users."""
+        if offer.panel is None or offer.panel[0] != base:
+            body = await threads.deferToThread(offer.view.panel_path.read_bytes)
+            offer.panel = (base, body.replace(BASE_MARKER.encode(), base.encode()))
+        return offer.panel[1]
+
     # -- get.php -------------------------------------------------------------------
 
     def get_php(self, request: IRequest, user: UserConfig) -> Any:
@@ -297,16 +332,21 @@ class XtreamApi:
     async def _get_php(self, request: IRequest, user: UserConfig) -> Any:
         args = request_args(request)
         await self._ready()
-        if self.playlists is None:
+        offer = await self._offer(user)
+        playlists = offer.view.playlists if offer is not None else self.playlists
+        if playlists is None:
             raise Unavailable("the catalog is not loaded yet", retry_after=30)
-        return await serve_playlist(request, self.playlists, args, self.base(request))
+        return await serve_playlist(request, playlists, args, self.base(request))
 
     # -- xmltv.php, /asset/ ------------------------------------------------------------
 
     def xmltv(self, request: IRequest, user: UserConfig) -> Any:
         args = request_args(request)
         as_file = (args.get("gzip") or "").strip().lower() in ("1", "true", "yes")
-        return self.guide.serve(request, self.base(request), as_file)
+        view = self.lineups.view_for(user)
+        offer = self.lineup_answers.offer(view) if view is not None else None
+        guide = offer.guide if offer is not None and offer.guide is not None else self.guide
+        return guide.serve(request, self.base(request), as_file)
 
     def asset(self, request: IRequest) -> Any:
         return self.assets.render(request)

@@ -54,9 +54,17 @@ def compress_guide(source: str, dest: str, base: bytes) -> str:
 
 
 class GuideServer:
+    """One guide file served: the generation's ``guide.xml``, or a lineup's own."""
+
     def __init__(self) -> None:
         self.generation: Path | None = None
         self.index = EpgIndex()
+        #: the file served, its size and ``@XRELAY_BASE@`` count (0: unknown size)
+        self.source: Path | None = None
+        self.size = 0
+        self.markers = 0
+        #: where the compressed variants are written
+        self.gz_dir: Path | None = None
         #: base (b"" when the guide has no markers) -> path of the finished .gz
         self.gz_ready: dict[bytes, str] = {}
         self.gz_building: set[bytes] = set()
@@ -64,8 +72,13 @@ class GuideServer:
 
     async def reloaded(self, generation: Path, index: EpgIndex) -> None:
         self.generation, self.index = generation, index
+        self.adopt_file(generation / "guide.xml", index.size, index.markers, generation / "api")
+
+    def adopt_file(self, source: Path, size: int, markers: int, gz_dir: Path) -> None:
+        """Serve *source* (*size* bytes, *markers* base markers) from now on."""
+        self.source, self.size, self.markers, self.gz_dir = source, size, markers, gz_dir
         self.gz_ready, self.gz_building = {}, set()
-        if index.size and not index.markers:
+        if size and not markers:
             self._build_gz(b"")  # one compressed file fits every client
         self._gz_settled()
 
@@ -86,33 +99,33 @@ class GuideServer:
 
     @property
     def path(self) -> Path | None:
-        return self.generation / "guide.xml" if self.generation is not None else None
+        return self.source
 
     def _gz_key(self, base: bytes) -> bytes:
-        return base if self.index.markers or not self.index.size else b""
+        return base if self.markers or not self.size else b""
 
     def _build_gz(self, key: bytes) -> None:
         if key in self.gz_building or key in self.gz_ready or len(self.gz_building) + len(self.gz_ready) >= MAX_VARIANTS:
             return
-        if self.generation is None:
+        source, gz_dir = self.source, self.gz_dir
+        if source is None or gz_dir is None:
             return
-        generation = self.generation
         digest = hashlib.sha1(key).hexdigest()[:12]
-        dest = generation / "api" / f"guide-{digest}.xml.gz"
+        dest = gz_dir / f"guide-{digest}.xml.gz"
         self.gz_building.add(key)
 
         def make() -> str:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            return compress_guide(str(generation / "guide.xml"), str(dest), key)
+            return compress_guide(str(source), str(dest), key)
 
         def done(path: str) -> None:
-            if self.generation == generation:
+            if self.source == source:
                 self.gz_building.discard(key)
                 self.gz_ready[key] = path
             self._gz_settled()
 
         def failed(f: Any) -> None:
-            if self.generation == generation:
+            if self.source == source:
                 self.gz_building.discard(key)
             log.warn("cannot compress the guide: {error}", error=str(f.value))
             self._gz_settled()
@@ -150,8 +163,8 @@ class GuideServer:
                     return b""
                 source = MarkerStream([str(path)], [(_MARKER, base_b)], gzip=True, level=LIVE_LEVEL)
         else:
-            if self.index.size:
-                length = self.index.size + self.index.markers * (len(base_b) - len(_MARKER))
+            if self.size:
+                length = self.size + self.markers * (len(base_b) - len(_MARKER))
                 request.setHeader(b"content-length", str(length).encode())
             if request.method == b"HEAD":
                 return b""

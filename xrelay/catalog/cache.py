@@ -22,6 +22,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from xrelay.catalog import rows as catalog_rows
+from xrelay.catalog.assets import asset_key, asset_keys_in_files, asset_paths_in_json
+from xrelay.catalog.episodes import EpisodeMap, episode_ids_of
 from xrelay.core.deferreds import Shared
 from xrelay.catalog.generation import Generation, LiveChannel, NotPrepared, load_generation
 from xrelay.catalog.prepare import prepare_existing, refresh_epg, run_in_child
@@ -54,9 +56,12 @@ class DetailsUnavailable(Exception):
 
 class CatalogCache:
     def __init__(self, store: CacheStore, fetch_json: FetchJson | None,
-                 scrubber: Scrubber | None = None, clock: IReactorTime | None = None) -> None:
+                 scrubber: Scrubber | None = None, clock: IReactorTime | None = None,
+                 episodes: EpisodeMap | None = None) -> None:
         self.clock = clock
         self.store = store
+        #: Episode -> series, kept across ingests (learnt from series details).
+        self.episodes = episodes if episodes is not None else EpisodeMap(store.root)
         self.fetch_json = fetch_json
         self.scrubber = scrubber
         self.current: Generation | None = None
@@ -65,6 +70,8 @@ class CatalogCache:
         self._sequence = 0
         #: generations whose EPG index this process tried to build again
         self._epg_refreshed: set[Path] = set()
+        #: asset keys named by the details served since the last reload
+        self._detail_assets: set[int] = set()
 
     @property
     def loaded(self) -> bool:
@@ -88,6 +95,22 @@ class CatalogCache:
 
     def live(self, ident: int) -> LiveChannel | None:
         return self.current.live(ident) if self.current is not None else None
+
+    def episode_series(self, ident: int) -> int | None:
+        """The series an episode belongs to, if its series' details were
+        ever fetched (this generation or an earlier one)."""
+        return self.episodes.series_of(ident)
+
+    def names_asset(self, path: str) -> bool:
+        """Does the catalog (its lists, its guide, the details served) name
+        the provider image ``/asset/PATH``?"""
+        if self.current is None:
+            return False
+        return self.current.assets.names(path) or asset_key(path) in self._detail_assets
+
+    def _note_assets(self, data: bytes) -> None:
+        for path in asset_paths_in_json(data):
+            self._detail_assets.add(asset_key(path))
 
     async def row(self, kind: str, ident: int) -> dict[str, Any] | None:
         """An item's list row (read from the list file in a thread)."""
@@ -118,6 +141,8 @@ class CatalogCache:
             except Exception as e2:
                 log.error("cannot load the cache: {error}", error=str(e2))
                 return False
+        detail_assets = await threads.deferToThread(asset_keys_in_files, loaded.path / "details")
+        await threads.deferToThread(self._keep_episodes)
         if sequence != self._sequence:
             return False  # a newer generation is being loaded
         try:
@@ -126,6 +151,7 @@ class CatalogCache:
             log.warn("cannot record the generation being served: {error}", error=e.strerror)
         self.current = loaded
         self._inflight.clear()
+        self._detail_assets = detail_assets
         log.info("catalog loaded: {live} live, {vod} movies, {series} series",
                  live=loaded.count("live"), vod=loaded.count("vod"), series=loaded.count("series"))
         for listener in list(self.listeners):
@@ -139,6 +165,16 @@ class CatalogCache:
             defer.Deferred.fromCoroutine(self._refresh_epg(loaded)).addErrback(
                 lambda f: log.failure("refreshing the EPG index", f))
         return True
+
+    def _keep_episodes(self) -> None:
+        """Load the episode map once, then fold in what was learnt (blocking)."""
+        try:
+            if not self.episodes.loaded:
+                self.episodes.load()
+            else:
+                self.episodes.compact()
+        except OSError as e:
+            log.warn("cannot read the episode map: {error}", error=e.strerror)
 
     async def _refresh_epg(self, stale: Generation) -> None:
         log.info("the EPG index is from {hours:.0f} h ago: indexing the guide again",
@@ -162,16 +198,21 @@ class CatalogCache:
         cached = await threads.deferToThread(self.store.read_detail, generation, kind, ident)
         if cached is not None:
             try:
-                return json.loads(cached)
+                detail: dict[str, Any] = json.loads(cached)
             except ValueError:
                 pass
+            else:
+                self._note_assets(cached)
+                return detail
         key = (str(generation), kind, ident)
-        if key not in self._inflight:
+        shared = self._inflight.get(key)
+        if shared is None:
             d = defer.Deferred.fromCoroutine(self._fetch(generation, kind, ident, row))
-            # Stored first: a fetch that fails at once must not stay forever.
-            self._inflight[key] = Shared(d)
+            # Stored first, then forgotten when done: a fetch that fails at
+            # once (synchronously) is forgotten at once, never kept forever.
+            shared = self._inflight[key] = Shared(d)
             d.addBoth(lambda r: (self._inflight.pop(key, None), r)[1])
-        return await self._inflight[key].wait()
+        return await shared.wait()
 
     async def _fetch(self, generation: Path, kind: str, ident: int, row: dict[str, Any]) -> dict[str, Any]:
         if self.fetch_json is None:
@@ -183,9 +224,12 @@ class CatalogCache:
 
         def prepare() -> tuple[dict[str, Any], bytes]:
             detail = self.scrubber.tree(normalise(raw, row)) if self.scrubber else normalise(raw, row)
+            if kind == "series":
+                self.episodes.record(ident, episode_ids_of(detail))
             return detail, catalog_rows.encode_row(detail)
 
         detail, data = await threads.deferToThread(prepare)
+        self._note_assets(data)
         try:
             await threads.deferToThread(self.store.write_detail, generation, kind, ident, data)
         except OSError as e:

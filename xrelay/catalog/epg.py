@@ -175,6 +175,7 @@ class EpgIndex:
                 "lang": lang,
                 "start": _local(start, tz),
                 "end": _local(stop, tz),
+                "stop": _local(stop, tz),  # XUI's name for the same (its "end" is an int)
                 "description": _b64(desc),
                 "channel_id": channel_id,
                 "start_timestamp": str(start),

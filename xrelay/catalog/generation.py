@@ -2,8 +2,8 @@
 
 :func:`load_generation` reads ``GENERATION/api/`` (written by
 :mod:`xrelay.catalog.prepare`): the manifest, the list templates' indexes, the
-live channels' facts, the episode ids, the playlist templates and the EPG
-index.  Everything is flat arrays and a few strings per live channel; rows
+live channels' facts, the episode ids, the playlist templates, the EPG
+index and the provider images the generation names.  Everything is flat arrays and a few strings per live channel; rows
 are read from the list files when one is needed (item details), so a
 50k/100k/10k catalog costs the daemon tens of MB, and loading it takes
 milliseconds of the reactor's time, not seconds.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xrelay.catalog.assets import AssetIndex
 from xrelay.catalog.m3u_templates import PlaylistTemplates
 from xrelay.catalog.epg import EpgIndex
 from xrelay.catalog.list_template import ListTemplate
@@ -50,7 +51,7 @@ class Generation:
 
     def __init__(self, path: Path, manifest: dict[str, Any], lists: dict[str, ListTemplate],
                  playlists: PlaylistTemplates, epg: EpgIndex, live: dict[str, Any],
-                 episodes: array) -> None:
+                 episodes: array, assets: AssetIndex | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.lists = lists
@@ -62,6 +63,8 @@ class Generation:
         self._live_epg: list[str] = live["epg"]
         #: the episode ids, ascending
         self.episodes = episodes
+        #: the provider images this generation names (for /asset/)
+        self.assets = assets if assets is not None else AssetIndex()
 
     @property
     def account(self) -> dict[str, Any]:
@@ -133,6 +136,7 @@ def load_generation(path: Path) -> Generation:
             raise ValueError(f"{api}: the live channels' facts do not match the list")
         episodes_entry = manifest["episodes"]
         episodes = read_arrays(api / episodes_entry["index"], episodes_entry["arrays"])["ids"]
+        assets = AssetIndex.load(api, manifest["assets"])
     except (KeyError, TypeError) as e:
         raise ValueError(f"{api}: the manifest is incomplete ({e})") from None
-    return Generation(path, manifest, lists, playlists, epg, live, episodes)
+    return Generation(path, manifest, lists, playlists, epg, live, episodes, assets)

@@ -63,11 +63,11 @@ def _lines(bundle: dict[str, Any], style: str, kind: str) -> Iterator[str]:
 
 
 def write_templates(bundle: dict[str, Any], directory: Path,
-                    kinds: tuple[str, ...] = KINDS) -> PlaylistTemplates:
-    """Write the template files of *kinds* (blocking: run in a thread)."""
+                    kinds: tuple[str, ...] = KINDS, styles: tuple[str, ...] = STYLES) -> PlaylistTemplates:
+    """Write the template files of *kinds* in *styles* (blocking: run in a thread)."""
     directory.mkdir(parents=True, exist_ok=True)
     out = PlaylistTemplates()
-    for style in STYLES:
+    for style in styles:
         for kind in kinds:
             path = directory / f"{style}-{kind}.m3u"
             tmp = path.with_name(path.name + ".tmp")

@@ -151,9 +151,10 @@ class ChannelNumbers:
         self.lineups: dict[str, LineupNumbers] = {}
         self._saved: bytes | None = None
 
-    def load(self) -> None:
+    def load(self, set_aside: bool = True) -> None:
         """Read the file (blocking).  A damaged file is set aside
-        (``.damaged``) and numbering starts again, with a warning."""
+        (``.damaged``; left where it is without *set_aside*: a dry run) and
+        numbering starts again, with a warning."""
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
@@ -169,7 +170,8 @@ class ChannelNumbers:
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             log.warn("{path} is damaged ({error}): channel numbers start again", path=str(self.path),
                      error=str(e))
-            os.replace(self.path, self.path.with_name(FILE_NAME + ".damaged"))
+            if set_aside:
+                os.replace(self.path, self.path.with_name(FILE_NAME + ".damaged"))
             self.lineups, self._saved = {}, None
 
     def assign(self, lineup: str, ids: Sequence[int], keys: Sequence[int], number_from: int = 1) -> array:

@@ -16,6 +16,8 @@ with a few bytes per row, and a restart serves at once.
     live.idx, live.json    per live channel, in list order: catch-up flag
                            and days; name and EPG channel id
     episodes.idx           the episode ids, sorted
+    episode_rows.json/.idx the playlist's episodes (id, name, group...), for lineups
+    assets.idx             the provider images the generation names (what /asset/ serves)
     STYLE-KIND.m3u         get.php templates
     panel.json             panel_api.php's categories and available_channels
     epg-T.idx, epg-T-channels.json, epg-texts-T.bin   the EPG index built at T
@@ -38,6 +40,7 @@ from xml.parsers import expat
 
 from twisted.logger import Logger
 
+from xrelay.catalog.assets import AssetNames
 from xrelay.catalog.lists import ID_KEYS, LIST_KEYS, panel_channel
 from xrelay.catalog.m3u_templates import write_templates
 from xrelay.catalog.rows import as_id, encode_row as _dumps
@@ -55,7 +58,7 @@ log = Logger()
 
 #: Bumped whenever the files or the manifest change shape: a generation
 #: prepared by another version is prepared again.
-PREPARED_FORMAT = 2
+PREPARED_FORMAT = 3
 MANIFEST = "manifest.json"
 
 
@@ -85,6 +88,7 @@ class Preparer:
             "lists": {}, "playlists": [], "panel": "panel.json", "archive_days": 1,
         }
         self.categories: dict[str, Iterable[dict[str, Any]]] = {}
+        self.assets = AssetNames()
         self.bundle: BundleWriter | None = None
         if write_bundle:
             self.bundle = BundleWriter(directory / "bundle.json")
@@ -97,6 +101,7 @@ class Preparer:
         :class:`~xrelay.catalog.rows.EncodedRows` (sized, iterated more than once)."""
         if self.bundle is not None:
             self.bundle.rows(key, rows)
+        self._assets(rows)
         if key.endswith("_categories"):
             self.categories[key] = rows
         if key in LIST_KEYS.values():
@@ -112,9 +117,12 @@ class Preparer:
     def add_episodes(self, episodes: list[dict[str, Any]]) -> None:
         if self.bundle is not None:
             self.bundle.rows("episodes", episodes)
+        self._assets(episodes)
         ids = sorted(i for i in {as_id(e.get("id")) for e in episodes} if i is not None)
         self.manifest["episodes"] = {"index": "episodes.idx",
                                      "arrays": write_arrays(self.api / "episodes.idx", {"ids": array("q", ids)})}
+        rows = ListTemplate.build(episodes, self.api / "episode_rows.json", "id")
+        self.manifest["episode_rows"] = rows.save_index(self.api / "episode_rows.idx")
         self._playlists("series", {"episodes": episodes})
 
     def finish(self, counts: dict[str, int], now: float | None = None) -> dict[str, Any]:
@@ -130,8 +138,16 @@ class Preparer:
             self._playlist_files()
         self.manifest["counts"] = counts
         self.manifest["epg"] = _epg_entry(self.directory, self.manifest["archive_days"], now)
+        self.assets.add_xml_file(self.directory / "guide.xml")
+        self.manifest["assets"] = self.assets.save(self.api / "assets.idx")
         _finish(self.api, self.manifest)
         return self.manifest
+
+    def _assets(self, rows: Any) -> None:
+        """Note the provider images the rows name."""
+        encoded = getattr(rows, "encoded", None)
+        for data in encoded if encoded is not None else (_dumps(row) for row in rows):
+            self.assets.add_json(data)
 
     def _live(self, rows: Any) -> None:
         """The live channels' facts (one pass over the rows) and panel.json."""

@@ -2,8 +2,8 @@
 
 Real panels send numbers as strings, strings as numbers, ``[]`` where an
 object belongs, nulls everywhere and duplicate rows per category
-(../shared/xtream-api.md section 8.2).  Everything is coerced here, once, at
-ingest, into the types the best-behaved clients expect (section 8.1), so the
+(docs/xtream-api.md, last section).  Everything is coerced here, once, at
+ingest, into the types the fussiest clients accept (docs/xtream-api.md), so the
 API can serve the cache as it is.
 """
 
@@ -332,7 +332,8 @@ def normalise_vod_info(data: Any, stream: dict[str, Any] | None) -> dict[str, An
     data = as_object(data)
     info = dict(as_object(data.get("info")))
     info["backdrop_path"] = [b for b in as_list(info.get("backdrop_path")) if isinstance(b, str)]
-    for key in ("movie_image", "cover_big", "plot", "genre", "releasedate", "duration", "name"):
+    for key in ("movie_image", "cover_big", "plot", "genre", "releasedate", "duration", "name",
+                "o_name", "director", "actors", "cast", "description", "youtube_trailer", "country"):
         info[key] = as_str(info.get(key))
     info["duration_secs"] = as_int(info.get("duration_secs"), 0)
     info["tmdb_id"] = as_int(info.get("tmdb_id"), 0)
@@ -357,7 +358,10 @@ def normalise_vod_info(data: Any, stream: dict[str, Any] | None) -> dict[str, An
 
 
 def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str, Any]:
-    """A get_series_info answer: ``episodes`` keyed "1", "2"...; seasons to match."""
+    """A get_series_info answer: ``episodes`` keyed "1", "2"...; one season
+    per key, each with an ``id`` (the provider's, else a stable derived one),
+    whatever the provider's ``seasons`` (``[]`` included); ``info`` with the
+    list row's ``category_ids`` (docs/xtream-api.md)."""
     data = as_object(data)
     raw_eps = data.get("episodes")
     episodes: dict[str, list[dict[str, Any]]] = {}
@@ -388,15 +392,20 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
             ep["added"] = as_numstr(ep.get("added"))
             ep["direct_source"] = ""
             episodes.setdefault(str(season_no), []).append(ep)
+    if not episodes:  # one (empty) season, so that seasons and episodes agree
+        episodes["1"] = []
     episodes = dict(sorted(episodes.items(), key=lambda kv: int(kv[0])))
     info = dict(as_object(data.get("info")))
     if series is not None:
         for key in ("name", "cover", "plot", "cast", "director", "genre", "releaseDate",
                     "last_modified", "rating", "rating_5based", "backdrop_path",
-                    "youtube_trailer", "episode_run_time", "category_id"):
+                    "youtube_trailer", "episode_run_time", "category_id", "category_ids"):
             info.setdefault(key, series.get(key))
     _series_fields(info)
-    info["category_id"] = as_numstr(info.get("category_id"))
+    cats = _category_ids(series if series is not None else info)  # as in the list row
+    info["category_ids"] = cats
+    info["category_id"] = str(cats[0]) if cats else "0"
+    series_id = as_id(series.get("series_id")) if series is not None else None
     seasons_in = {as_int(s.get("season_number"), None): s for s in as_list(data.get("seasons"))
                   if isinstance(s, dict)}
     seasons = []
@@ -404,15 +413,26 @@ def normalise_series_info(data: Any, series: dict[str, Any] | None) -> dict[str,
         number = int(key)
         season = dict(seasons_in.get(number) or {})
         season["season_number"] = number
+        season["id"] = as_id(season.get("id")) or _season_id(series_id, number)
         season["name"] = as_str(season.get("name")) or f"Season {number}"
         season["cover"] = as_str(season.get("cover")) or info["cover"]
         season["cover_big"] = as_str(season.get("cover_big")) or season["cover"]
         season["episode_count"] = len(episodes[key])
+        season["air_date"] = as_str(season.get("air_date"))
+        season["overview"] = as_str(season.get("overview"))
         seasons.append(season)
-    if not seasons:
-        seasons = [{"season_number": 1, "name": "Season 1", "cover": info["cover"],
-                    "cover_big": info["cover"], "episode_count": 0}]
     return {"seasons": seasons, "info": info, "episodes": episodes}
+
+
+#: Season numbers below this are folded into a derived season id.
+_SEASONS_PER_SERIES = 1000
+
+
+def _season_id(series_id: int | None, number: int) -> int:
+    """A stable id for a season the provider gave none: the same series and
+    number always get the same one."""
+    number = max(0, number) % _SEASONS_PER_SERIES
+    return (series_id or 0) * _SEASONS_PER_SERIES + number
 
 
 def _episode_info(value: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """What one lineup holds of a prepared generation, as row index arrays.
 
-:func:`compute_selections` applies every lineup (:mod:`xrelay.catalog.lineups`)
+:func:`compute_selections` applies every lineup (:mod:`xrelay.core.lineups`)
 to a loaded :class:`~xrelay.catalog.generation.Generation` once, when the
 generation is loaded or the configuration re-read, never per request.  A
 :class:`Selection` then answers, per kind (``live``, ``vod``, ``series``):
@@ -33,7 +33,7 @@ from itertools import compress
 from typing import Callable, Mapping
 
 from xrelay.catalog.generation import Generation
-from xrelay.catalog.lineups import KINDS, LineupConfig, Patterns, SectionRules
+from xrelay.core.lineups import KINDS, LineupConfig, Patterns, SectionRules
 from xrelay.catalog.list_template import ListTemplate
 from xrelay.catalog.numbering import FAVOURITES, ChannelNumbers, LineupNumbers
 from xrelay.catalog.row_facts import RowFacts, load_facts

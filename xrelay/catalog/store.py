@@ -10,6 +10,7 @@ Layout::
       full.m3u    -> current/full.m3u
       guide.xml   -> current/guide.xml
       ingests.json                    the record of the last ingests
+      ingest.lock                     locked by the process running an ingest here
       generations/G/                  one complete ingest
         bundle.json live.m3u full.m3u guide.xml
         api/                          what the daemon serves (xrelay.catalog.prepare)
@@ -24,6 +25,12 @@ a full disk or a refused download at any point leaves the previous cache
 byte for byte as it was.  Later, only ``details/`` grows and ``api/`` may be
 prepared again (a generation from an older xrelay, a stale EPG index),
 each file atomically and the manifest last.
+
+Two ingests never run on one data directory at once, whoever starts them
+(the daemon's ingest process, ``xrelay ingest``): each holds an exclusive
+lock on ``ingest.lock`` (:meth:`CacheStore.lock_ingest`) from before it
+touches ``staging/`` until it is done; the kernel releases it when its
+process ends, however it ends.
 
 Every method here blocks on the disk: call them through ``deferToThread``.
 """
@@ -40,10 +47,11 @@ from typing import Any
 
 from xrelay.core import jsonparse
 
-__all__ = ["CacheStore", "Staging", "CACHE_FILES"]
+__all__ = ["CacheStore", "Staging", "CACHE_FILES", "IngestLock", "IngestLocked"]
 
 CACHE_FILES = ("bundle.json", "live.m3u", "full.m3u", "guide.xml")
 HISTORY_FILE = "ingests.json"
+LOCK_FILE = "ingest.lock"
 HISTORY_LENGTH = 20
 
 
@@ -104,6 +112,23 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class IngestLocked(Exception):
+    """Another ingest holds the data directory's lock."""
+
+
+class IngestLock:
+    """The data directory's ingest lock, held until :meth:`release` (or the
+    end of the process)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the lock
+            self.fd = None
+
+
 class CacheStore:
     """The data directory."""
 
@@ -126,6 +151,22 @@ class CacheStore:
                 if link.exists():
                     link.unlink()
                 link.symlink_to(Path("current") / name)
+
+    def lock_ingest(self) -> IngestLock:
+        """Take the ingest lock, or raise :class:`IngestLocked` at once."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise IngestLocked(f"another ingest is running on {self.root}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return IngestLock(fd)  # the file stays empty: only its lock matters
 
     def begin(self) -> Staging:
         self.prepare_staging()

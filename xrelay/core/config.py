@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from xrelay.core.config_error import ConfigError
+from xrelay.core.lineups import LineupConfig, parse_lineups
+
 __all__ = [
     "AdminConfig",
     "Config",
@@ -27,14 +30,12 @@ __all__ = [
     "ServerConfig",
     "UpstreamConfig",
     "UserConfig",
+    "DEFAULT_BACKLOG",
     "load_config",
+    "with_default_backlog",
     "parse_config",
     "parse_devices",
 ]
-
-
-class ConfigError(Exception):
-    """A configuration problem, described in one line for the admin."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,43 @@ class UpstreamConfig:
         return f"UpstreamConfig(url='***', username='***', password='***', max_connections={self.max_connections!r})"
 
 
+#: The listen backlog xrelay asks for when the endpoint string names none
+#: (Twisted's own is 50: a burst of players would pay SYN retries).
+DEFAULT_BACKLOG = 1024
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    listen: str = "tcp:8080:backlog=1024"
+    listen: str = f"tcp:8080:backlog={DEFAULT_BACKLOG}"
     public_url: str | None = None
     #: Timezone advertised in server_info (EPG ``start``/``end`` strings).
     timezone: str = "UTC"
+    # -- limits on what one request and one client address may cost --------
+    #: Seconds for a request's line and headers to arrive (however slowly).
+    header_timeout: float = 10.0
+    #: Seconds for a request's body to arrive after its headers.
+    body_timeout: float = 20.0
+    #: Seconds a kept-alive connection may wait for its next request (0: no limit).
+    idle_timeout: float = 30.0
+    #: Largest request body, bytes (the API and admin forms need a few KB).
+    max_body: int = 64 * 1024
+    #: Longest request line (method, URL, version), bytes: longer gets 414.
+    max_request_line: int = 16 * 1024
+    #: Largest request head (request line and headers), bytes: larger gets 431.
+    max_header_size: int = 32 * 1024
+    #: Open connections one client address may hold (0: no cap).
+    max_connections_per_address: int = 64
+    #: Whether loopback clients (a reverse proxy on the same machine) are capped too.
+    cap_loopback: bool = True
+    # -- failed logins, per client address ------------------------------------
+    #: Failed logins answered without delay.
+    login_free_failures: int = 5
+    #: Longest delay of a failed login's answer, seconds (it doubles from 0.5 s).
+    login_max_delay: float = 8.0
+    #: Failed logins after which the address is refused with 429...
+    login_lockout_after: int = 20
+    #: ...for this many seconds.
+    login_lockout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +113,8 @@ class UserConfig:
     max_connections: int = 1
     exp_date: int | None = None
     enabled: bool = True
+    #: The lineup (``[lineups.NAME]``) this user sees; None: the whole catalog.
+    lineup: str | None = None
     #: A short clip saying why, instead of a bare refusal of a live stream.
     status_clips: bool = True
 
@@ -168,6 +202,8 @@ class Config:
     #: Emulated HDHomeRun tuners (``[[hdhr]]``).
     hdhr: tuple[HdhrDevice, ...] = ()
     source: str = "<memory>"
+    #: ``[lineups.NAME]`` tables, checked against the users naming them.
+    lineups: Mapping[str, LineupConfig] = field(default_factory=dict)
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration with every secret masked."""
@@ -187,6 +223,7 @@ class Config:
             "users": [
                 {**_plain(u), "password": "***"} for u in self.users
             ],
+            "lineups": {name: lineup.describe() for name, lineup in self.lineups.items()},
         }
         if self.admin is not None:
             out["admin"] = {"username": self.admin.username, "password": "***"}
@@ -327,7 +364,8 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
     if public_url is not None:
         public_url = _check_url(sv, "public_url", public_url)
     server = ServerConfig(listen=listen, public_url=public_url,
-                          timezone=sv.get("timezone", str, ServerConfig.timezone))
+                          timezone=sv.get("timezone", str, ServerConfig.timezone),
+                          **_server_limits(sv))
     _check_timezone(sv, server.timezone)
     sv.finish()
 
@@ -391,6 +429,7 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
             max_connections=us.get("max_connections", int, 1),
             exp_date=us.get("exp_date", int, None),
             enabled=us.get("enabled", bool, True),
+            lineup=us.get("lineup", str, None),
             status_clips=us.get("status_clips", bool, True),
         )
         us.finish()
@@ -413,10 +452,15 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
     for i, device in enumerate(hdhr):
         if device.port is not None and device.port == listen_port:
             raise ConfigError(f"{source}: hdhr[{i}].port: {device.port} is [server] listen's port")
+    lineups = parse_lineups(top.get("lineups", dict, {}), users, source)
+    for i, device in enumerate(hdhr):
+        if device.lineup is not None and device.lineup not in lineups:
+            known = ", ".join(sorted(lineups)) or "none defined"
+            raise ConfigError(f"{source}: hdhr[{i}].lineup: unknown lineup {device.lineup!r} ({known})")
     top.finish()
 
     return Config(upstream=upstream, server=server, ingest=ingest, users=tuple(users),
-                  admin=admin, relay=relay, log=log, hdhr=hdhr, source=source)
+                  admin=admin, relay=relay, log=log, hdhr=hdhr, source=source, lineups=lineups)
 
 
 def _optional_path(value: str | None) -> Path | None:
@@ -489,6 +533,40 @@ def parse_devices(raw: Any, source: str) -> tuple[HdhrDevice, ...]:
         devices.append(HdhrDevice(name=name, token=token, lineup=lineup, tuners=tuners,
                                   port=port, udp_discovery=udp))
     return tuple(devices)
+
+
+def _server_limits(sv: _Section) -> dict[str, Any]:
+    """``[server]``'s request limits and login throttle, checked."""
+    d = ServerConfig
+    out: dict[str, Any] = {
+        "header_timeout": sv.positive("header_timeout", d.header_timeout),
+        "body_timeout": sv.positive("body_timeout", d.body_timeout),
+        "idle_timeout": sv.positive("idle_timeout", d.idle_timeout, allow_zero=True),
+        "login_max_delay": sv.positive("login_max_delay", d.login_max_delay),
+        "login_lockout": sv.positive("login_lockout", d.login_lockout),
+        "cap_loopback": sv.get("cap_loopback", bool, d.cap_loopback),
+    }
+    minimum = {"max_body": 1, "max_request_line": 256, "max_header_size": 1024,
+               "max_connections_per_address": 0, "login_free_failures": 0, "login_lockout_after": 1}
+    for key, least in minimum.items():
+        value = sv.get(key, int, getattr(d, key))
+        if value < least:
+            raise sv.error(key, f"must be >= {least}, got {value}")
+        out[key] = value
+    if out["login_max_delay"] < 0.5:
+        raise sv.error("login_max_delay", "must be at least 0.5 (the first delay)")
+    return out
+
+
+def with_default_backlog(listen: str) -> str:
+    """*listen* with xrelay's :data:`DEFAULT_BACKLOG` when it is a TCP, TLS
+    or UNIX endpoint string that names no ``backlog`` (Twisted would use 50)."""
+    parts = re.split(r"(?<!\\):", listen)
+    if parts[0] not in ("tcp", "tcp6", "ssl", "unix") or len(parts) < 2:
+        return listen
+    if any(part.strip().startswith("backlog=") for part in parts[1:]):
+        return listen
+    return f"{listen}:backlog={DEFAULT_BACKLOG}"
 
 
 def _check_timezone(section: _Section, name: str) -> None:

@@ -23,7 +23,8 @@ tolerant consumers must survive:
   get_vod_info (every 7th, index 2 mod 7).
 * series: the first series has seasons 0..n-1, so its ``episodes`` encode as
   a list of lists; ``backdrop_path`` null or a bare string; episode
-  ``info: []`` and ``episode_num`` as a string for some episodes.
+  ``info: []`` and ``episode_num`` as a string for some episodes;
+  ``"seasons": []`` (index 3 mod 4) or seasons without ``id`` (index 2 mod 4).
 
 Icons and covers point at the provider's own host (``{base}/images/...``).
 """
@@ -421,6 +422,11 @@ class DemoCatalog:
             "name", "cover", "plot", "cast", "director", "genre", "releaseDate", "last_modified",
             "rating", "rating_5based", "backdrop_path", "youtube_trailer", "episode_run_time",
             "category_id", "category_ids")}
+        if self.quirky and i % 4 == 3:
+            seasons = []  # some panels have no season data at all
+        elif self.quirky and i % 4 == 2:
+            for season in seasons:
+                del season["id"]  # ...or seasons without ids
         return {"seasons": seasons, "info": info_block, "episodes": encoded}
 
     def episodes_flat(self, ctx: Context) -> Iterator[tuple[int, Row, Row]]:

@@ -54,6 +54,11 @@ class PanelHandlers:
         self._json_cache: dict[tuple[Any, ...], bytes] = {}
         self._m3u_cache: dict[tuple[Any, ...], bytes] = {}
 
+    def forget(self) -> None:
+        """Drop the cached answers (the catalog changed)."""
+        self._json_cache.clear()
+        self._m3u_cache.clear()
+
     def send_chunks(self, request: Request, chunks: Iterator[bytes]) -> object:
         BodyWriter(self.p.reactor, request, chunks=chunks).start()
         return NOT_DONE_YET

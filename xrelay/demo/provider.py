@@ -38,7 +38,7 @@ from twisted.web.http import HTTPChannel, Request as HTTPRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from .catalog import Context
+from .catalog import Context, DemoCatalog
 from .faults import DemoFaults
 from .panel import PanelHandlers
 from .sample import icon_png
@@ -101,6 +101,12 @@ class DemoProvider:
         ).hexdigest()
 
     # ----- public API ----------------------------------------------------
+    def set_catalog(self, catalog: DemoCatalog) -> None:
+        """Serve *catalog* from now on (a provider whose lineup changed
+        between two ingests); answers cached for the old one are dropped."""
+        self.catalog = catalog
+        self.panel.forget()
+
     def resource(self) -> IResource:
         return self._root
 

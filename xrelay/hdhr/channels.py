@@ -9,10 +9,12 @@ by them (Jellyfin names them ``hdhr_<GuideNumber>``).
 :class:`ArrayLineup` is a lineup kept as two flat arrays (stream ids and
 numbers, in lineup order) over a loaded generation, which has the names
 and guide ids: a few bytes per channel, no Python object per channel
-until one is asked for.  :class:`CatalogChannels` is the answer without
-lineups: the whole live catalog in catalog order, numbered by the
-provider's ``num`` when those are all unique, else by position; it is
-computed once per catalog generation, in a thread, when the catalog loads.
+until one is asked for.  :class:`LineupTuners` gives a device naming a
+lineup that lineup's channels, numbered as the lineup numbers them
+(:mod:`xrelay.catalog.numbering`: stable across ingests); a device without
+one gets :class:`CatalogChannels`: the whole live catalog in catalog order,
+numbered by the provider's ``num`` when those are all unique, else by
+position, computed once per catalog generation, in a thread.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from twisted.logger import Logger
 
 from xrelay.catalog.cache import CatalogCache
 from xrelay.catalog.generation import Generation
+from xrelay.catalog.lineup_service import Lineups
+from xrelay.catalog.lineup_view import LineupView
 
-__all__ = ["ArrayLineup", "CatalogChannels", "ChannelsFor", "Lineup", "TunerChannel", "catalog_lineup",
-           "catalog_numbers"]
+__all__ = ["ArrayLineup", "CatalogChannels", "ChannelsFor", "Lineup", "LineupTuners", "TunerChannel",
+           "catalog_lineup", "catalog_numbers", "lineup_of_view"]
 
 log = Logger()
 
@@ -123,9 +127,8 @@ def catalog_lineup(generation: Generation) -> ArrayLineup:
 
 
 class CatalogChannels:
-    """:data:`ChannelsFor` without lineups: every device gets the whole live
-    catalog (a device's ``lineup`` is not applied; the lineups feature's
-    selection replaces this in the composition root)."""
+    """:data:`ChannelsFor` for devices without a lineup: the whole live
+    catalog (:class:`LineupTuners` asks it for them)."""
 
     def __init__(self) -> None:
         self.lineup = ArrayLineup(None, array("q"), array("q"))
@@ -142,3 +145,54 @@ class CatalogChannels:
 
     def __call__(self, lineup: str | None) -> Lineup:
         return self.lineup
+
+
+class LineupTuners:
+    """:data:`ChannelsFor` with lineups: a device naming a lineup gets that
+    lineup's live channels, in its order, each with the lineup's stable
+    channel number as GuideNumber and its display name; a device without one
+    gets the whole catalog (*whole*).  The lineups' channels are set up
+    again, in a thread, whenever their views change (a :class:`Lineups`
+    listener); until a lineup's first view is ready its devices have no
+    channels."""
+
+    def __init__(self, whole: ChannelsFor, lineups: Lineups, cache: CatalogCache, wanted: Iterable[str]) -> None:
+        self.whole = whole
+        self.lineups = lineups
+        self.cache = cache
+        self.wanted = set(wanted)
+        self._tuned: dict[str, tuple[LineupView, ArrayLineup]] = {}
+        self._none = ArrayLineup(None, array("q"), array("q"))
+
+    async def views_changed(self, lineups: Lineups) -> None:
+        generation = self.cache.current
+        tuned = {}
+        for name in sorted(self.wanted & set(lineups.views)):
+            view = lineups.views[name]
+            known = self._tuned.get(name)
+            if known is not None and known[0] is view:
+                tuned[name] = known
+                continue
+            config = lineups.config.get(name)
+            display = config.display_name if config is not None else str
+            lineup = await threads.deferToThread(lineup_of_view, view, generation, display)
+            tuned[name] = (view, lineup)
+            log.info("HDHomeRun devices of lineup {lineup}: {count} channels", lineup=name, count=len(lineup))
+        self._tuned = tuned
+
+    def __call__(self, lineup: str | None) -> Lineup:
+        if lineup is None:
+            return self.whole(None)
+        tuned = self._tuned.get(lineup)
+        return tuned[1] if tuned is not None else self._none
+
+
+def lineup_of_view(view: LineupView, generation: Generation | None,
+                   display_name: Callable[[str], str] = str) -> ArrayLineup:
+    """A lineup view's live channels as a tuner lineup, in number order
+    (the lineup's order: favourites, then each category's block)."""
+    ids, numbers = view.ids["live"], view.numbers
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
+    return ArrayLineup(generation if generation is not None and generation.path == view.generation else None,
+                       array("q", (ids[i] for i in order)), array("q", (numbers[i] for i in order)),
+                       display_name)

@@ -1,8 +1,10 @@
 """HTTP Basic authentication for the admin endpoints (/status, /metrics, /admin).
 
 The web front's ``admin_only`` guard (:mod:`xrelay.web.guards`) calls
-:func:`require_admin` before an admin route runs; it raises the refusal as
-an :class:`~xrelay.http.errors.HTTPError` (401 with a challenge, or 403)::
+:func:`admin_login` before an admin route runs and raises the refusal as an
+:class:`~xrelay.http.errors.HTTPError` (401 with a challenge, or 403),
+throttling failed logins per address; :func:`require_admin` is the same
+check without the throttle::
 
     require_admin(request, config.admin)   # raises unless the admin is logged in
 
@@ -10,7 +12,8 @@ Credentials come from ``[admin]`` in the configuration.  Both the username
 and the password are compared in constant time, and both comparisons always
 run, so the answer's timing reveals neither.  Without an ``[admin]`` section
 the endpoints answer 403.  Refusals are logged with the client's address
-only: never the submitted username or password.
+only (by the guard, once per address): never the submitted username or
+password.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from typing import Literal
 
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -25,7 +29,8 @@ from twisted.web.iweb import IRequest
 from xrelay.core.config import AdminConfig
 from xrelay.http.errors import HTTPError
 
-__all__ = ["REALM", "parse_basic", "check_admin", "require_admin"]
+__all__ = ["REALM", "parse_basic", "parse_basic_header", "check_admin", "admin_login", "require_admin",
+           "admin_challenge", "admin_disabled"]
 
 log = Logger()
 
@@ -34,7 +39,11 @@ REALM = "xrelay admin"
 
 def parse_basic(request: IRequest) -> tuple[bytes, bytes] | None:
     """``(username, password)`` from an ``Authorization: Basic`` header, or None."""
-    header = request.getHeader(b"authorization")
+    return parse_basic_header(request.getHeader(b"authorization"))
+
+
+def parse_basic_header(header: bytes | None) -> tuple[bytes, bytes] | None:
+    """``(username, password)`` from an ``Authorization`` header's value, or None."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(b" ")
@@ -52,25 +61,50 @@ def parse_basic(request: IRequest) -> tuple[bytes, bytes] | None:
 
 def check_admin(request: IRequest, admin: AdminConfig | None) -> bool:
     """Whether *request* carries the admin credentials (constant time)."""
+    return admin_login(request.getHeader(b"authorization"), admin) == "ok"
+
+
+#: What an ``Authorization`` header does for the admin: ``ok``; ``missing``
+#: (no Basic credentials: a browser's first request); ``wrong`` (a failed
+#: login, which the throttle counts); ``disabled`` (no ``[admin]`` section).
+AdminLogin = Literal["ok", "missing", "wrong", "disabled"]
+
+
+def admin_login(header: bytes | None, admin: AdminConfig | None) -> AdminLogin:
+    """Check an ``Authorization`` header's value against ``[admin]``.  Both
+    the username and the password are compared, in constant time."""
     if admin is None:
-        return False
-    given = parse_basic(request)
+        return "disabled"
+    given = parse_basic_header(header)
     user, password = given if given is not None else (b"", b"")
     user_ok = hmac.compare_digest(user, admin.username.encode())
     password_ok = hmac.compare_digest(password, admin.password.encode())
-    return given is not None and user_ok and password_ok
+    if given is None:
+        return "missing"
+    return "ok" if user_ok and password_ok else "wrong"
+
+
+def admin_challenge() -> HTTPError:
+    """401 asking for the admin's Basic credentials."""
+    return HTTPError(401, "admin login required",
+                     headers={b"www-authenticate": f'Basic realm="{REALM}", charset="UTF-8"'.encode()})
+
+
+def admin_disabled() -> HTTPError:
+    """403: no ``[admin]`` section."""
+    return HTTPError(403, "admin pages are disabled: set [admin] username and password in the configuration")
 
 
 def require_admin(request: IRequest, admin: AdminConfig | None) -> None:
     """Return if the admin is authenticated; otherwise raise the refusal:
-    401 with ``WWW-Authenticate``, or 403 when no ``[admin]`` is configured."""
-    if admin is None:
-        raise HTTPError(403, "admin pages are disabled: set [admin] username and password in the configuration")
-    if check_admin(request, admin):
+    401 with ``WWW-Authenticate``, or 403 when no ``[admin]`` is configured
+    (without throttling: the routes use :mod:`xrelay.web.guards`)."""
+    outcome = admin_login(request.getHeader(b"authorization"), admin)
+    if outcome == "ok":
         return
-    if request.getHeader(b"authorization"):
+    if outcome == "disabled":
+        raise admin_disabled()
+    if outcome == "wrong":
         address = getattr(request.getClientAddress(), "host", "-")
-        log.info("admin login refused from {address} on {path}", address=address,
-                 path=(getattr(request, "path", None) or b"").decode("latin-1", "replace"), event="admin_refused")
-    raise HTTPError(401, "admin login required",
-                    headers={b"www-authenticate": f'Basic realm="{REALM}", charset="UTF-8"'.encode()})
+        log.info("admin login refused from {address}", address=address, event="admin_refused")
+    raise admin_challenge()

@@ -199,6 +199,16 @@ class LoginThrottle:
         if entry is not None and entry.locked_until <= self.clock.seconds():
             del self._table[key]
 
+    def failures(self, address: str) -> int:
+        """Failed logins remembered for *address*."""
+        entry = self._table.get(client_key(address))
+        return entry.failures if entry is not None else 0
+
+    def next_delay(self, address: str) -> float:
+        """The delay *address*'s next failure would be answered after (0:
+        at once), without recording anything."""
+        return self.policy.delay(self.failures(address) + 1)
+
     # -- for /metrics and /admin --------------------------------------------------
 
     def tracked(self) -> int:

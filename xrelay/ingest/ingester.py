@@ -38,7 +38,7 @@ from xrelay.catalog.m3u import episodes_from_playlist
 from xrelay.catalog.prepare import Preparer
 from xrelay.provider.client import JsonText, ProviderClient, ProviderError
 from xrelay.core.scrub import Scrubber
-from xrelay.catalog.store import CacheStore
+from xrelay.catalog.store import CacheStore, IngestLocked
 
 __all__ = ["IngestError", "IngestResult", "Ingester", "IngestService"]
 
@@ -159,6 +159,16 @@ class Ingester:
     # -- the work -------------------------------------------------------------
 
     async def _ingest(self, force: bool) -> tuple[dict[str, int], str]:
+        try:
+            lock = await threads.deferToThread(self.store.lock_ingest)
+        except IngestLocked as e:
+            raise IngestError(str(e)) from None
+        try:
+            return await self._locked_ingest(force)
+        finally:
+            lock.release()
+
+    async def _locked_ingest(self, force: bool) -> tuple[dict[str, int], str]:
         await threads.deferToThread(self.store.prepare)
         await threads.deferToThread(_sweep_scratch, 2 * self.config.timeout)
         scratch = await threads.deferToThread(tempfile.mkdtemp, prefix=SCRATCH_PREFIX)

@@ -15,6 +15,16 @@ else: scheduling, never overlapping, the overall timeout, the record in
 ``ingests.json``, logging and reloading the catalog.  Cancelling (timeout,
 SIGTERM) terminates the child; being killed midway is safe by design (see
 :mod:`xrelay.catalog.store`).
+
+The child never outlives the daemon: its standard input stays open for as
+long as the daemon lives, and the child cancels its ingest when it reads the
+end of it (the daemon is gone, even killed with SIGKILL); on Linux it also
+asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``).
+What it writes on standard error (a crash's traceback) is scrubbed and
+logged by the daemon, at most :data:`STDERR_LINES` lines.  The data
+directory's ingest lock (:meth:`~xrelay.catalog.store.CacheStore.lock_ingest`)
+keeps any other ingest (``xrelay ingest``, a daemon started meanwhile) off
+the directory while the child works.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from zope.interface import provider
 
 from xrelay.core.config import IngestConfig, UpstreamConfig
 from xrelay.core.reactor import IReactor
+from xrelay.core.scrub import Scrubber
 from xrelay.ingest.ingester import Ingester, IngestError
 
 __all__ = ["ProcessIngester", "main"]
@@ -43,46 +54,75 @@ log = Logger()
 
 #: Seconds a terminated child may take to clean up before it is killed.
 KILL_GRACE = 5.0
+#: Lines of the child's standard error logged at most (its last ones).
+STDERR_LINES = 60
+#: Bytes of the child's standard error kept at most.
+STDERR_BYTES = 64 * 1024
 
 
 class _Child(protocol.ProcessProtocol):
     transport: IProcessTransport  # set before connectionMade
 
-    def __init__(self, settings: bytes) -> None:
+    def __init__(self, settings: bytes, scrubber: Scrubber) -> None:
         self.settings = settings
+        self.scrubber = scrubber
         self.out: list[bytes] = []
+        self.err = bytearray()
+        self.err_dropped = 0
         self.ended: defer.Deferred[int] = defer.Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.write(self.settings)
-        self.transport.closeStdin()
+        # One line of settings; standard input then stays open: its end tells
+        # the child that the daemon is gone.
+        assert self.transport is not None
+        self.transport.write(self.settings + b"\n")
 
     def outReceived(self, data: bytes) -> None:
         self.out.append(data)
 
     def errReceived(self, data: bytes) -> None:
-        pass  # the child reports through stdout only; stderr may name nothing useful
+        self.err += data
+        if len(self.err) > STDERR_BYTES:  # keep the end: a traceback's last lines say most
+            cut = len(self.err) - STDERR_BYTES
+            self.err_dropped += cut
+            del self.err[:cut]
 
     def processEnded(self, reason: Failure) -> None:
         code = getattr(reason.value, "exitCode", None)
+        self._log_stderr(code)
         self.ended.callback(-1 if code is None else code)
+
+    def _log_stderr(self, code: int | None) -> None:
+        lines = [line.rstrip() for line in self.err.decode("utf-8", "replace").splitlines() if line.strip()]
+        if not lines:
+            return
+        dropped = len(lines) - STDERR_LINES
+        emit = log.warn if code != 0 else log.info
+        if dropped > 0 or self.err_dropped:
+            emit("the ingest process wrote more on its standard error; its last {count} lines follow",
+                 count=min(len(lines), STDERR_LINES))
+        for line in lines[-STDERR_LINES:]:
+            emit("ingest process: {line}", line=self.scrubber.text(line[:2000]), event="ingest_stderr")
 
 
 class ProcessIngester(Ingester):
     """Runs each ingest's work in a child process."""
+
+    #: The child's Python arguments.
+    worker: tuple[str, ...] = ("-m", "xrelay.ingest.worker")
 
     async def _ingest(self, force: bool) -> tuple[dict[str, int], str]:
         settings = json.dumps({
             "upstream": {**asdict(self.client.upstream), "url": self.client.origin},
             "ingest": {**asdict(self.config), "data_dir": str(self.config.data_dir)},
             "force": force,
+            "parent": os.getpid(),
         }).encode()
-        child = _Child(settings)
+        child = _Child(settings, self.scrubber)
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        process = self.reactor.spawnProcess(
-            child, sys.executable, [sys.executable, "-m", "xrelay.ingest.worker"], env=env)
+        process = self.reactor.spawnProcess(child, sys.executable, [sys.executable, *self.worker], env=env)
         try:
             code = await _cancellable(child.ended, process, self.reactor)
         except defer.CancelledError:
@@ -151,7 +191,8 @@ def _last_json_line(out: bytes) -> dict[str, Any]:
 def main() -> None:
     from twisted.internet import task
 
-    raw = json.loads(sys.stdin.buffer.read())
+    raw = json.loads(sys.stdin.buffer.readline())
+    _end_with_parent(raw.get("parent"))
     upstream = UpstreamConfig(**raw["upstream"])
     ingest = dict(raw["ingest"])
     ingest["data_dir"] = Path(ingest["data_dir"])
@@ -164,7 +205,6 @@ async def _child(reactor: IReactor, upstream: UpstreamConfig, config: IngestConf
     from twisted.logger import globalLogPublisher
 
     from xrelay.provider.client import ProviderClient
-    from xrelay.core.scrub import Scrubber
     from xrelay.catalog.store import CacheStore
 
     warnings: list[str] = []
@@ -186,6 +226,7 @@ async def _child(reactor: IReactor, upstream: UpstreamConfig, config: IngestConf
         reactor.callFromThread(work.cancel)
 
     signal.signal(signal.SIGTERM, stop)
+    _watch_parent(reactor, work.cancel)
     answer: dict[str, Any]
     try:
         counts, generation = await work
@@ -197,8 +238,44 @@ async def _child(reactor: IReactor, upstream: UpstreamConfig, config: IngestConf
     answer["warnings"] = [scrubber.text(w) for w in warnings]
     answer["peak_rss_mb"] = _peak_rss_mb()
     await client.close()
-    sys.stdout.write(json.dumps(answer) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+    except OSError:  # the daemon is gone
+        pass
+
+
+def _end_with_parent(parent: Any) -> None:
+    """Ask Linux for SIGTERM when the parent dies, and exit now if it is
+    already gone (it died before the request took effect)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if isinstance(parent, int) and os.getppid() != parent:
+        sys.exit(3)
+
+
+def _watch_parent(reactor: Any, cancel: Any) -> None:
+    """Cancel the ingest when standard input ends: the daemon that holds its
+    other end has exited (on any system, whatever killed it)."""
+    import threading
+
+    def watch() -> None:
+        # the raw descriptor: a buffered reader's lock, held by this thread,
+        # would stop the interpreter's exit
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        reactor.callFromThread(cancel)
+
+    threading.Thread(target=watch, name="xrelay-parent-watch", daemon=True).start()
 
 
 def _peak_rss_mb() -> float:

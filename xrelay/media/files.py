@@ -6,6 +6,16 @@ client slows only its own upstream read).  ``Range`` and ``If-Range`` go to
 the provider; the status (200, 206, 416) and the headers a player needs to
 seek come back.
 
+Before the client gets a status, the first bytes of a 200 or 206 body are
+read (:mod:`xrelay.media.sniffed`) and decide (:mod:`xrelay.media.sniff`):
+a container's signature or other binary data is media, whatever type the
+provider claims (third-party servers label ``.ts`` and ``.mkv`` movies
+``text/vnd.trolltech.linguist``); HTML, JSON, playlists, plain text and
+anything naming the provider are an error page and answered 502.  The
+client gets the provider's type when it is a media type that fits the
+container, else the one of the extension or of the container
+(:func:`~xrelay.media.sniff.media_type`).
+
 Every playback holds a provider slot and one of its user's streams
 (:mod:`xrelay.relay.slots`, shared with the live relay).  Players open the new
 request of a seek before closing the old one; at the account's limit the
@@ -18,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest, IResponse
@@ -30,20 +40,23 @@ from xrelay.core.scrub import Scrubber
 from xrelay.http.errors import BadGateway, HTTPError, NotFound, Unavailable, text_error
 from xrelay.http.request import client_address
 from xrelay.media.proxy import StreamProxy, pass_headers
+from xrelay.media.sniff import media_type
+from xrelay.media.sniffed import SniffedBody, sniff_body
 from xrelay.provider.client import ProviderClient, ProviderError, discard_body
 from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
 
-__all__ = ["FileRelay", "Playback", "CONTENT_TYPES"]
+__all__ = ["FileRelay", "Playback", "NoAnswer"]
 
 log = Logger()
 
 #: Seconds to wait for the provider's response headers.
 HEADERS_TIMEOUT = 30.0
 
-#: Content-Type by container extension, when the provider sends none.
-CONTENT_TYPES = {"mp4": b"video/mp4", "m4v": b"video/mp4", "mkv": b"video/x-matroska",
-                 "ts": b"video/mp2t", "avi": b"video/x-msvideo", "mov": b"video/quicktime",
-                 "flv": b"video/x-flv", "webm": b"video/webm"}
+class NoAnswer(BadGateway):
+    """502: the provider could not be reached, or sent nothing (it did not
+    refuse the stream)."""
+
+
 #: Client request headers passed to the provider (seeking).
 _FORWARDED = (b"range", b"if-range")
 
@@ -58,11 +71,13 @@ class Playback:
     address: str
     what: str
     started: float = 0.0
-    #: Content-Type to send when the provider names none.
-    content_type: bytes = b"application/octet-stream"
+    #: The container extension asked for (``mkv``, ``ts``...).
+    ext: str = ""
     slot: Lease | None = None
     user_lease: Lease | None = None
     pending: Deferred[IResponse] | None = None
+    #: Reading the body's first bytes (before the client gets a status).
+    sniffing: Deferred[SniffedBody] | None = None
     proxy: StreamProxy | None = None
     status: int = 0
     closed: bool = False
@@ -95,6 +110,8 @@ class Playback:
             return d
         if self.pending is not None and not self.pending.called:
             self.pending.cancel()
+        if self.sniffing is not None and not self.sniffing.called:
+            self.sniffing.cancel()
         self.release()
         return succeed(None)
 
@@ -120,58 +137,40 @@ class Playback:
         }
 
 
-_PAGE_TYPES = (b"text/", b"json", b"mpegurl", b"xml", b"javascript")
-
-
-def _is_error_page(response: IResponse) -> bool:
-    """A 200 whose Content-Type says it is a page, not media."""
-    ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
-    return any(kind in ctype for kind in _PAGE_TYPES)
-
-
 class _ProxyResource(Resource):
     """Renders the provider's answer into the client's response (NOT_DONE_YET)."""
 
     isLeaf = True
 
-    def __init__(self, playback: Playback, response: IResponse) -> None:
+    def __init__(self, playback: Playback, body: SniffedBody) -> None:
         super().__init__()
         self.playback = playback
-        self.response = response
+        self.body = body
 
     def render_GET(self, request: Request) -> Any:
-        pb, response = self.playback, self.response
+        pb, body = self.playback, self.body
         if pb.closed:
-            discard_body(response).addBoth(lambda _: pb.release())
+            body.discard()
+            pb.release()
             return text_error(request, 503, f"the stream was closed: {pb.close_reason}")
         relay = pb.relay
-        request.setResponseCode(response.code)
-        pass_headers(response, request, relay.scrubber.leaks)
-        if not request.responseHeaders.hasHeader(b"content-type"):
-            request.setHeader(b"content-type", pb.content_type)
+        request.setResponseCode(body.code)
+        pass_headers(body.response, request, relay.scrubber.leaks)
+        provided = (body.headers.getRawHeaders(b"content-type") or [None])[0]
+        request.setHeader(b"content-type", media_type(pb.ext, provided, body.verdict.container))
         request.setHeader(b"cache-control", b"no-store")
         if request.method == b"HEAD":
-            discard_body(response).addBoth(lambda _: pb.release())
+            body.discard()
+            pb.release()
             return b""
         proxy = StreamProxy(relay.clock, request, name=pb.what,
-                            silence_timeout=relay.silence_timeout,
-                            first_chunk_ok=_media_like(relay.scrubber))
+                            silence_timeout=relay.silence_timeout)
         pb.proxy = proxy
         proxy.done.addCallback(lambda reason: _ended(pb, reason))
-        proxy.start(response)
+        proxy.start(body)  # type: ignore[arg-type]
         return NOT_DONE_YET
 
     render_HEAD = render_GET
-
-
-def _media_like(scrubber: Any) -> Any:
-    """A check of a body's first bytes: media, not a page naming the provider."""
-    def check(head: bytes) -> bool:
-        start = head[:64].lstrip()
-        if start[:1] in (b"<", b"{", b"[") or start.startswith(b"#EXTM3U"):
-            return False
-        return not scrubber.leaks(head[:4096].decode("latin-1"))
-    return check
 
 
 def _ended(pb: Playback, reason: str) -> None:
@@ -212,8 +211,7 @@ class FileRelay:
              ext: str = "ts") -> Deferred[Any]:
         """Proxy ``url`` (a provider URL: never shown) to this client."""
         pb = Playback(self, item, user.username, client_address(request), what,
-                      started=self.clock.seconds(),
-                      content_type=CONTENT_TYPES.get(ext, b"application/octet-stream"))
+                      started=self.clock.seconds(), ext=ext)
         return Deferred.fromCoroutine(self._play(request, user, pb, url))
 
     async def _play(self, request: IRequest, user: UserConfig, pb: Playback, url: str) -> Any:
@@ -250,24 +248,40 @@ class FileRelay:
             except ProviderError as e:
                 pb.release()
                 log.info("{what}: the provider failed: {error}", what=pb.what, error=str(e))
-                raise BadGateway(f"the provider did not deliver: {e}")
+                raise NoAnswer(f"the provider did not deliver: {e}")
             pb.pending = None
             pb.status = response.code
+            if response.code in (200, 206):
+                return await self._sniffed(pb, response)
             return self._answer(request, pb, response)
         except BaseException:
             pb.release()
             raise
 
+    async def _sniffed(self, pb: Playback, response: IResponse) -> Any:
+        """The proxy of a 200/206 whose first bytes are media; else 502."""
+        pb.sniffing = sniff_body(response, self.clock, self.silence_timeout, self.scrubber.leaks)
+        try:
+            body = await pb.sniffing
+        except CancelledError:
+            raise Unavailable(f"the stream was closed: {pb.close_reason}")
+        except TimeoutError:
+            log.info("{what}: the provider sent no body", what=pb.what)
+            raise NoAnswer("the provider sent nothing")
+        finally:
+            pb.sniffing = None
+        verdict = body.verdict
+        if verdict.media:
+            return _ProxyResource(pb, body)
+        # Panels answer some failures with 200 and a page that echoes the
+        # request (the provider's credentials and host): never pass it on.
+        body.discard()
+        log.info("{what}: the provider answered with {reason}, not media", what=pb.what,
+                 reason=verdict.reason)
+        raise BadGateway("the provider answered with an error page, not a stream")
+
     def _answer(self, request: IRequest, pb: Playback, response: IResponse) -> Any:
         code = response.code
-        if code in (200, 206) and not _is_error_page(response):
-            return _ProxyResource(pb, response)
-        if code in (200, 206):
-            # Panels answer some failures with 200 and a page that echoes the
-            # request (the provider's credentials and host): never pass it on.
-            discard_body(response).addBoth(lambda _: pb.release())
-            log.info("{what}: the provider answered with a page, not a stream", what=pb.what)
-            raise BadGateway("the provider answered with an error page, not a stream")
         discard_body(response).addBoth(lambda _: pb.release())
         if code == 416:
             request.setResponseCode(416)

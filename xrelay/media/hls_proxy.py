@@ -308,9 +308,8 @@ class HlsServer:
             self.channels[key] = channel
         return Deferred.fromCoroutine(self._serve_playlist(request, account, channel, url))
 
-    def authorize(self, username: str, user_token: str) -> UserConfig:
-        """The user an ``/hls/USER/USERTOKEN/...`` URL logs in (the token stands
-        for the password, which never appears in an HLS URL), or raise."""
+    def authorise(self, username: str, user_token: str) -> UserConfig:
+        """The user a ``/hls/USER/USERTOKEN/...`` path logs in, or raise the refusal."""
         user = self.users.get(username)
         if user is None or not hmac.compare_digest(
                 user_token.encode(), self.tokens.user_token(username, user.password).encode()):
@@ -320,14 +319,23 @@ class HlsServer:
             raise HTTPError(403, f"this account is {auth.reason}")
         return auth.user
 
+    def stream_of(self, name: str) -> tuple[str, int] | None:
+        """The live channel a ``/hls/.../TOKEN.EXT`` resource belongs to
+        (live HLS or catch-up), as ``("live", id)``; None if unknown."""
+        entry = self.tokens.get(name.split(".", 1)[0])
+        key = entry.channel.key if entry is not None else None
+        if isinstance(key, tuple) and len(key) >= 2 and key[0] in ("hls", "timeshift") and isinstance(key[1], int):
+            return "live", key[1]
+        return None
+
     def resource(self, request: IRequest, username: str, user_token: str, name: str) -> Any:
         """``/hls/USER/USERTOKEN/TOKEN.EXT``: authorised by the user token, not the password."""
-        account = self.authorize(username, user_token)
+        user = self.authorise(username, user_token)
         token = name.split(".", 1)[0]
         entry = self.tokens.get(token)
         if entry is None or entry.channel.closed:
             raise NotFound("expired: reload the playlist")
-        return Deferred.fromCoroutine(self._serve_resource(request, account, entry))
+        return Deferred.fromCoroutine(self._serve_resource(request, user, entry))
 
     # -- serving ------------------------------------------------------------------
 

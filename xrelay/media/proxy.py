@@ -107,11 +107,7 @@ class StreamProxy(Protocol):
     transport: IPushProducer | None  # type: ignore[assignment]
 
     def __init__(self, clock: IReactorTime, request: Request, *,
-                 silence_timeout: float = 30.0, name: str = "stream",
-                 first_chunk_ok: Any = None) -> None:
-        #: Checks the body's first bytes before any is passed on (a provider
-        #: error page must never reach the client); None passes everything.
-        self.first_chunk_ok = first_chunk_ok
+                 silence_timeout: float = 30.0, name: str = "stream") -> None:
         self.clock = clock
         self.request = request
         self.silence_timeout = silence_timeout
@@ -152,10 +148,6 @@ class StreamProxy(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.detached:
-            return
-        if self.bytes == 0 and self.first_chunk_ok is not None and not self.first_chunk_ok(data):
-            log.info("{name}: the provider's body is not media; closing", name=self.name)
-            self._detach("the provider sent a page, not media", abort=True, stop_upstream=True)
             return
         self.bytes += len(data)
         if not self.paused:

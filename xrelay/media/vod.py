@@ -1,41 +1,70 @@
 """Movies and series episodes: ``/movie/USER/PASS/ID.EXT`` and ``/series/USER/PASS/ID.EXT``.
 
 The route has logged the user in; this checks the catalog without contacting
-the provider (404 for an unknown id), then plays the provider's file for
+the provider (404 for an unknown movie), then plays the provider's file for
 this one client through :class:`~xrelay.media.files.FileRelay` (seeking
 included).
+
+Episodes outlive ingests in players' memories, so an episode is playable
+when the current generation lists it (the provider's playlist), when it was
+ever seen in a series' details (:class:`~xrelay.catalog.episodes.EpisodeMap`,
+kept in the data directory across ingests), and otherwise when the provider
+plays it: an episode id still unknown is asked of the provider at most once
+per *recheck_after* seconds; its answer (media, or 404 / an error page) is
+remembered for that long.
+
+*episode_allowed* can refuse an episode given its series id (None when the
+series is not known); by default every episode is allowed.  Lineups do not
+use it: the stream routes ask :class:`~xrelay.catalog.lineup_service.Lineups`
+before this part runs (:mod:`xrelay.web.routes`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Callable
 
-from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay.catalog.cache import CatalogCache
 from xrelay.core.config import UserConfig
-from xrelay.http.errors import NotFound, Unavailable
-from xrelay.media.files import FileRelay
+from xrelay.http.errors import HTTPError, NotFound, Unavailable
+from xrelay.media.files import FileRelay, NoAnswer
 from xrelay.provider.client import ProviderClient
 
-__all__ = ["VodServer"]
+__all__ = ["VodServer", "EpisodePolicy", "allow_every_episode"]
+
+log = Logger()
+
+#: ``episode_allowed(user, series_id)``: may *user* play an episode of that
+#: series (None: the episode's series is unknown)?
+EpisodePolicy = Callable[[UserConfig, "int | None"], bool]
+#: Unknown episode ids whose provider answer is remembered at most.
+MAX_REMEMBERED = 10_000
+
+
+def allow_every_episode(user: UserConfig, series: int | None) -> bool:
+    return True
 
 
 class VodServer:
     """Movies and series episodes."""
 
-    def __init__(self, clock: IReactorTime, catalog: CatalogCache, client: ProviderClient, files: FileRelay) -> None:
+    def __init__(self, clock: IReactorTime, catalog: CatalogCache, client: ProviderClient, files: FileRelay, *,
+                 recheck_after: float = 21600.0,
+                 episode_allowed: EpisodePolicy = allow_every_episode) -> None:
         self.clock = clock
         self.catalog = catalog
         self.client = client
         self.files = files
-        self._detail_episodes: set[int] = set()
-        self._scanned: tuple[Any, float] = (None, 0.0)
+        self.recheck_after = recheck_after
+        self.episode_allowed = episode_allowed
+        #: unknown episode id -> (when the provider was asked, whether it played it);
+        #: None while the first ask is under way
+        self._asked: OrderedDict[int, tuple[float, bool | None]] = OrderedDict()
 
     def serve(self, request: IRequest, account: UserConfig, kind: str, stream_id: int, ext: str) -> Any:
         """A logged-in user's request for a movie (*kind* ``movie``) or an episode (``series``)."""
@@ -48,57 +77,48 @@ class VodServer:
             if not catalog.has("vod", stream_id):
                 raise NotFound("unknown movie")
             return self._play(request, account, kind, stream_id, ext)
-        if catalog.has("episode", stream_id):
+        series = catalog.episode_series(stream_id)
+        if not self.episode_allowed(account, series):
+            raise NotFound("unknown episode")
+        if series is not None or catalog.has("episode", stream_id):
             return self._play(request, account, kind, stream_id, ext)
-        return Deferred.fromCoroutine(self._episode_from_details(request, account, stream_id, ext))
+        return self._ask_provider(request, account, stream_id, ext)
 
     def _play(self, request: IRequest, account: UserConfig, kind: str, stream_id: int, ext: str) -> Any:
         url = self.client.stream_url(kind, stream_id, ext)
         what = f"{'movie' if kind == 'movie' else 'episode'} {stream_id}"
         return self.files.play(request, account, (kind, stream_id), url, what, ext.lower())
 
-    async def _episode_from_details(self, request: IRequest, account: UserConfig, stream_id: int,
-                                    ext: str) -> Any:
-        """Episodes missing from the playlist but listed in a cached
-        get_series_info answer are playable too."""
-        if stream_id not in self._detail_episodes:
-            await self._scan_details()
-        if stream_id not in self._detail_episodes:
-            raise NotFound("unknown episode")
-        return await self._play(request, account, "series", stream_id, ext)
+    # -- episodes nobody told xrelay about -------------------------------------------
 
-    async def _scan_details(self) -> None:
-        generation = self.catalog.generation
+    def _ask_provider(self, request: IRequest, account: UserConfig, stream_id: int, ext: str) -> Any:
+        """Let the provider decide on an unknown episode, once per interval."""
         now = self.clock.seconds()
-        last_generation, last_time = self._scanned
-        if generation is None or (generation == last_generation and now - last_time < 10):
-            return
-        self._scanned = (generation, now)
-        found = await threads.deferToThread(_episode_ids_in_details, generation / "details" / "series")
-        if generation != last_generation:
-            self._detail_episodes = set()
-        self._detail_episodes |= found
+        asked = self._asked.get(stream_id)
+        if asked is not None and now - asked[0] < self.recheck_after:
+            if asked[1] is False:
+                raise NotFound("unknown episode")
+            return self._play(request, account, "series", stream_id, ext)
+        self._asked[stream_id] = (now, None)
+        self._asked.move_to_end(stream_id)
+        while len(self._asked) > MAX_REMEMBERED:
+            self._asked.popitem(last=False)
+        log.info("episode {episode} is not in the catalog: asking the provider", episode=stream_id)
+        d: Deferred[Any] = Deferred.fromCoroutine(self._probe(request, account, stream_id, ext, now))
+        return d
 
-
-def _episode_ids_in_details(directory: Any) -> set[int]:
-    ids: set[int] = set()
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return ids
-    for name in names:
-        if not name.endswith(".json"):
-            continue
+    async def _probe(self, request: IRequest, account: UserConfig, stream_id: int, ext: str,
+                     when: float) -> Any:
         try:
-            with open(os.path.join(directory, name), "rb") as f:
-                detail = json.load(f)
-        except (OSError, ValueError):
-            continue
-        episodes = detail.get("episodes") if isinstance(detail, dict) else None
-        for group in (episodes or {}).values() if isinstance(episodes, dict) else ():
-            for ep in group if isinstance(group, list) else ():
-                try:
-                    ids.add(int(ep.get("id")))
-                except (TypeError, ValueError, AttributeError):
-                    continue
-    return ids
+            answer = await self._play(request, account, "series", stream_id, ext)
+        except (Unavailable, NoAnswer):
+            self._asked.pop(stream_id, None)  # busy or unreachable: the provider did not decide
+            raise
+        except HTTPError as e:
+            self._asked[stream_id] = (when, False)
+            raise NotFound("unknown episode") if e.code in (404, 502) else e
+        except BaseException:
+            self._asked.pop(stream_id, None)
+            raise
+        self._asked[stream_id] = (when, True)
+        return answer

@@ -139,6 +139,7 @@ class AdminPage:
             "</section>",
             self._channels(relay.get("channels", [])),
             self._media(state.get("media") or {}),
+            self._lineups(state.get("lineups") or {}),
             self._ingests(ingest),
         ]
         return "\n".join(parts)
@@ -210,6 +211,25 @@ class AdminPage:
                                 for x in c.get("clients") or [])
             out.append(f'<p class="meta">HLS {_e(c.get("what", ""))}: {clients or "no client"}</p>')
         out.append("</section>")
+        return "".join(out)
+
+    def _lineups(self, lineups: dict[str, Any]) -> str:
+        """Each user's lineup and what it holds."""
+        users = lineups.get("users") or []
+        if not users:
+            return ""
+        out = ['<section id="lineups"><h2>Users and lineups</h2>',
+               '<table class="lineups"><thead><tr><th>User</th><th>Lineup</th><th>Live</th>'
+               '<th>Movies</th><th>Series</th></tr></thead><tbody>']
+        for u in users:
+            counts = u.get("counts")
+            cells = ([_e(counts.get(k, 0)) for k in ("live", "vod", "series")] if counts
+                     else ['being built', "", ""])
+            out.append(f'<tr class="lineup"><td data-label="User">{_e(u.get("user", ""))}</td>'
+                       f'<td data-label="Lineup">{_e(u.get("lineup") or "whole catalog")}</td>'
+                       f'<td data-label="Live">{cells[0]}</td><td data-label="Movies">{cells[1]}</td>'
+                       f'<td data-label="Series">{cells[2]}</td></tr>')
+        out.append("</tbody></table></section>")
         return "".join(out)
 
     def _ingests(self, ingest: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """``GET /metrics``: Prometheus text format, every name prefixed ``xrelay_``.
 
-Two sources, neither needing a call from the other modules:
+Three sources, none needing a call from the other modules:
 
 * :class:`RelayCollector` reads the running components at scrape time
   (the relay's snapshot, the catalog, the ingest record kept by
@@ -13,7 +13,9 @@ Two sources, neither needing a call from the other modules:
   log line of a request whose client left before it finished (a stream),
   which Twisted alone would not log.  Endpoints are named by
   route (``live``, ``player_api``...), never by URL, so no user or password
-  ever becomes a label.
+  ever becomes a label;
+* :class:`LimitsCollector` reads the site's refusals by limit and its open
+  connections, and the failed-login throttles (by realm, never by address).
 
 Protected by the ``[admin]`` Basic credentials (:mod:`xrelay.http.auth`).
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -31,6 +33,8 @@ from twisted.web import server
 from twisted.web.iweb import IRequest
 
 from xrelay import __version__
+from xrelay.http.limits import LimitedSite
+from xrelay.http.throttle import LoginThrottle
 from xrelay.ops.overview import Overview
 
 __all__ = ["Metrics", "RelayCollector", "WebStats", "endpoint_of"]
@@ -306,17 +310,84 @@ class RelayCollector:
         yield items
 
 
-class Metrics:
-    """The ``/metrics`` endpoint."""
+class LimitsCollector:
+    """The HTTP limits at scrape time: requests the site refused before
+    routing them (:mod:`xrelay.http.limits`), open connections, and each
+    failed-login throttle (:mod:`xrelay.http.throttle`)."""
 
-    def __init__(self, overview: Overview) -> None:
+    def __init__(self, throttles: Mapping[str, LoginThrottle]) -> None:
+        self.throttles = dict(throttles)
+        #: The sites measured (xrelay's port, the HDHomeRun devices' own ports).
+        self.sites: list[LimitedSite] = []
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self.sites:
+            refused = CounterMetricFamily(
+                "xrelay_http_limit_refusals", "Requests refused by a limit before routing, by reason",
+                labels=["reason"])
+            totals: dict[str, int] = {}
+            open_by_address: dict[str, int] = {}
+            for site in self.sites:
+                for reason, count in site.stats.items():
+                    totals[reason] = totals.get(reason, 0) + count
+                for address, count in site.open_connections().items():
+                    open_by_address[address] = open_by_address.get(address, 0) + count
+            for reason, count in sorted(totals.items()):
+                refused.add_metric([reason], count)
+            yield refused
+            yield GaugeMetricFamily("xrelay_http_connections",
+                                    "Open client connections (of the addresses capped per address)",
+                                    value=sum(open_by_address.values()))
+            yield GaugeMetricFamily("xrelay_http_client_addresses",
+                                    "Client addresses with open connections (capped ones)",
+                                    value=len(open_by_address))
+        if not self.throttles:
+            return
+        families = {
+            "failures": CounterMetricFamily("xrelay_login_failures", "Failed logins (wrong user or password), by realm",
+                                            labels=["realm"]),
+            "delayed": CounterMetricFamily("xrelay_login_delayed", "Failed logins answered after a delay, by realm",
+                                           labels=["realm"]),
+            "refused": CounterMetricFamily("xrelay_login_refused",
+                                           "Logins refused with 429 during a lockout, by realm", labels=["realm"]),
+            "lockouts": CounterMetricFamily("xrelay_login_lockouts", "Lockouts started, by realm",
+                                            labels=["realm"]),
+        }
+        tracked = GaugeMetricFamily("xrelay_login_tracked_addresses",
+                                    "Addresses with failed logins remembered, by realm", labels=["realm"])
+        locked = GaugeMetricFamily("xrelay_login_locked_addresses", "Addresses locked out now, by realm",
+                                   labels=["realm"])
+        for realm, throttle in sorted(self.throttles.items()):
+            counters = throttle.counters
+            for name, family in families.items():
+                family.add_metric([realm], getattr(counters, name))
+            tracked.add_metric([realm], throttle.tracked())
+            locked.add_metric([realm], len(throttle.locked()))
+        yield from families.values()
+        yield tracked
+        yield locked
+
+
+class Metrics:
+    """The ``/metrics`` endpoint.  *throttles*: the failed-login throttles,
+    by realm (``users``, ``admin``)."""
+
+    def __init__(self, overview: Overview, throttles: Mapping[str, LoginThrottle] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.web = WebStats(self.registry)
         self.registry.register(RelayCollector(overview, self.web))
+        self.limits = LimitsCollector(throttles or {})
+        self.registry.register(self.limits)
 
     def instrument(self, site: server.Site) -> None:
-        """Measure every request of *site*."""
+        """Measure every request of *site* (and, for a
+        :class:`~xrelay.http.limits.LimitedSite`, its refusals and connections)."""
         site.requestFactory = self.web.request_class()
+        if isinstance(site, LimitedSite):
+            self.limits.sites.append(site)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

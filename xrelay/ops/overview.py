@@ -21,6 +21,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from xrelay.catalog.cache import CatalogCache
+from xrelay.catalog.lineup_service import Lineups
 from xrelay.catalog.store import CacheStore
 from xrelay.core.users import UserDB
 from xrelay.ingest.ingester import Ingester, IngestResult
@@ -39,7 +40,7 @@ INGEST_HISTORY = 10
 
 class Overview:
     def __init__(self, store: CacheStore, ingester: Ingester, catalog: CatalogCache, users: UserDB,
-                 relay: LiveRelay, files: FileRelay, hls: HlsServer) -> None:
+                 relay: LiveRelay, files: FileRelay, hls: HlsServer, lineups: Lineups) -> None:
         self.store = store
         self.ingester = ingester
         self.catalog = catalog
@@ -47,6 +48,7 @@ class Overview:
         self.live = relay
         self.files = files
         self.hls = hls
+        self.lineups = lineups
         self.started = time.time()
         self.ingests: deque[dict[str, Any]] = deque(maxlen=INGEST_HISTORY)
         #: ``(outcome, trigger) -> count`` of the ingests run by this process.
@@ -176,6 +178,20 @@ class Overview:
                 closed += 1
         return closed
 
+    # -- lineups ---------------------------------------------------------------
+
+    def lineup_state(self) -> dict[str, Any]:
+        """Each lineup's counts (None while its view is being built) and
+        each user's lineup (None: the whole catalog)."""
+        c = self.catalog_counts()
+        whole = {"live": c.get("live_streams", 0), "vod": c.get("vod_streams", 0), "series": c.get("series", 0)}
+        return {
+            "lineups": {name: self.lineups.counts(name) for name in self.lineups.config},
+            "users": [{"user": u.username, "lineup": u.lineup,
+                       "counts": self.lineups.counts(u.lineup) if u.lineup is not None else whole}
+                      for u in self.users],
+        }
+
     # -- everything, for the admin page -----------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -187,6 +203,7 @@ class Overview:
             "uptime": now - self.started,
             "relay": self.relay(),
             "media": self.media(),
+            "lineups": self.lineup_state(),
             "ingest": {
                 "running": self.ingest_running,
                 "last": last,

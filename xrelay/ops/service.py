@@ -17,11 +17,13 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from xrelay import __version__
+from xrelay.catalog.lineup_service import Lineups, stream_of_key
 from xrelay.core.config import Config, UserConfig
 from xrelay.core.users import UserDB
 from xrelay.ops.overview import Overview
+from xrelay.relay.slots import UserStreams
 
-__all__ = ["OpsService", "revoked_users", "close_revoked"]
+__all__ = ["OpsService", "revoked_users", "close_revoked", "close_outside_lineups"]
 
 log = Logger()
 
@@ -47,6 +49,30 @@ def close_revoked(users: UserDB, overview: Overview, previous: dict[str, UserCon
     closed = overview.close_streams_of(gone, "the user was removed or changed by a reload")
     log.info("reload: {closed} streams of {count} removed or changed users closed",
              closed=closed, count=len(gone), event="users_revoked")
+
+
+def close_outside_lineups(streams: UserStreams, users: UserDB, lineups: Lineups) -> int:
+    """After the lineups or the users changed: close every stream a user's
+    lineup no longer holds (live, HLS, catch-up, movie, episode); how many."""
+    closed = 0
+    for username, leases in list(streams.by_user.items()):
+        user = users.get(username)
+        if user is None or user.lineup is None:
+            continue
+        for lease in list(leases):
+            target = stream_of_key(lease.key)
+            if target is None or lineups.may_keep(user, *target):
+                continue
+            log.info("{user}'s lineup {lineup} no longer holds {kind} {ident}: closing that stream",
+                     user=username, lineup=user.lineup, kind=target[0], ident=target[1],
+                     event="lineup_stream_closed")
+            lease.release()
+            try:
+                lease.revoke()
+            except Exception:
+                log.failure("closing {key}", key=lease.key)
+            closed += 1
+    return closed
 
 
 class OpsService(Service):

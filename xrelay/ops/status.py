@@ -2,8 +2,8 @@
 
 Behind HTTP Basic auth with ``[admin] username`` and ``password`` (the route checks it).
 Lists the live channels (upstream state, buffer, viewers with user, address,
-bytes and start time), the provider slots used and allowed, and eviction,
-reconnect and handover counts. Never includes provider URLs or secrets.
+bytes and start time), the provider slots used and allowed, eviction,
+reconnect and handover counts, and each user's lineup with its counts. Never includes provider URLs or secrets.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class StatusPage:
             "catalog_loaded": self.overview.catalog.loaded,
         }
         out.update(self.overview.live.snapshot())
+        out["lineups"] = self.overview.lineup_state()
         return out
 
     def render(self, request: IRequest) -> bytes:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -23,9 +24,11 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map
 
 from xrelay.api.player_api import XtreamApi
+from xrelay.catalog.lineup_service import Lineups
 from xrelay.core.config import AdminConfig, UserConfig
 from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
+from xrelay.http import errors
 from xrelay.hdhr.server import HdhrServer
 from xrelay.http.errors import HTTPError, render_error, text_error
 from xrelay.http.request import PATH_ARGS
@@ -36,7 +39,7 @@ from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.status import StatusPage
 from xrelay.relay.channels import LiveRelay
-from xrelay.web.guards import AccountExpired, admin_only, login, user_login
+from xrelay.web.guards import AccountExpired, LoginThrottles, admin_only, login, user_login
 from xrelay.web.hdhr_routes import DeviceRoutes
 
 __all__ = ["WebApp", "Surfaces", "StreamRef"]
@@ -86,7 +89,10 @@ class Surfaces:
     status: StatusPage
     metrics: Metrics
     admin_page: AdminPage
+    lineups: Lineups
     hdhr: HdhrServer
+    #: Failed logins per client address (the guards' throttles).
+    throttles: LoginThrottles
 
 
 def _route_map() -> Klein:
@@ -97,7 +103,7 @@ def _route_map() -> Klein:
 
 
 class WebApp:
-    """The route table (its guards need ``users``, ``admin`` and ``scrubber``)."""
+    """The route table (its guards need ``users``, ``admin``, ``scrubber`` and ``throttles``)."""
 
     app = _route_map()
 
@@ -106,6 +112,7 @@ class WebApp:
         self.users = surfaces.users
         self.admin = surfaces.admin
         self.scrubber = surfaces.scrubber
+        self.throttles = surfaces.throttles
 
     # -- Xtream API ---------------------------------------------------------------
 
@@ -168,25 +175,31 @@ class WebApp:
             if clip is None:
                 raise
             return clip
+        if isinstance(account, Deferred):
+            return account  # a failed login, refused after the throttle's delay
         if stream.ext == "m3u8":
             # The channel's own HLS; the provider's, rewritten, only for
             # channels whose provider HLS the channel cannot carry.
-            return self.parts.relay.serve_hls(
-                request, account, stream.ident,
-                proxy=lambda: self.parts.hls.playlist(request, account, stream.ident))
-        return self.parts.relay.serve(request, account, stream.ident, stream.ext)
+            return self._in_lineup(account, "live", stream.ident, "unknown stream",
+                                   lambda: self.parts.relay.serve_hls(
+                                       request, account, stream.ident,
+                                       proxy=lambda: self.parts.hls.playlist(request, account, stream.ident)))
+        return self._in_lineup(account, "live", stream.ident, "unknown stream",
+                               lambda: self.parts.relay.serve(request, account, stream.ident, stream.ext))
 
     # -- movies and series episodes -------------------------------------------------
 
     @app.route("/movie/<user>/<password>/<stream:stream>", methods=READ)
     @user_login("text")
     def movie(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
-        return self.parts.vod.serve(request, account, "movie", stream.ident, stream.ext)
+        return self._in_lineup(account, "vod", stream.ident, _unknown(stream, "unknown movie"),
+                               lambda: self.parts.vod.serve(request, account, "movie", stream.ident, stream.ext))
 
     @app.route("/series/<user>/<password>/<stream:stream>", methods=READ)
     @user_login("text")
     def series(self, request: IRequest, account: UserConfig, stream: StreamRef) -> Any:
-        return self.parts.vod.serve(request, account, "series", stream.ident, stream.ext)
+        return self._in_lineup(account, "episode", stream.ident, _unknown(stream, "unknown episode"),
+                               lambda: self.parts.vod.serve(request, account, "series", stream.ident, stream.ext))
 
     # -- catch-up ---------------------------------------------------------------------
 
@@ -194,7 +207,8 @@ class WebApp:
     @user_login("text")
     def timeshift(self, request: IRequest, account: UserConfig, duration: str, start: str,
                   stream: str) -> Any:
-        return self.parts.timeshift.serve(request, account, duration, start, stream)
+        return self._catch_up(account, stream,
+                              lambda: self.parts.timeshift.serve(request, account, duration, start, stream))
 
     @app.route("/timeshifts/<user>/<password>/<duration>/<stream>/<start>", methods=READ)
     @user_login("text")
@@ -204,7 +218,8 @@ class WebApp:
         start, dot, ext = start.rpartition(".")
         if not dot:
             start, ext = ext, "ts"
-        return self.parts.timeshift.serve(request, account, duration, start, f"{stream}.{ext}")
+        return self._catch_up(account, stream, lambda: self.parts.timeshift.serve(
+            request, account, duration, start, f"{stream}.{ext}"))
 
     @app.route("/streaming/timeshift.php", methods=READ)
     @app.route("/timeshift.php", methods=READ)
@@ -215,18 +230,42 @@ class WebApp:
         stream = args.get("stream", "")
         if "." not in stream and args.get("extension"):
             stream = f"{stream}.{args['extension']}"
-        return self.parts.timeshift.serve(request, account, args.get("duration", ""),
-                                          args.get("start", ""), stream)
+        return self._catch_up(account, stream, lambda: self.parts.timeshift.serve(
+            request, account, args.get("duration", ""), args.get("start", ""), stream))
 
     # -- HLS playlists and segments (authorised by the user token in the path) -------------
 
     @app.route("/hls/<user>/<user_token>/<name>", methods=READ)
     def hls(self, request: IRequest, user: str, user_token: str, name: str) -> Any:
+        account = self.parts.hls.authorise(user, user_token)
         live = LIVE_SEGMENT.fullmatch(name)
         if live is not None:  # a segment of a live channel's own HLS
-            account = self.parts.hls.authorize(user, user_token)
-            return self.parts.relay.serve_segment(request, account, int(live[1]), int(live[2]))
-        return self.parts.hls.resource(request, user, user_token, name)
+            return self._in_lineup(account, "live", int(live[1]), "expired: reload the playlist",
+                                   lambda: self.parts.relay.serve_segment(request, account, int(live[1]),
+                                                                          int(live[2])))
+        target = self.parts.hls.stream_of(name)
+        if target is None:
+            return self.parts.hls.resource(request, user, user_token, name)
+        return self._in_lineup(account, target[0], target[1], "expired: reload the playlist",
+                               lambda: self.parts.hls.resource(request, user, user_token, name))
+
+    # -- lineups: the one check every stream passes -------------------------------------------
+
+    def _in_lineup(self, account: UserConfig, kind: str, ident: int, unknown: str,
+                   serve: Callable[[], Any]) -> Any:
+        """*serve* the stream if *account*'s lineup holds it; else answer
+        as for an unknown id (*unknown*), without contacting the provider."""
+        if not self.parts.lineups.may_play(account, kind, ident):
+            raise errors.NotFound(unknown)
+        return serve()
+
+    def _catch_up(self, account: UserConfig, stream: str, serve: Callable[[], Any]) -> Any:
+        """Catch-up of ``ID.EXT``: a well-formed request for a channel outside
+        the lineup is answered like one for an unknown channel."""
+        ident, _, ext = (stream or "").partition(".")
+        if ident.isascii() and ident.isdigit() and len(ident) <= 11 and (ext or "ts").lower() in ("ts", "m3u8"):
+            return self._in_lineup(account, "live", int(ident), "unknown channel", serve)
+        return serve()
 
     # -- emulated HDHomeRun tuners (the token in the path is the device's key) -------------
 
@@ -297,6 +336,12 @@ class WebApp:
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         return text_error(request, 405, "method not allowed")
+
+
+def _unknown(stream: StreamRef, message: str) -> str:
+    """What a movie or episode route answers for an unknown id: an
+    extension it refuses first says "unknown stream"."""
+    return message if len(stream.ext) <= 5 else "unknown stream"
 
 
 def _path_args(request: IRequest, account: UserConfig, **values: str | None) -> None:

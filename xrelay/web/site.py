@@ -1,4 +1,4 @@
-"""The Site that serves xrelay's routes: Host check, access log, metrics.
+"""The Site that serves xrelay's routes: limits, Host check, access log, metrics.
 
 The access log never holds a user's password or the provider's secrets:
 paths and queries are masked (:func:`redact_uri`) and the line goes through
@@ -11,12 +11,13 @@ import re
 from typing import Any
 from urllib.parse import quote
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
 
 from xrelay.core.scrub import Scrubber
 from xrelay.http.errors import text_error
+from xrelay.http.limits import BodyGate, LimitedSite, Limits
 from xrelay.http.request import valid_host
 from xrelay.ops.metrics import Metrics
 from xrelay.web.routes import WebApp
@@ -72,21 +73,28 @@ class _HostGuard(Resource):
         return self.inner.render(request)
 
 
-def make_site(web: WebApp, scrubber: Scrubber, metrics: Metrics) -> Site:
-    """The Site serving *web*'s routes, with the access log and request metrics."""
-    return site_for(web.app.resource(), scrubber, metrics)
+def make_site(web: WebApp, scrubber: Scrubber, metrics: Metrics, *, reactor: IReactorTime,
+              limits: Limits | None = None, body_gate: BodyGate | None = None) -> LimitedSite:
+    """The Site serving *web*'s routes (see :func:`site_for`); *body_gate*
+    answers a request whose login is refused before its body is read
+    (:mod:`xrelay.web.gate`)."""
+    return site_for(web.app.resource(), scrubber, metrics, reactor=reactor, limits=limits,
+                    body_gate=body_gate)
 
 
-def site_for(resource: Resource, scrubber: Scrubber, metrics: Metrics) -> Site:
+def site_for(resource: Resource, scrubber: Scrubber, metrics: Metrics, *, reactor: IReactorTime,
+             limits: Limits | None = None, body_gate: BodyGate | None = None) -> LimitedSite:
     """A Site serving *resource* (xrelay's routes, a device's own port), with
-    the access log and request metrics."""
+    the access log, request metrics and :class:`~xrelay.http.limits.Limits`
+    (``[server]``'s, see :mod:`xrelay.web.policy`)."""
 
     def access_log_line(timestamp: str, request: Any) -> str:
         # Someone may try the provider's own credentials on xrelay: even then
         # they must not be written to the log.
         return scrubber.text(_access_log_line(timestamp, request))
 
-    site = Site(_HostGuard(resource), logFormatter=access_log_line)
+    site = LimitedSite(_HostGuard(resource), limits, reactor=reactor,
+                       body_gate=body_gate, logFormatter=access_log_line)
     site.displayTracebacks = False
-    metrics.instrument(site)  # request counts and latency by endpoint
+    metrics.instrument(site)  # request counts and latency by endpoint, refusals, connections
     return site

@@ -26,18 +26,21 @@ For example::
     vod = {enabled = false}
 
 The records only match; :mod:`xrelay.catalog.selection` applies them to a
-prepared generation.  Errors name the key, as the rest of the configuration
+prepared generation.  They live in ``xrelay.core`` because the
+configuration (:mod:`xrelay.core.config`) parses them at load time.  Errors name the key, as the rest of the configuration
 does: ``FILE: lineups.kids.live.include_streams[2]: bad regular expression ...``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Mapping, Protocol, Sequence
 
-from xrelay.core.config import ConfigError
+from xrelay.core.config_error import ConfigError
 
 __all__ = [
     "ADULT_PATTERNS", "KINDS", "LineupConfig", "Patterns", "Rename", "SectionRules", "UserLineup",
@@ -120,6 +123,10 @@ class SectionRules:
     def has_include(self) -> bool:
         return bool(self.include_categories) or bool(self.include_streams)
 
+    def describe(self) -> dict[str, Any]:
+        """The section as the configuration file says it (check-config)."""
+        return {"enabled": self.enabled, **{key: list(getattr(self, key).entries) for key in _SECTION_LISTS}}
+
 
 @dataclass(frozen=True)
 class Rename:
@@ -157,6 +164,24 @@ class LineupConfig:
         while out[0].extends is not None:
             out.insert(0, lineups[out[0].extends])
         return out
+
+    def describe(self) -> dict[str, Any]:
+        """The lineup as plain data (``xrelay check-config``)."""
+        return {
+            "extends": self.extends, "number_from": self.number_from,
+            "adult": "hide" if self.hide_adult else "show",
+            "adult_patterns": list(self.adult_patterns.entries),
+            "rename": [{"pattern": r.pattern.pattern, "replace": r.replace} for r in self.rename],
+            **{kind: self.section(kind).describe() for kind in KINDS},
+        }
+
+    def fingerprint(self, lineups: Mapping[str, "LineupConfig"]) -> str:
+        """A digest of every rule that shapes this lineup's result (its own
+        and those of the lineups it extends): equal fingerprints, equal
+        selections of the same generation."""
+        rules = [lineup.describe() for lineup in self.chain(lineups)]
+        text = json.dumps(rules, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class UserLineup(Protocol):
