@@ -84,6 +84,30 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _lock_free(store: CacheStore) -> bool:
+    try:
+        store.lock_ingest().release()
+    except IngestLocked:
+        return False
+    return True
+
+
+def _holders(store: CacheStore) -> list[str]:
+    """The processes with the lock file open, as ``pid command``."""
+    lock = str(store.root / "ingest.lock")
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == lock for fd in fds):
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    command = f.read().replace(bytes(1), b" ").decode(errors="replace")[:120]
+                found.append(f"{entry} {command}")
+        except OSError:
+            continue
+    return found
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -108,10 +132,14 @@ async def test_the_ingest_child_ends_with_the_daemon(tmp_path: Path) -> None:
         daemon.signal(signal.SIGKILL)
         await daemon.wait_exit()
         await wait_until(lambda: _gone(child), 20, what="the ingest child ending")
-        # nothing was committed, and the next ingest may run
+        # nothing was committed, and the next ingest may run (the lock goes
+        # with the last process holding it; a deadline, with the holders named)
         store = CacheStore(daemon.data_dir)
         assert store.current() is None
-        store.lock_ingest().release()
+        try:
+            await wait_until(lambda: _lock_free(store), 20, what="the ingest lock released")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; held by {_holders(store)}") from None
     finally:
         if child and not _gone(child):
             os.kill(child, signal.SIGKILL)
