@@ -1,6 +1,6 @@
 """player_api.php and panel_api.php over real HTTP, against the running daemon
 (xrelay + the demo provider on loopback).  Field types per
-../shared/xtream-api.md section 8.1."""
+docs/xtream-api.md."""
 
 from __future__ import annotations
 

@@ -283,7 +283,7 @@ async def test_killed_midway_leaves_the_cache_intact(setup: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_guide_times_are_cached_in_utc(setup: Any) -> None:
     """A provider in New York sends -0500/-0400 times; the cache has the same
-    moments written +0000 (../shared/xtream-api.md 8.1)."""
+    moments written +0000 (docs/xtream-api.md, "Guide times")."""
     import re
 
     import treq

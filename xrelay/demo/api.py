@@ -1,6 +1,6 @@
 """The demo provider's player_api.php answers, as plain JSON-able values.
 
-Types follow an XC 2.x-era panel (``../shared/xtream-api.md`` sections 1-2);
+Types follow an XC 2.x-era panel (docs/xtream-api.md, "Field types");
 ``quirky`` catalogs change a few account fields the way real panels do
 (``exp_date`` null, ``active_cons`` an int, ``port`` an int).
 """

@@ -2,8 +2,8 @@
 
 Nothing is stored per item: every row is computed from its index, the sizes
 and the seed, so a catalog of 100k channels costs nothing until a list is
-rendered.  Field types follow the XC-era panels (``../shared/xtream-api.md``
-sections 1-2): ints for ``stream_id``/``num``/``tv_archive``/``series_id``,
+rendered.  Field types follow the XC-era panels (docs/xtream-api.md,
+"Field types"): ints for ``stream_id``/``num``/``tv_archive``/``series_id``,
 numeric strings for ``category_id``/``added``/``last_modified``.
 
 With ``quirky=True`` the catalog also shows what real panels send and

@@ -278,7 +278,7 @@ _ZONED_TIME = re.compile(rb'( (?:start|stop)=")(\d{14}) ?([+-]\d{4})"')
 
 def utc_times(data: bytes) -> bytes:
     """Programme times in UTC (``20250101060000 +0000``), as every client
-    reads them (../shared/xtream-api.md 8.1: some ignore the offset)."""
+    reads them (docs/xtream-api.md, "Guide times": some ignore the offset)."""
 
     def convert(m: "re.Match[bytes]") -> bytes:
         if m.group(3) == b"+0000":

@@ -6,8 +6,8 @@ Both URL forms players use are served:
 * ``/streaming/timeshift.php?username=&password=&stream=ID&start=START&duration=MIN``
   (query form; ``/timeshift.php`` too).
 
-START arrives in whatever form the player sends (``../shared/xtream-api.md``
-3.4): ``YYYY-MM-DD:HH-MM`` and its variants, ``YYYYMMDD-HH``, ISO 8601, or a
+START arrives in whatever form the player sends (docs/xtream-api.md,
+"Catch-up"): ``YYYY-MM-DD:HH-MM`` and its variants, ``YYYYMMDD-HH``, ISO 8601, or a
 10/13-digit UNIX epoch (TiviMate).  Wall-clock forms are read in the
 timezone xrelay advertises to its clients (``[server] timezone``, served as
 ``server_info.timezone``); epochs and ISO times with an offset are absolute.
