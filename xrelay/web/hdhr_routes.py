@@ -14,11 +14,10 @@ from klein import Klein
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from xrelay.core.config import HdhrDevice
 from xrelay.hdhr.server import DeviceAt, HdhrServer
-from xrelay.http.errors import HTTPError, render_error, text_error
+from xrelay.web.answers import ANSWERED_ERRORS, error_answer
 
 __all__ = ["DeviceRoutes", "device_port_resource"]
 
@@ -68,19 +67,9 @@ class DeviceRoutes:
     def tuner(self, request: IRequest, tuner: int, number: str) -> Any:
         return self.hdhr.tune(request, self.at, number, tuner)
 
-    @app.handle_errors(HTTPError)
-    def http_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, HTTPError)
-        return render_error(request, error)
-
-    @app.handle_errors(NotFound)
-    def not_found(self, request: IRequest, failure: Failure) -> bytes:
-        return text_error(request, 404, "not found")
-
-    @app.handle_errors(MethodNotAllowed)
-    def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        return text_error(request, 405, "method not allowed")
+    @app.handle_errors(*ANSWERED_ERRORS)
+    def error(self, request: IRequest, failure: Failure) -> bytes:
+        return error_answer(request, failure)
 
 
 class _DevicePort(Resource):

@@ -4,7 +4,7 @@ Each route checks the login with a guard (:mod:`xrelay.web.guards`), reads
 its typed path arguments (:class:`StreamRef` for ``ID.EXT``) and hands the
 request to the part that owns it: the API, the live relay, movies, HLS,
 catch-up, the admin pages.  A part that cannot serve raises an
-:class:`~xrelay.http.errors.HTTPError`; :meth:`WebApp.http_error` is the one
+:class:`~xrelay.http.errors.HTTPError`; :func:`xrelay.web.answers.error_answer` is the one
 place that turns it into the answer.  Streaming answers are returned as
 resources (or Deferreds) that keep their producers.
 """
@@ -20,7 +20,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map
 
 from xrelay.api.player_api import XtreamApi
@@ -30,7 +29,6 @@ from xrelay.core.scrub import Scrubber
 from xrelay.core.users import UserDB
 from xrelay.http import errors
 from xrelay.hdhr.server import HdhrServer
-from xrelay.http.errors import HTTPError, render_error, text_error
 from xrelay.http.request import PATH_ARGS
 from xrelay.media.hls_proxy import HlsServer
 from xrelay.media.timeshift import TimeshiftServer
@@ -39,6 +37,7 @@ from xrelay.ops.admin import AdminPage
 from xrelay.ops.metrics import Metrics
 from xrelay.ops.status import StatusPage
 from xrelay.relay.channels import LiveRelay
+from xrelay.web.answers import ANSWERED_ERRORS, error_answer
 from xrelay.web.guards import AccountExpired, LoginThrottles, admin_only, login, user_login
 from xrelay.web.hdhr_routes import DeviceRoutes
 
@@ -323,19 +322,9 @@ class WebApp:
 
     # -- errors: the one place they become answers -----------------------------------------
 
-    @app.handle_errors(HTTPError)
-    def http_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, HTTPError)
-        return render_error(request, error)
-
-    @app.handle_errors(NotFound)
-    def not_found(self, request: IRequest, failure: Failure) -> bytes:
-        return text_error(request, 404, "not found")
-
-    @app.handle_errors(MethodNotAllowed)
-    def not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        return text_error(request, 405, "method not allowed")
+    @app.handle_errors(*ANSWERED_ERRORS)
+    def error(self, request: IRequest, failure: Failure) -> bytes:
+        return error_answer(request, failure)
 
 
 def _unknown(stream: StreamRef, message: str) -> str:
