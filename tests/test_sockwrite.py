@@ -1,4 +1,4 @@
-"""Tests for xrelay.relay.sockwrite: zero-copy writes, short writes, framing."""
+"""Tests for xrelay.http.sockwrite: zero-copy writes, short writes, framing."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from xrelay.relay.sockwrite import DirectWriter, direct_writer
+from xrelay.http.sockwrite import DirectWriter, direct_writer
 
 
 class Pieces(Resource):
@@ -151,7 +151,7 @@ def test_a_tcp_transport_without_the_expected_internals_is_reported_once(monkeyp
     from twisted.internet import tcp
 
     from media_helpers import LogCapture
-    from xrelay.relay import sockwrite
+    from xrelay.http import sockwrite
 
     monkeypatch.setattr(sockwrite, "_warned", [])
     transport = tcp.Connection.__new__(tcp.Connection)  # no __init__: no _tempDataBuffer
@@ -261,7 +261,7 @@ def test_chunked_framing_survives_arbitrary_short_writes() -> None:
 def test_bound_send_buffer_fixes_the_socket_buffer() -> None:
     import socket as socketlib
 
-    from xrelay.relay.sockwrite import bound_send_buffer
+    from xrelay.http.sockwrite import bound_send_buffer
 
     sock = socketlib.socket()
 

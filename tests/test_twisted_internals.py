@@ -5,7 +5,7 @@ hot-path modules go below Twisted's public API, and fall back quietly (so
 correct but slower) when what they expect is missing, so these tests check
 the internals themselves and fail loudly:
 
-* ``xrelay.relay.sockwrite`` (zero-copy writes to viewers) takes over and
+* ``xrelay.http.sockwrite`` (zero-copy writes to viewers) takes over and
   gives back the TCP transport's write buffer (``dataBuffer``, ``offset``,
   ``_tempDataBuffer``, ``_tempDataLen``) and uses its producer machinery
   (``producerPaused`` and ``startWriting()``: a drained transport resumes a
@@ -50,7 +50,7 @@ from demo_helpers import within
 from xrelay.core.config import UpstreamConfig
 from xrelay.media.proxy import finish_request
 from xrelay.provider.client import ProviderClient
-from xrelay.relay.sockwrite import DirectWriter, direct_writer
+from xrelay.http.sockwrite import DirectWriter, direct_writer
 from xrelay.relay.upstream import UPSTREAM_READ_SIZE, _Body
 
 CHANGED = "Twisted changed an internal xrelay relies on (see tests/test_twisted_internals.py)"

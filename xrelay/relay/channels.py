@@ -53,7 +53,7 @@ from xrelay.relay.hls_segmenter import Segmenter
 from xrelay.relay.hls_sessions import HlsSession
 from xrelay.relay.hls_upstream import HlsNotCarried, HlsUpstream
 from xrelay.relay.hls_viewers import LiveHls
-from xrelay.relay.sockwrite import bound_send_buffer, direct_writer
+from xrelay.http.sockwrite import bound_send_buffer, direct_writer
 from xrelay.relay.slots import Lease, ProviderSlots, SlotsExhausted, UserStreams, Yield
 from xrelay.relay.upstream import NotMpegTs, Upstream, UpstreamError
 from xrelay.catalog.cache import CatalogCache

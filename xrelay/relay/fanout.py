@@ -5,7 +5,7 @@ into a :class:`StreamRing`: a bounded run of recent, packet-aligned chunks
 with absolute byte offsets. The data is stored once; every viewer is a
 :class:`Viewer`, an ``IPushProducer`` registered on its consumer (a
 ``twisted.web`` request or any ``IConsumer``) that only holds a cursor into
-the ring and writes the shared chunk objects (with :mod:`xrelay.relay.sockwrite`,
+the ring and writes the shared chunk objects (with :mod:`xrelay.http.sockwrite`,
 straight from the chunk to the socket).
 
 * A viewer whose socket is full is paused; its cursor stays where it was.
@@ -231,7 +231,7 @@ class Viewer:
         # Memoryviews go to a direct writer only (and Twisted's consumers take any
         # buffer, although IConsumer.write says bytes).
         self._write: Callable[[bytes | memoryview], Any] = write or consumer.write  # type: ignore[assignment]
-        #: A writer that reports short writes (see xrelay.relay.sockwrite).
+        #: A writer that reports short writes (see xrelay.http.sockwrite).
         self._direct = write is not None
         self.user = user
         self.address = address
@@ -573,7 +573,7 @@ class Fanout:
         """Register a new viewer on ``consumer`` and send it its burst.
 
         ``write`` replaces ``consumer.write`` for the stream data (see
-        :mod:`xrelay.relay.sockwrite`); the consumer still paces the viewer."""
+        :mod:`xrelay.http.sockwrite`); the consumer still paces the viewer."""
         viewer = Viewer(self, consumer, user=user, address=address, abort=abort, finish=finish,
                         write=write)
         ring = self.ring

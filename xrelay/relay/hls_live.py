@@ -14,7 +14,7 @@ on top of a channel's :class:`~xrelay.relay.hls_segmenter.Segmenter`:
   shared pieces to a consumer (a ``twisted.web`` request) with back-pressure:
   it stops when the consumer pauses it and goes on when resumed. It writes the
   ring's own ``bytes`` objects (or ``memoryview`` slices of them): nothing is
-  copied per client; given a :mod:`xrelay.relay.sockwrite` writer it sends
+  copied per client; given a :mod:`xrelay.http.sockwrite` writer it sends
   them straight to the socket.
 * :func:`wait_for_segment` waits, within a bound on the passed clock, for a
   channel opened cold to complete its first segment; it fails with
@@ -150,7 +150,7 @@ class SegmentProducer:
     """Writes a segment's pieces to ``consumer`` with back-pressure.
 
     ``write`` replaces ``consumer.write`` for the data: a
-    :mod:`xrelay.relay.sockwrite` writer that returns how many bytes the
+    :mod:`xrelay.http.sockwrite` writer that returns how many bytes the
     socket took (it pauses this producer itself when the socket is full);
     the consumer still paces the producer. :meth:`start` registers it and
     returns a Deferred firing with the number of bytes written once all were

@@ -51,7 +51,7 @@ from xrelay.relay.hls_live import (DEFAULT_FIRST_SEGMENT_WAIT, PLAYLIST_CACHE_CO
 from xrelay.relay.hls_segmenter import Segment, Segmenter
 from xrelay.relay.hls_sessions import HlsSession, HlsSessions
 from xrelay.relay.slots import UserStreams
-from xrelay.relay.sockwrite import bound_send_buffer, direct_writer, no_delay
+from xrelay.http.sockwrite import bound_send_buffer, direct_writer, no_delay
 
 __all__ = ["LiveHls", "HlsChannel", "segment_name"]
 

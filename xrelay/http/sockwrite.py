@@ -1,4 +1,4 @@
-"""Write shared stream chunks to a viewer's socket without copying them.
+"""Write response bodies (shared stream chunks, prepared answers) to a TCP socket without copying them.
 
 ``transport.write()`` appends to the transport's buffer; Twisted sends it on
 a later reactor turn, joins buffered pieces into a new bytes object (a copy
