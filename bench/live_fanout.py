@@ -444,6 +444,9 @@ password = "{PROVIDER[1]}"
 
 [server]
 listen = "tcp:{port}:interface=127.0.0.1:backlog={args.backlog}"
+# Every load-generator connection comes from 127.0.0.1: the per-address cap
+# (64 by default) would close all but the first ones.
+cap_loopback = false
 
 [ingest]
 data_dir = "{workdir / 'data'}"
