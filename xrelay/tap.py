@@ -173,6 +173,7 @@ def makeService(options: Options) -> MultiService:
         raise SystemExit(2)
     if options["demo"]:
         reactor.callWhenRunning(_announce_demo, xr)
+    from xrelay.ops.heap import HeapService
     from xrelay.ops.logs import LoggingRoot, twistd_observer
 
     # twistd starts logging after makeService: LoggingRoot hands it the observer for
@@ -180,6 +181,9 @@ def makeService(options: Options) -> MultiService:
     twistd_options = getattr(options, "parent", None)  # None when not run by twistd
     root = LoggingRoot(twistd_observer(config.log.format, xr.scrubber.text, reactor, twistd_options))
     service.setServiceParent(root)
+    # Started after the daemon's services: the heap they built is kept out of
+    # every later garbage collection, for the process (xrelay.ops.heap).
+    HeapService(reactor).setServiceParent(root)
     return root
 
 
