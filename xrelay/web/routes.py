@@ -41,7 +41,7 @@ from xrelay.web.answers import ANSWERED_ERRORS, error_answer
 from xrelay.web.guards import AccountExpired, LoginThrottles, admin_only, login, user_login
 from xrelay.web.hdhr_routes import DeviceRoutes
 
-__all__ = ["WebApp", "Surfaces", "StreamRef"]
+__all__ = ["WebApp", "Surfaces", "StreamRef", "stream_ref"]
 
 log = Logger()
 
@@ -60,14 +60,28 @@ class StreamRef:
     ext: str
 
 
+#: A stream's last path segment: a numeric id with an optional extension.
+STREAM = r"[0-9]{1,11}(?:\.[A-Za-z0-9]{1,8})?"
+_STREAM = re.compile(STREAM)
+
+
+def _stream(value: str) -> StreamRef:
+    ident, dot, ext = value.partition(".")
+    return StreamRef(int(ident), ext.lower() if dot else "ts")
+
+
+def stream_ref(value: str) -> StreamRef | None:
+    """The :class:`StreamRef` of a path segment, or None if it names no stream."""
+    return _stream(value) if _STREAM.fullmatch(value) else None
+
+
 class StreamConverter(BaseConverter):
     """``<stream:name>``: a numeric id with an optional extension."""
 
-    regex = r"[0-9]{1,11}(?:\.[A-Za-z0-9]{1,8})?"
+    regex = STREAM
 
     def to_python(self, value: str) -> StreamRef:
-        ident, dot, ext = value.partition(".")
-        return StreamRef(int(ident), ext.lower() if dot else "ts")
+        return _stream(value)
 
     def to_url(self, value: StreamRef) -> str:
         return f"{value.ident}.{value.ext}"

@@ -20,6 +20,7 @@ from xrelay.http.errors import text_error
 from xrelay.http.limits import BodyGate, LimitedSite, Limits
 from xrelay.http.request import valid_host
 from xrelay.ops.metrics import Metrics
+from xrelay.web.hot_routes import HotRoutes
 from xrelay.web.routes import WebApp
 
 __all__ = ["make_site", "redact_uri", "site_for"]
@@ -75,10 +76,11 @@ class _HostGuard(Resource):
 
 def make_site(web: WebApp, scrubber: Scrubber, metrics: Metrics, *, reactor: IReactorTime,
               limits: Limits | None = None, body_gate: BodyGate | None = None) -> LimitedSite:
-    """The Site serving *web*'s routes (see :func:`site_for`); *body_gate*
-    answers a request whose login is refused before its body is read
-    (:mod:`xrelay.web.gate`)."""
-    return site_for(web.app.resource(), scrubber, metrics, reactor=reactor, limits=limits,
+    """The Site serving *web*'s routes (see :func:`site_for`), the live and
+    HLS URLs dispatched without the router (:mod:`xrelay.web.hot_routes`);
+    *body_gate* answers a request whose login is refused before its body is
+    read (:mod:`xrelay.web.gate`)."""
+    return site_for(HotRoutes(web, web.app.resource()), scrubber, metrics, reactor=reactor, limits=limits,
                     body_gate=body_gate)
 
 
