@@ -10,7 +10,11 @@ the internals themselves and fail loudly:
   ``_tempDataBuffer``, ``_tempDataLen``) and uses its producer machinery
   (``producerPaused`` and ``startWriting()``: a drained transport resumes a
   paused producer).  Without them ``direct_writer`` returns None and every
-  viewer is written through ``request.write``: a copy per viewer.
+  viewer is written through ``request.write``: a copy per viewer.  Its
+  ``send_now`` (an HLS playlist sent as soon as it is finished) calls the
+  transport's own ``doWrite`` and reads ``disconnecting`` and
+  ``_writeDisconnecting``; without them the answer waits for the reactor's
+  next pass.
 * ``xrelay.relay.upstream`` widens the provider connection's reads through
   the body transport's ``_producer`` (the TCP transport), whose
   ``bufferSize`` is what ``doRead`` asks the socket for.  Without it the
@@ -50,7 +54,7 @@ from demo_helpers import within
 from xrelay.core.config import UpstreamConfig
 from xrelay.media.proxy import finish_request
 from xrelay.provider.client import ProviderClient
-from xrelay.http.sockwrite import DirectWriter, direct_writer
+from xrelay.http.sockwrite import DirectWriter, direct_writer, send_now
 from xrelay.relay.upstream import UPSTREAM_READ_SIZE, _Body
 
 CHANGED = "Twisted changed an internal xrelay relies on (see tests/test_twisted_internals.py)"
@@ -160,6 +164,35 @@ async def test_a_drained_transport_resumes_the_producer_sockwrite_paused() -> No
         server.unregisterProducer()
     finally:
         await close_pair(server, client, port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_now_sends_what_the_transport_holds_at_once() -> None:
+    server, client, port = await connected_pair()
+    try:
+        for name in ("doWrite", "disconnecting", "_writeDisconnecting"):
+            assert hasattr(server, name), f"{CHANGED}: transport.{name}"
+
+        class Answer:
+            transport = server
+
+        server.write(b"a small answer")
+        assert server._tempDataLen == 14, CHANGED
+        send_now(Answer())
+        # sent in this call, not on the reactor's next pass: nothing left, not writing
+        assert (server.dataBuffer[server.offset:], server._tempDataLen) == (b"", 0), CHANGED
+        assert server not in reactor.getWriters(), CHANGED
+        await client.received(14)
+        assert client.data == b"a small answer"
+        # a closing connection is left to the reactor (its close follows the last byte)
+        server.write(b" and a last one")
+        server.loseConnection()
+        send_now(Answer())
+        assert server._tempDataLen + len(server.dataBuffer) - server.offset == 15
+        await client.received(29)
+    finally:
+        client.transport.loseConnection()
+        await port.stopListening()
 
 
 class _Probe(Resource):

@@ -28,7 +28,7 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.logger import Logger
 
-__all__ = ["DirectWriter", "direct_writer", "bound_send_buffer", "no_delay"]
+__all__ = ["DirectWriter", "direct_writer", "bound_send_buffer", "no_delay", "send_now"]
 
 #: A viewer socket's kernel send buffer. Fixed rather than autotuned (up to
 #: several MiB each on loopback or fast LANs), so that a slow or stalled
@@ -44,6 +44,8 @@ _CRLF = b"\r\n"
 #: transports, by tests/test_twisted_internals.py; setup.cfg pins Twisted).
 _NEEDED = ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "producerPaused",
            "startWriting")
+#: What :func:`send_now` uses besides (checked the same way).
+_NEEDED_TO_SEND = ("doWrite", "disconnecting", "_writeDisconnecting")
 
 log = Logger()
 _warned: list[bool] = []
@@ -210,3 +212,25 @@ def no_delay(request: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+def send_now(request: Any) -> None:
+    """Send what this response's TCP transport holds now, rather than when
+    the reactor next polls the socket.
+
+    ``transport.write()`` only buffers: a small answer (an HLS playlist)
+    finished while the reactor handles a batch of events goes out on the
+    next pass, after that pass's writes to every other client, which under
+    load is a whole reactor turn later.  This does the transport's own send
+    (``doWrite``) at once; what the socket does not take, and any error,
+    the transport handles on its next pass as usual.  A connection that is
+    closing is left to the reactor (its close follows the last byte)."""
+    transport = getattr(request, "transport", None)
+    if not isinstance(transport, tcp.Connection) or not transport.connected:
+        return
+    if any(not hasattr(transport, name) for name in _NEEDED + _NEEDED_TO_SEND):
+        return
+    if transport.disconnecting or transport._writeDisconnecting:
+        return
+    if len(transport.dataBuffer) - transport.offset + transport._tempDataLen:
+        transport.doWrite()

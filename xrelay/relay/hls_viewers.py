@@ -43,7 +43,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from xrelay.core.config import RelayConfig, UserConfig
 from xrelay.http.errors import HTTPError, NotFound, Unavailable
 from xrelay.http.ranges import byte_range
-from xrelay.http.request import client_address, public_base
+from xrelay.http.request import client_address, public_base, web_request
 from xrelay.relay.fanout import Fanout
 from xrelay.relay.hls_live import (DEFAULT_FIRST_SEGMENT_WAIT, PLAYLIST_CACHE_CONTROL, PLAYLIST_TYPE,
                                    SEGMENT_CACHE_CONTROL, SEGMENT_TYPE, HlsUnavailable, SegmentProducer,
@@ -51,7 +51,7 @@ from xrelay.relay.hls_live import (DEFAULT_FIRST_SEGMENT_WAIT, PLAYLIST_CACHE_CO
 from xrelay.relay.hls_segmenter import Segment, Segmenter
 from xrelay.relay.hls_sessions import HlsSession, HlsSessions
 from xrelay.relay.slots import UserStreams
-from xrelay.http.sockwrite import bound_send_buffer, direct_writer, no_delay
+from xrelay.http.sockwrite import bound_send_buffer, direct_writer, no_delay, send_now
 
 __all__ = ["LiveHls", "HlsChannel", "segment_name"]
 
@@ -209,6 +209,8 @@ class LiveHls:
                   f"{self.user_token(account.username, account.password)}/L{channel.stream_id}-")
         body = cached[1].replace(_PREFIX, prefix).encode()
         no_delay(request)
+        # Sent as soon as it is finished, not on the reactor's next pass.
+        web_request(request).notifyFinish().addBoth(_send_answer, request)
         request.setHeader(b"content-type", PLAYLIST_TYPE)
         request.setHeader(b"cache-control", PLAYLIST_CACHE_CONTROL)
         request.setHeader(b"content-length", b"%d" % len(body))
@@ -247,6 +249,11 @@ class LiveHls:
         if request.method == b"HEAD":
             return b""
         return _SegmentResource(self.sessions, self.turns, session, segment, first, end)
+
+
+def _send_answer(finished: Any, request: IRequest) -> None:
+    if finished is None:  # finished, not lost
+        send_now(request)
 
 
 def _refuse_revoked(session: HlsSession) -> None:
