@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import random
+from typing import Any, Sequence
 
 import pytest
 from twisted.internet.task import Clock
@@ -10,6 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from xrelay.relay.hls_live import (
+    BATCH_BYTES,
     ClientGone,
     FirstSegmentTimeout,
     SegmentProducer,
@@ -227,6 +229,41 @@ def test_producer_with_a_writer_that_takes_part() -> None:
         producer.resumeProducing()
     assert b"".join(taken) == whole and done == [len(whole)]
     assert producer.sent == len(whole)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_producer_sends_several_pieces_per_call_with_write_many(seed: int) -> None:
+    """With a writer that takes several pieces at once (a socket's
+    ``sendmsg``), each call offers the pieces from the cursor, up to
+    BATCH_BYTES, and the cursor follows whatever the socket took."""
+    rng = random.Random(seed)
+    pieces = tuple(bytes([i]) * rng.randrange(1, 400_000) for i in range(12))
+    whole = b"".join(pieces)
+    consumer = Consumer()
+    offered: list[int] = []
+    taken: list[bytes] = []
+
+    def write_many(batch: Sequence[bytes | memoryview]) -> int:
+        size = sum(len(b) for b in batch)
+        offered.append(size)
+        assert size - len(batch[-1]) < BATCH_BYTES
+        n = rng.choice([0, 1, rng.randrange(size + 1), size, size])
+        taken.append(b"".join(bytes(b) for b in batch)[:n])
+        if n < size:
+            producer.pauseProducing()  # the socket is full
+        return n
+
+    def write(data: bytes | memoryview) -> int:
+        return write_many([data])
+
+    producer = SegmentProducer(consumer, pieces, write=write, write_many=write_many)
+    done = results(producer.start())
+    for _ in range(10_000):
+        if done:
+            break
+        producer.resumeProducing()
+    assert b"".join(taken) == whole and done == [len(whole)]
+    assert max(offered) > max(len(p) for p in pieces)  # pieces went together
 
 
 def test_producer_range_of_a_segment() -> None:

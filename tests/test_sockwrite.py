@@ -258,6 +258,36 @@ def test_chunked_framing_survives_arbitrary_short_writes() -> None:
         run_script(seed, chunked=True)
 
 
+def test_several_buffers_in_one_call_survive_arbitrary_short_writes() -> None:
+    for seed in range(200):
+        rng = random.Random(seed)
+        sock = ScriptedSocket(rng)
+        transport = FakeTransport(sock)
+        request = FakeRequest()
+        writer = DirectWriter(request, transport, False)  # type: ignore[arg-type]
+        pieces = [os.urandom(rng.randrange(1, 3000)) for _ in range(30)]
+        index, pos = 0, 0
+        while index < len(pieces):
+            batch = [memoryview(pieces[index])[pos:], *pieces[index + 1:index + 1 + rng.randrange(5)]]
+            left = pos + writer.send_many(batch)
+            while index < len(pieces) and left >= len(pieces[index]):
+                left -= len(pieces[index])
+                index += 1
+            pos = left
+            transport.producerPaused = False
+        transport.flush_buffer()
+        head, _, body = bytes(sock.out).partition(b"\r\n\r\n")
+        assert head == b"HTTP/1.1 200 OK" and body == b"".join(pieces)
+        assert request.sentLength == len(body)
+
+
+def test_a_chunked_body_sends_one_buffer_per_call() -> None:
+    sock = ScriptedSocket(random.Random(1))
+    sock.sendmsg = lambda pieces: sum(len(p) for p in pieces)  # type: ignore[method-assign]
+    writer = DirectWriter(FakeRequest(), FakeTransport(sock), True)  # type: ignore[arg-type]
+    assert writer.send_many([b"abc", b"defg"]) == 3
+
+
 def test_bound_send_buffer_fixes_the_socket_buffer() -> None:
     import socket as socketlib
 

@@ -23,7 +23,7 @@ test transports); the fan-out then uses ``request.write``.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.internet import tcp
 from twisted.logger import Logger
@@ -77,9 +77,29 @@ class DirectWriter:
         write (the chunked framing relies on it).
         """
         size = len(data)
-        transport = self.transport
         if not size:
             return 0
+        return self._send(self._frame(data, size), size)
+
+    def send_many(self, buffers: Sequence[bytes | memoryview]) -> int:
+        """Send what the socket takes of ``buffers``, in order, in one system
+        call; return how much it took.  A chunked body sends the first buffer
+        only (each HTTP chunk frames one buffer).
+
+        One call per few hundred KiB instead of one per buffer: on loopback
+        and fast LANs a ``sendmsg`` costs about as much per call as per
+        100 KiB copied."""
+        if self.chunked or len(buffers) == 1:
+            return self(buffers[0])
+        size = sum(len(b) for b in buffers)
+        if not size:
+            return 0
+        return self._send(list(buffers), size)
+
+    def _send(self, framing: list[bytes | memoryview], size: int) -> int:
+        """Send ``framing`` (the body's ``size`` bytes of data and their
+        framing); return how many data bytes the socket took."""
+        transport = self.transport
         if not transport.connected or transport.disconnecting:
             return size  # the connection is going away: drop
         pieces: list[bytes | memoryview] = []
@@ -88,7 +108,7 @@ class DirectWriter:
             if buffered > TAKE_OVER:
                 # Somebody else wrote a lot through the transport: keep the
                 # order by going the ordinary way, this once.
-                transport.writeSequence([bytes(p) for p in self._frame(data, size)])
+                transport.writeSequence([bytes(p) for p in framing])
                 self._tail, self._frame_left = b"", 0
                 self.request.sentLength += size
                 return size
@@ -97,7 +117,6 @@ class DirectWriter:
             transport.dataBuffer, transport.offset = b"", 0
             transport._tempDataBuffer, transport._tempDataLen = [], 0
             pieces.append(b"".join(head))
-        framing = self._frame(data, size)
         pieces.extend(framing)
         before = len(pieces[0]) if buffered else 0
         try:
@@ -114,7 +133,7 @@ class DirectWriter:
             sent = 0
         else:
             sent -= before
-        taken = self._account(framing, sent, size)
+        taken = self._account(framing, sent, size) if self.chunked else min(sent, size)
         self.request.sentLength += taken
         if taken < size or self._tail or transport.dataBuffer:
             self._wait_writable()
@@ -122,7 +141,7 @@ class DirectWriter:
 
     def _frame(self, data: bytes | memoryview, size: int) -> list[bytes | memoryview]:
         if not self.chunked:
-            return [self._tail, data] if self._tail else [data]
+            return [data]
         out: list[bytes | memoryview] = [self._tail] if self._tail else []
         if not self._frame_left:
             out.append(b"%x\r\n" % size)
@@ -132,9 +151,9 @@ class DirectWriter:
         return out
 
     def _account(self, framing: list[bytes | memoryview], sent: int, size: int) -> int:
-        """Consume ``sent`` bytes of ``framing``; keep what framing is left
-        in ``_tail``; return the data bytes taken."""
-        data_index = len(framing) - (2 if self.chunked else 1)
+        """Consume ``sent`` bytes of a chunked body's ``framing``; keep what
+        framing is left in ``_tail``; return the data bytes taken."""
+        data_index = len(framing) - 2
         taken = 0
         tail: list[bytes] = []
         for index, piece in enumerate(framing):
@@ -149,8 +168,7 @@ class DirectWriter:
                     break
             elif used < length:
                 tail.append(bytes(memoryview(piece)[used:]))
-        if self.chunked:
-            self._frame_left -= taken
+        self._frame_left -= taken
         self._tail = b"".join(tail)
         return taken
 

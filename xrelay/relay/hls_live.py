@@ -152,7 +152,8 @@ class SegmentProducer:
     ``write`` replaces ``consumer.write`` for the data: a
     :mod:`xrelay.http.sockwrite` writer that returns how many bytes the
     socket took (it pauses this producer itself when the socket is full);
-    the consumer still paces the producer. :meth:`start` registers it and
+    the consumer still paces the producer.  ``write_many``, given too, sends
+    several pieces (up to :data:`BATCH_BYTES`) in one call. :meth:`start` registers it and
     returns a Deferred firing with the number of bytes written once all were
     written and the producer unregistered (the caller then finishes the
     request), or failing with :class:`ClientGone` if the consumer stopped it.
@@ -160,6 +161,7 @@ class SegmentProducer:
 
     def __init__(self, consumer: IConsumer, pieces: Sequence[Piece], *,
                  write: Callable[[Piece], int | None] | None = None,
+                 write_many: Callable[[Sequence[Piece]], int] | None = None,
                  turns: WriteTurns | None = None) -> None:
         self.consumer = consumer
         #: Given, a resumed producer writes in the shared budgeted turns
@@ -170,6 +172,7 @@ class SegmentProducer:
         self._pos = 0
         # Twisted's consumers take any buffer; IConsumer.write says bytes.
         self._write: Callable[[Piece], int | None] = write or consumer.write  # type: ignore[assignment]
+        self._write_many = write_many
         self.size = sum(len(p) for p in self._pieces)
         self.sent = 0
         self.paused = False
@@ -236,21 +239,40 @@ class SegmentProducer:
         stop_at = self.sent + limit if limit is not None else None
         try:
             pieces = self._pieces
+            many = self._write_many if limit is None else None
             while not self.paused and not self.stopped and self._index < len(pieces):
                 if stop_at is not None and self.sent >= stop_at:
                     break
-                piece = pieces[self._index]
-                pos = self._pos
+                index, pos = self._index, self._pos
+                piece = pieces[index]
                 data = piece if not pos else memoryview(piece)[pos:]
                 size = len(data)
-                taken = self._write(data)
-                if taken is None or taken >= size:
-                    taken = size
+                if many is not None and index + 1 < len(pieces):
+                    batch = [data]
+                    following = index + 1
+                    while following < len(pieces) and size < BATCH_BYTES:
+                        batch.append(pieces[following])
+                        size += len(pieces[following])
+                        following += 1
+                    taken = many(batch)
+                    # Advance over the pieces the socket took whole.
+                    left = pos + taken
+                    while index < len(pieces) and left >= len(pieces[index]):
+                        left -= len(pieces[index])
+                        index += 1
+                    self._index, self._pos = index, left
+                    self.sent += taken
+                    if taken < size:
+                        break  # the socket is full: the writer paused us
+                    continue
+                written = self._write(data)
+                if written is None or written >= size:
+                    written = size
                     self._index += 1
                     self._pos = 0
                 else:
-                    self._pos = pos + taken
-                self.sent += taken
+                    self._pos = pos + written
+                self.sent += written
         finally:
             self._writing = False
         if not self.stopped and self._index >= len(self._pieces) and not self._done.called:
@@ -262,6 +284,10 @@ class SegmentProducer:
                 log.failure("unregistering a segment producer")
             self._done.callback(self.sent)
 
+
+#: Most bytes a segment producer offers in one ``write_many`` call (more
+#: than a viewer socket's send buffer takes at once).
+BATCH_BYTES = 1024 * 1024
 
 #: Bytes the resumed segment producers write per reactor turn, all together.
 DEFAULT_TURN_BUDGET = 4 * 1024 * 1024

@@ -13,7 +13,8 @@ for the channel's ``.m3u8``, and answers:
   the password, and nothing of the provider appears;
 * the segments, written from the shared chunks by a
   :class:`~xrelay.relay.hls_live.SegmentProducer` (with back-pressure, zero-copy
-  when the transport allows, a single ``Range`` honoured); resumed producers
+  and several chunks per ``sendmsg`` when the transport allows, a single
+  ``Range`` honoured); resumed producers
   write in shared, budgeted reactor turns (:class:`~xrelay.relay.hls_live.WriteTurns`),
   so that a playlist or a new player never waits behind a pass over every
   player's socket.
@@ -280,8 +281,10 @@ class _SegmentResource(Resource):
         request.write(b"")  # the headers; the body may then bypass the buffer
         bound_send_buffer(request)
         no_delay(request)
+        writer = direct_writer(request)
         producer = SegmentProducer.for_segment(request, self.segment, self.first, self.end,
-                                               write=direct_writer(request), turns=self.turns)
+                                               write=writer, turns=self.turns,
+                                               write_many=writer.send_many if writer is not None else None)
         done: Deferred[int] = producer.start()
 
         def sent(size: int) -> None:
