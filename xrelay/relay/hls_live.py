@@ -289,8 +289,11 @@ class SegmentProducer:
 #: than a viewer socket's send buffer takes at once).
 BATCH_BYTES = 1024 * 1024
 
-#: Bytes the resumed segment producers write per reactor turn, all together.
-DEFAULT_TURN_BUDGET = 4 * 1024 * 1024
+#: Bytes the resumed segment producers write per reactor turn, all together
+#: (a producer writes until its socket is full, so a turn may go past it by
+#: one socket's worth).  Kept small for the same reason as the fan-out's
+#: ``DEFAULT_DRAIN_BUDGET``: the turns between which requests are read.
+DEFAULT_TURN_BUDGET = 1024 * 1024
 
 
 class WriteTurns:
