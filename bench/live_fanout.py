@@ -34,6 +34,9 @@ B. a mixed run: ``--clients`` TS readers and ``--hls-clients`` HLS players
    the window PROBES new players join, each timed from its connect() to its
    first segment's first byte.
 
+Each run prints the machine's load average and the share of CPU time the
+host stole from this VM meanwhile (``/proc/stat``): the figures move with it.
+
 It first measures the HLS load generator's ceiling against a C HLS server
 (``hls_loadgen serve``): the most segment data it reads with players that
 never wait, and the playlist and first-segment times it measures itself at the
@@ -86,6 +89,20 @@ def listen_overflows() -> int:
             table = dict(zip(names.split()[1:], values.split()[1:]))
             return int(table.get("ListenOverflows", 0))
     return 0
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of the machine so far (/proc/stat): on a VM,
+    steal is the time the host gave the vCPUs to someone else."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def machine_note(before: tuple[int, int]) -> str:
+    """The load average now and the host's steal since *before*."""
+    steal, total = cpu_ticks()
+    share = 100 * (steal - before[0]) / max(1, total - before[1])
+    return f"load average {Path('/proc/loadavg').read_text().split()[0]}, host steal {share:.1f}% of CPU time"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -398,6 +415,7 @@ def mixed_main(args: argparse.Namespace, results: dict, workdir: Path) -> None:
             wait_http(f"http://127.0.0.1:{port}/status", auth=ADMIN,
                       check=lambda b: json.loads(b).get("catalog_loaded"))
             overflows = listen_overflows()
+            ticks = cpu_ticks()
             if name == "ts_only":
                 print(f"xrelay, TS only: {total} TS clients at {args.bitrate / 1e6:g} Mbit/s (padded), "
                       f"{args.probes} join probes ...", flush=True)
@@ -420,6 +438,8 @@ def mixed_main(args: argparse.Namespace, results: dict, workdir: Path) -> None:
             out["upstream_reconnects"] = channel["upstream"]["reconnects"]
             out["hls_segmenter"] = channel.get("hls")
             out["listen_overflows"] = listen_overflows() - overflows
+            out["machine"] = machine_note(ticks)
+            print(f"  {name}: {out['machine']} (during the run)", flush=True)
             print(f"  {name}: provider connections for the channel {out['upstream_connections']} "
                   f"(reconnects {out['upstream_reconnects']}); listen overflows {out['listen_overflows']}; "
                   f"HLS segmenter holds {((out['hls_segmenter'] or {}).get('held_bytes') or 0) / 1e6:.0f} MB",
