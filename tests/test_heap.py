@@ -6,7 +6,7 @@ from typing import Any, Callable, Literal
 
 from twisted.logger import globalLogPublisher
 
-from xrelay.ops.heap import FULL_AFTER, HeapService
+from xrelay.ops.heap import FULL_AFTER, MIDDLE_AFTER, HeapService
 
 
 class FakeCollector:
@@ -58,11 +58,12 @@ def start(timer: Callable[[], float] = lambda: 0.0) -> tuple[HeapService, FakeCo
     return service, collector, reactor
 
 
-def test_start_collects_then_freezes_and_makes_full_collections_rare() -> None:
+def test_start_collects_freezes_and_sets_the_thresholds_then_stop_restores_them() -> None:
     service, collector, _ = start()
     assert collector.calls == ["collect 2", "freeze", "set_threshold"]
+    assert (MIDDLE_AFTER, FULL_AFTER) == (2, 2000)
     assert service.frozen == 1234
-    assert collector.threshold == (700, 10, FULL_AFTER)  # the young generations keep Python's
+    assert collector.threshold == (700, MIDDLE_AFTER, FULL_AFTER)  # the youngest keeps Python's
     service.stopService()
     assert collector.threshold == (700, 10, 10) and collector.callbacks == []
 

@@ -8,7 +8,7 @@ settings that was 100 to 250 ms every 10 to 20 s under a player load (the
 modules, classes and functions imported at start-up alone are some 70 000
 objects; 2000 connections and their requests add about as many), during
 which no playlist was answered.  :class:`HeapService`, started once the
-daemon's other services have started, does two things for the process:
+daemon's other services have started, does three things for the process:
 
 * **freezes the start-up heap**: one full collection, then ``gc.freeze()``;
   what is alive then (modules, classes, the routes, the components) moves
@@ -16,16 +16,22 @@ daemon's other services have started, does two things for the process:
   live as long as the process anyway; the few that would become garbage
   later (the users of a configuration replaced by a reload) are kept, a few
   kilobytes per reload;
-* **makes full collections rare**: Python runs one after every 10
-  collections of the middle generation (once it holds a quarter more
-  objects than after the last one), which under a player load is every
-  few seconds: requests in flight for seconds (HLS segments) reach the old
-  generation all the time, and die there by reference counting.  Here a
-  full collection follows every :data:`FULL_AFTER` middle collections (the
-  young generations keep Python's thresholds): under the benchmark's load
-  of 2000 clients about one every half hour, taking about 100 ms.  Cyclic garbage
-  that outlives two young collections waits for it (little: the hot request
-  path makes none, see :mod:`xrelay.web.hot_routes`).
+* **keeps the middle generation small**: it is collected after every
+  :data:`MIDDLE_AFTER` young collections instead of 10.  Under a player
+  load what survives a young collection is mostly requests in flight (an
+  HLS segment is written for seconds), and a middle collection visits all
+  of those made since the last one: 5 to 30 ms with Python's 10, a few
+  milliseconds with 2.  The survivors move on to the old generation sooner, where
+  most of them die by reference counting without being visited;
+* **makes full collections rare**: Python runs one after every 10 middle
+  collections (once the old generation holds a quarter more objects than
+  after the last one), which under a player load is every 10 to 20 s.
+  Here one follows every :data:`FULL_AFTER` middle collections: under the
+  benchmark's load of 2000 clients about every quarter of an hour, taking
+  about 100 ms.  Cyclic garbage that outlives three young collections
+  waits for it (little: the hot request path makes none, see
+  :mod:`xrelay.web.hot_routes`; a connection closed mid-answer leaves
+  some).
 
 Each full collection is logged with its duration and what it freed, so
 that the pause is never a surprise (from the reactor thread: a collection
@@ -42,13 +48,15 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-__all__ = ["HeapService", "Collector", "FULL_AFTER"]
+__all__ = ["HeapService", "Collector", "MIDDLE_AFTER", "FULL_AFTER"]
 
 log = Logger()
 
-#: Collections of the middle generation between two full collections
+#: Young collections between two collections of the middle generation
 #: (Python's default: 10).
-FULL_AFTER = 1000
+MIDDLE_AFTER = 2
+#: Middle collections between two full collections (Python's default: 10).
+FULL_AFTER = 2000
 
 
 class Collector(Protocol):
@@ -68,16 +76,19 @@ class Collector(Protocol):
 
 
 class HeapService(Service):
-    """Freezes the start-up heap and makes full collections rare (see the
-    module docstring); logs each full collection."""
+    """Freezes the start-up heap, keeps the middle generation small and
+    makes full collections rare (see the module docstring); logs each full
+    collection."""
 
     name = "heap"
 
     def __init__(self, reactor: IReactorFromThreads, collector: Collector = gc,
-                 full_after: int = FULL_AFTER, timer: Callable[[], float] = time.perf_counter) -> None:
+                 middle_after: int = MIDDLE_AFTER, full_after: int = FULL_AFTER,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         #: Where a collection is logged from (it may run in any thread).
         self.reactor = reactor
         self.collector = collector
+        self.middle_after = middle_after
         self.full_after = full_after
         #: Measures a collection's pause (a duration, not a schedule).
         self.timer = timer
@@ -93,12 +104,11 @@ class HeapService(Service):
         collector.freeze()
         self.frozen = collector.get_freeze_count()
         self._previous = collector.get_threshold()
-        young, middle, _ = self._previous
-        collector.set_threshold(young, middle, self.full_after)
+        collector.set_threshold(self._previous[0], self.middle_after, self.full_after)
         collector.callbacks.append(self._observe)
         log.info("start-up heap frozen: {count} objects the garbage collector no longer visits; "
-                 "a full collection every {full_after} middle-generation ones",
-                 count=self.frozen, full_after=self.full_after, event="heap_frozen")
+                 "collection thresholds {thresholds}", count=self.frozen,
+                 thresholds=collector.get_threshold(), event="heap_frozen")
 
     def stopService(self) -> None:
         super().stopService()
