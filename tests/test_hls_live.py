@@ -289,6 +289,34 @@ def test_client_leaving_stops_the_producer() -> None:
     assert len(consumer.writes) == 1
 
 
+def test_a_stopped_producer_lets_go_of_its_request_and_writer() -> None:
+    """The request still names its producer after the client left: were the
+    producer to hold the request (or the writer that holds it), the pair
+    would wait for the cyclic collector."""
+    import gc
+
+    _, pieces = shared_pieces()
+    consumer = Consumer(limit=10)
+
+    class Writer:
+        def __call__(self, data: Any) -> int:
+            return 0
+
+        def many(self, batch: Any) -> int:
+            return 0
+
+    writer = Writer()
+    producer = SegmentProducer(consumer, pieces, write=writer, write_many=writer.many)
+    producer.start().addErrback(ignore_client_gone)
+    producer.stopProducing()
+    reachable = gc.get_referents(*gc.get_referents(producer))  # its attributes
+    assert consumer not in reachable and writer not in reachable
+    assert not [r for r in reachable if getattr(r, "__self__", None) in (consumer, writer)]
+    assert consumer.producer is producer  # (the request side is Twisted's)
+    producer.resumeProducing()
+    producer.pump()  # late calls write nothing
+
+
 def test_ignore_client_gone() -> None:
     consumer = Consumer(limit=10)
     producer = SegmentProducer(consumer, shared_pieces()[1])

@@ -29,9 +29,8 @@ daemon's other services have started, does three things for the process:
   Here one follows every :data:`FULL_AFTER` middle collections: under the
   benchmark's load of 2000 clients about every quarter of an hour, taking
   about 100 ms.  Cyclic garbage that outlives three young collections
-  waits for it (little: the hot request path makes none, see
-  :mod:`xrelay.web.hot_routes`; a connection closed mid-answer leaves
-  some).
+  waits for it (little: the live and HLS requests make none, see
+  :mod:`xrelay.web.hot_routes`).
 
 Each full collection is logged with its duration and what it freed, so
 that the pause is never a surprise (from the reactor thread: a collection

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IProducer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -224,8 +224,13 @@ class SegmentProducer:
             return
         self.stopped = True
         self._pieces = []
+        # The request still names this producer: let go of it (and of the
+        # writer, which holds it too), so that the pair is freed at once
+        # rather than by the cyclic collector.
+        self._write, self._write_many = _discard, None
         if not self._done.called:
             self._done.errback(ClientGone(f"the client left after {self.sent} of {self.size} bytes"))
+        self.consumer = _GONE
 
     # writing
 
@@ -283,6 +288,27 @@ class SegmentProducer:
             except Exception:
                 log.failure("unregistering a segment producer")
             self._done.callback(self.sent)
+
+
+def _discard(data: Piece) -> int:
+    return len(data)
+
+
+@implementer(IConsumer)
+class _Gone:
+    """The consumer of a producer whose client left: takes nothing."""
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+_GONE = _Gone()
 
 
 #: Most bytes a segment producer offers in one ``write_many`` call (more
