@@ -30,7 +30,7 @@ from twisted.web.iweb import IRequest
 from xrelay.catalog import rows as catalog_rows
 from xrelay.api.answers import ListAnswers, StreamAnswer, dumps
 from xrelay.catalog.lists import LIST_KEYS
-from xrelay.http.body import ThreadedBody
+from xrelay.http.body import DIRECT_FROM, MemoryBody, ThreadedBody
 from xrelay.api.get_php import serve_playlist
 from xrelay.catalog.m3u_templates import PlaylistTemplates
 from xrelay.http.request import (ACTION_ALIASES, accepts_gzip, category_arg, ident_arg,
@@ -236,7 +236,12 @@ class XtreamApi:
                 source = body.source()
                 await ThreadedBody(request, source, source.close).start()
                 return None
-            return self.json(request, body, gz)
+            self.json(request, body, gz)
+            if len(body) >= DIRECT_FROM and request.method != b"HEAD":
+                # a shared prepared answer: written from memory as it is
+                await MemoryBody(request, body).start()
+                return None
+            return body
         if action == "get_vod_info":
             return self.json(request, await self._details(request, user, "vod", args.get("vod_id")))
         if action == "get_series_info":

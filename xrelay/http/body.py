@@ -9,6 +9,11 @@ file or compresses, and a slow client costs one chunk of memory.
 :class:`MarkerStream` is the usual source: a file read in chunks, cached
 placeholders (``@XRELAY_BASE@``...) replaced on the fly, optionally
 gzip-compressed.
+
+:class:`MemoryBody` writes a body already in memory (a prepared answer of
+a megabyte, shared by every client that asks) straight from that one bytes
+object to the socket (:mod:`xrelay.http.sockwrite`): nothing is joined or
+copied per request, and a slow client holds no buffer of its own.
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from xrelay.http.request import web_request
+from xrelay.http.sockwrite import direct_writer
 
-__all__ = ["ThreadedBody", "MarkerReplacer", "MarkerStream", "CHUNK"]
+__all__ = ["ThreadedBody", "MemoryBody", "MarkerReplacer", "MarkerStream", "CHUNK", "DIRECT_FROM"]
 
 log = Logger()
 
 #: Bytes read from disk per step.
 CHUNK = 256 * 1024
+
+#: Bodies from this size on are worth :class:`MemoryBody` (below it,
+#: Twisted's own buffered write costs less than a producer).
+DIRECT_FROM = 64 * 1024
 
 
 class MarkerReplacer:
@@ -214,3 +224,84 @@ class ThreadedBody:
         except (RuntimeError, AttributeError):
             pass
         self._close()
+
+
+@implementer(IPushProducer)
+class MemoryBody:
+    """Writes *body* to *request* from memory, without copying it.
+
+    The response headers must be set (Content-Length included); the body
+    goes out as the socket takes it, resumed by the transport when the
+    socket is writable again.  Where the transport is not a plain TCP one
+    (TLS, tests' transports) the body is written the ordinary way.
+    """
+
+    def __init__(self, request: IRequest, body: bytes) -> None:
+        self.request = web_request(request)
+        self.body = body
+        self.view = memoryview(body)
+        self.offset = 0
+        self.paused = False
+        self.stopped = False
+        self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.stopProducing())
+
+    def start(self) -> defer.Deferred[None]:
+        """Begin writing; the Deferred fires when the body is sent (or the
+        client left): return it from a Klein route, which then finishes the
+        request.  Cancelling it stops the write."""
+        request = self.request
+        request.write(b"")  # the headers
+        writer = direct_writer(request)
+        if writer is None:
+            request.write(self.body)
+            self.done.callback(None)
+            return self.done
+        self.writer = writer
+        request.registerProducer(self, True)
+        request.notifyFinish().addErrback(self._client_left)
+        self._pump()
+        return self.done
+
+    def _pump(self) -> None:
+        view, size = self.view, len(self.view)
+        while self.offset < size and not self.paused and not self.stopped:
+            offered = size - self.offset
+            taken = self.writer(view[self.offset:])
+            self.offset += taken
+            if taken < offered:
+                return  # the writer paused us until the socket is writable
+        if self.offset >= size and not self.stopped:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.stopped = True
+        try:
+            self.request.unregisterProducer()
+        except RuntimeError:
+            pass  # the client left
+        if not self.done.called:
+            self.done.callback(None)
+
+    def _client_left(self, reason: Failure) -> None:
+        self.stopProducing()
+        if not self.done.called:
+            self.done.callback(None)
+
+    # -- IPushProducer ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if not self.stopped:
+            self._pump()
+
+    def stopProducing(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self.request.unregisterProducer()
+        except (RuntimeError, AttributeError):
+            pass
