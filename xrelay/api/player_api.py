@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay.catalog import rows as catalog_rows
-from xrelay.api.answers import ListAnswers, StreamAnswer, dumps
+from xrelay.api.answers import AnswerCache, ListAnswers, StreamAnswer, dumps
 from xrelay.catalog.lists import LIST_KEYS
 from xrelay.http.body import DIRECT_FROM, MemoryBody, ThreadedBody
 from xrelay.api.get_php import serve_playlist
@@ -69,14 +69,16 @@ class XtreamApi:
         self.catalog = catalog
         self.scrubber = scrubber
         self.active_connections_of = active_connections
-        self.answers = ListAnswers()
+        #: every list answer kept in memory, the lineups' too, within one budget
+        self.answer_cache = AnswerCache()
+        self.answers = ListAnswers(self.answer_cache)
         self.playlists: PlaylistTemplates | None = None
         self.epg = EpgIndex()
         self.guide = GuideServer()
         self.assets = assets
         #: what each user may see (:meth:`_offer`); each lineup's answers
         self.lineups = lineups
-        self.lineup_answers = LineupAnswers()
+        self.lineup_answers = LineupAnswers(self.answer_cache)
         lineups.listeners.append(lambda lineups: self.lineup_answers.adopt(lineups.views))
         self._panel: tuple[Any, bytes] | None = None
         self._reloading: defer.Deferred[None] | None = None
