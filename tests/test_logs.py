@@ -578,3 +578,23 @@ def test_the_access_log_line_is_masked_by_the_site() -> None:
     line = out.getvalue()
     assert '"GET /get.php?username=' in line and " 401 20" in line
     assert "secret" not in line and "panel.example" not in line
+
+
+def test_access_false_logs_no_request() -> None:
+    from twisted.internet.task import Clock
+    from twisted.web.resource import Resource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from xrelay.core.config import parse_config
+    from xrelay.web.site import AccessLoggedSite
+
+    upstream = {"upstream": {"url": "http://p.example", "username": "u", "password": "p"}}
+    assert parse_config({**upstream, "log": {"access": False}}, environ={}).log.access is False
+    assert parse_config(upstream, environ={}).log.access is True
+    site = AccessLoggedSite(Resource(), None, reactor=Clock(), body_gate=None, scrub=Scrubber(AWKWARD),
+                            access_log=False)
+    request: Any = DummyRequest([b""])
+    request.code, request.sentLength = 200, 1
+    with capturedLogs() as events:
+        site.log(request)
+    assert [e for e in events if e.get("log_namespace") == "xrelay.web.access"] == []

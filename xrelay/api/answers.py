@@ -133,6 +133,25 @@ class ListAnswers:
                 except Exception:
                     log.failure("precomputing {key}", key=key)
 
+    def kept(self, key: str, base: bytes, category: int | None = None,
+             limit: int | None = None, gz: bool = False) -> bytes | None:
+        """The body :meth:`answer` would give, if it is in memory now (most
+        requests); else None."""
+        template = self.templates.get(key)
+        if template is None:
+            return None
+        if limit is not None and limit >= template.count:
+            limit = None
+        if category is None and limit is None:
+            self._seen(base)
+        return self.cache.get((self, self.generation, key, base, category, limit, gz))
+
+    def _seen(self, base: bytes) -> None:
+        self.recent_bases[base] = None
+        self.recent_bases.move_to_end(base)
+        while len(self.recent_bases) > 4:
+            self.recent_bases.popitem(last=False)
+
     def answer(self, key: str, base: bytes, category: int | None = None,
                limit: int | None = None, gz: bool = False) -> defer.Deferred[bytes] | defer.Deferred[StreamAnswer]:
         """The body for one list request: bytes (gzip-compressed if *gz*),
@@ -147,10 +166,7 @@ class ListAnswers:
             return defer.succeed(StreamAnswer(template.path, template.length_for(base),  # type: ignore[arg-type]
                                               [(MARKER, base)]))
         if full:
-            self.recent_bases[base] = None
-            self.recent_bases.move_to_end(base)
-            while len(self.recent_bases) > 4:
-                self.recent_bases.popitem(last=False)
+            self._seen(base)
         ck = (self, self.generation, key, base, category, limit, gz)
         hit = self.cache.get(ck)
         if hit is not None:

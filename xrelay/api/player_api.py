@@ -213,7 +213,42 @@ class XtreamApi:
     # -- player_api.php / panel_api.php --------------------------------------------
 
     def player_api(self, request: IRequest, user: UserConfig) -> Any:
+        kept = self._kept_list(request, user)
+        if kept is not None:
+            return kept
         return defer.Deferred.fromCoroutine(self._player_api(request, user, panel=False))
+
+    def _kept_list(self, request: IRequest, user: UserConfig) -> Any:
+        """A list answer that is in memory, answered at once (most list
+        requests): what :meth:`_player_api` answers, without its waits.
+        None when there is anything to wait for."""
+        if self._generation is None:
+            return None
+        args = request_args(request)
+        action = args.get("action", "").strip()
+        action = ACTION_ALIASES.get(action, action)
+        if action not in LIST_KEYS:
+            return None
+        if user.lineup is None:
+            answers = self.answers
+        else:
+            view = self.lineups.views.get(user.lineup)
+            if view is None:
+                return None
+            answers = self.lineup_answers.offer(view).answers
+        gz = accepts_gzip(request)
+        category = category_arg(args.get("category_id")) if action.endswith(("streams", "series")) else None
+        body = answers.kept(LIST_KEYS[action], self.base(request).encode(), category,
+                            limit_arg(args.get("limit")), gz)
+        return None if body is None else self._list_answer(request, body, gz)
+
+    def _list_answer(self, request: IRequest, body: bytes, gz: bool) -> Any:
+        """Answer a prepared list: bytes for Klein to write, or (a big one)
+        a Deferred that fires once it is written from memory."""
+        self.json(request, body, gz)
+        if len(body) >= DIRECT_FROM and request.method != b"HEAD":
+            return MemoryBody(request, body).start()
+        return body
 
     def panel_api(self, request: IRequest, user: UserConfig) -> Any:
         return defer.Deferred.fromCoroutine(self._player_api(request, user, panel=True))
@@ -238,12 +273,11 @@ class XtreamApi:
                 source = body.source()
                 await ThreadedBody(request, source, source.close).start()
                 return None
-            self.json(request, body, gz)
-            if len(body) >= DIRECT_FROM and request.method != b"HEAD":
-                # a shared prepared answer: written from memory as it is
-                await MemoryBody(request, body).start()
+            answer = self._list_answer(request, body, gz)
+            if isinstance(answer, defer.Deferred):
+                await answer
                 return None
-            return body
+            return answer
         if action == "get_vod_info":
             return self.json(request, await self._details(request, user, "vod", args.get("vod_id")))
         if action == "get_series_info":

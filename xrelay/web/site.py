@@ -67,11 +67,15 @@ class AccessLoggedSite(LimitedSite):
     as events of their own."""
 
     def __init__(self, resource: IResource, limits: Limits | None, *, reactor: IReactorTime,
-                 body_gate: BodyGate | None, scrub: Scrubber) -> None:
+                 body_gate: BodyGate | None, scrub: Scrubber, access_log: bool = True) -> None:
         super().__init__(resource, limits, reactor=reactor, body_gate=body_gate)
         self.scrub = scrub
+        #: ``[log] access``: False logs no request
+        self.access_log = access_log
 
     def log(self, request: Any) -> None:
+        if not self.access_log:
+            return
         # Someone may try the provider's own credentials on xrelay: even then
         # they must not be written to the log.
         access_log.info("{line}", **premasked(self.scrub.text(_access_log_line(request))))
@@ -95,21 +99,23 @@ class _HostGuard(Resource):
 
 
 def make_site(web: WebApp, scrubber: Scrubber, metrics: Metrics, *, reactor: IReactorTime,
-              limits: Limits | None = None, body_gate: BodyGate | None = None) -> LimitedSite:
+              limits: Limits | None = None, body_gate: BodyGate | None = None,
+              access_log: bool = True) -> LimitedSite:
     """The Site serving *web*'s routes (see :func:`site_for`); *body_gate*
     answers a request whose login is refused before its body is read
     (:mod:`xrelay.web.gate`)."""
     return site_for(web.app.resource(), scrubber, metrics, reactor=reactor, limits=limits,
-                    body_gate=body_gate)
+                    body_gate=body_gate, access_log=access_log)
 
 
 def site_for(resource: Resource, scrubber: Scrubber, metrics: Metrics, *, reactor: IReactorTime,
-             limits: Limits | None = None, body_gate: BodyGate | None = None) -> LimitedSite:
+             limits: Limits | None = None, body_gate: BodyGate | None = None,
+             access_log: bool = True) -> LimitedSite:
     """A Site serving *resource* (xrelay's routes, a device's own port), with
     the access log, request metrics and :class:`~xrelay.http.limits.Limits`
     (``[server]``'s, see :mod:`xrelay.web.policy`)."""
     site = AccessLoggedSite(_HostGuard(resource), limits, reactor=reactor, body_gate=body_gate,
-                            scrub=scrubber)
+                            scrub=scrubber, access_log=access_log)
     site.displayTracebacks = False
     metrics.instrument(site)  # request counts and latency by endpoint, refusals, connections
     return site
