@@ -133,35 +133,86 @@ class MarkerStream:
 
 
 @implementer(IPushProducer)
-class ThreadedBody:
-    """Writes what *source* produces (in the thread pool) to *request*."""
+class _Body:
+    """What both bodies share: registered on *request* as a push producer,
+    ``done`` fires when the body is complete or the client left."""
 
-    def __init__(self, request: IRequest, source: Callable[[], bytes | None],
-                 close: Callable[[], Any] | None = None) -> None:
+    def __init__(self, request: IRequest) -> None:
         self.request = web_request(request)
-        self.source = source
-        self.close_source = close
         self.paused = False
         self.stopped = False
-        self.reading = False
-        self.sent = 0
         self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.stopProducing())
 
-    def start(self) -> defer.Deferred[None]:
-        """Begin streaming; the Deferred fires when the body is complete (or
-        the client left): return it from a Klein route, which then finishes
-        the request.  Cancelling it stops the stream."""
+    def _register(self) -> None:
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addErrback(self._client_left)
-        self._next()
-        return self.done
 
     def _client_left(self, reason: Failure) -> None:
         # Klein saw the connection go before this runs, so it will not try
         # to finish the request when ``done`` fires.
         self.stopProducing()
+        self._done()
+
+    def _done(self) -> None:
         if not self.done.called:
-            self.done.callback(None)
+            self.done.callback(None)  # the route's caller (Klein) finishes the request
+
+    def _finish(self) -> None:
+        self.stopped = True
+        self._stopped()
+        try:
+            self.request.unregisterProducer()
+        except RuntimeError:
+            pass  # the client left
+        self._done()
+
+    def _stopped(self) -> None:
+        """The body will not be written on (release what it holds)."""
+
+    # -- IPushProducer ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._write_on()
+
+    def _write_on(self) -> None:
+        raise NotImplementedError
+
+    def stopProducing(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self.request.unregisterProducer()
+        except (RuntimeError, AttributeError):
+            pass
+        self._stopped()
+
+
+class ThreadedBody(_Body):
+    """Writes what *source* produces (in the thread pool) to *request*."""
+
+    def __init__(self, request: IRequest, source: Callable[[], bytes | None],
+                 close: Callable[[], Any] | None = None) -> None:
+        super().__init__(request)
+        self.source = source
+        self.close_source = close
+        self.reading = False
+        self.sent = 0
+
+    def start(self) -> defer.Deferred[None]:
+        """Begin streaming; the Deferred fires when the body is complete (or
+        the client left): return it from a Klein route, which then finishes
+        the request.  Cancelling it stops the stream."""
+        self._register()
+        self._next()
+        return self.done
+
+    def _write_on(self) -> None:
+        self._next()
 
     def _next(self) -> None:
         if self.reading or self.paused or self.stopped:
@@ -173,7 +224,7 @@ class ThreadedBody:
     def _got(self, chunk: bytes | None) -> None:
         self.reading = False
         if self.stopped:
-            self._close()
+            self._stopped()
             return
         if chunk is None:
             self._finish()
@@ -191,43 +242,14 @@ class ThreadedBody:
         if transport is not None:
             transport.abortConnection()
 
-    def _finish(self) -> None:
-        self.stopped = True
-        self._close()
-        try:
-            self.request.unregisterProducer()
-        except RuntimeError:
-            pass  # the client left
-        if not self.done.called:
-            self.done.callback(None)  # the route's caller (Klein) finishes the request
-
-    def _close(self) -> None:
+    def _stopped(self) -> None:
+        # The source is closed in the thread pool, once no read is running.
         if self.close_source is not None and not self.reading:
             close, self.close_source = self.close_source, None
             threads.deferToThread(close).addErrback(lambda _: None)
 
-    # -- IPushProducer ---------------------------------------------------------
 
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self._next()
-
-    def stopProducing(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        try:
-            self.request.unregisterProducer()
-        except (RuntimeError, AttributeError):
-            pass
-        self._close()
-
-
-@implementer(IPushProducer)
-class MemoryBody:
+class MemoryBody(_Body):
     """Writes *body* to *request* from memory, without copying it.
 
     The response headers must be set (Content-Length included); the body
@@ -237,13 +259,10 @@ class MemoryBody:
     """
 
     def __init__(self, request: IRequest, body: bytes) -> None:
-        self.request = web_request(request)
+        super().__init__(request)
         self.body = body
         self.view = memoryview(body)
         self.offset = 0
-        self.paused = False
-        self.stopped = False
-        self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.stopProducing())
 
     def start(self) -> defer.Deferred[None]:
         """Begin writing; the Deferred fires when the body is sent (or the
@@ -254,15 +273,14 @@ class MemoryBody:
         writer = direct_writer(request)
         if writer is None:
             request.write(self.body)
-            self.done.callback(None)
+            self._done()
             return self.done
         self.writer = writer
-        request.registerProducer(self, True)
-        request.notifyFinish().addErrback(self._client_left)
-        self._pump()
+        self._register()
+        self._write_on()
         return self.done
 
-    def _pump(self) -> None:
+    def _write_on(self) -> None:
         view, size = self.view, len(self.view)
         while self.offset < size and not self.paused and not self.stopped:
             offered = size - self.offset
@@ -272,36 +290,3 @@ class MemoryBody:
                 return  # the writer paused us until the socket is writable
         if self.offset >= size and not self.stopped:
             self._finish()
-
-    def _finish(self) -> None:
-        self.stopped = True
-        try:
-            self.request.unregisterProducer()
-        except RuntimeError:
-            pass  # the client left
-        if not self.done.called:
-            self.done.callback(None)
-
-    def _client_left(self, reason: Failure) -> None:
-        self.stopProducing()
-        if not self.done.called:
-            self.done.callback(None)
-
-    # -- IPushProducer ---------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        if not self.stopped:
-            self._pump()
-
-    def stopProducing(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        try:
-            self.request.unregisterProducer()
-        except (RuntimeError, AttributeError):
-            pass
