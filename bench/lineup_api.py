@@ -65,7 +65,7 @@ def toml_value(value: Any) -> str:
     return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
 
 
-def config_text(demo_port: int, port: int, data: Path) -> str:
+def config_text(demo_port: int, port: int, data: Path, access_log: bool = True) -> str:
     lines = [f"""
 [upstream]
 url = "http://127.0.0.1:{demo_port}"
@@ -79,6 +79,9 @@ listen = "tcp:{port}:interface=127.0.0.1"
 data_dir = "{data}"
 interval = 86400
 timeout = 1800
+
+[log]
+access = {"true" if access_log else "false"}
 """]
     for user, lineup in USERS.items():
         lines.append(f'[[users]]\nusername = "{user}"\npassword = "{PASSWORD}"\nmax_connections = 4\n'
@@ -177,6 +180,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--no-access-log", action="store_true",
+                    help="xrelay with [log] access = false, as nginx runs here (access_log off)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="xrelay-bench-lineups-"))
@@ -187,7 +192,7 @@ def main() -> None:
     (work / "tmp").mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(work / "tmp")}
     config = work / "xrelay.toml"
-    config.write_text(config_text(demo_port, port, work / "data"))
+    config.write_text(config_text(demo_port, port, work / "data", access_log=not args.no_access_log))
     twistd = shutil.which("twistd") or str(Path(sys.executable).with_name("twistd"))
     demo_log, xrelay_log = work / "demo.log", work / "xrelay.log"
     demo = subprocess.Popen(demo_command(demo_port, args), env=env, stdout=open(demo_log, "w"),

@@ -632,27 +632,39 @@ async def test_unknown_paths_answer_404(relay):
 
 
 @pytest_twisted.ensureDeferred
-async def test_big_lists_stream_from_their_template_files(tmp_path, monkeypatch):
+async def test_big_lists_are_kept_in_memory_or_streamed_from_their_template_files(tmp_path, monkeypatch):
     monkeypatch.setattr("xrelay.catalog.list_template.IN_MEMORY", 1000)
+    monkeypatch.setattr("xrelay.api.player_api.DIRECT_FROM", 100)  # MemoryBody for these small lists
     relay = await start_relay(tmp_path, settings=DemoSettings(live=60, vod=40, series=5))
     try:
         assert relay.xr.api.answers.templates["live_streams"].data is None
-        for action, key in (("get_live_streams", "live_streams"), ("get_vod_streams", "vod_streams"),
-                            ("get_series", "series")):
-            plain = await api(relay.url, action=action)
-            assert plain.code == 200 and plain.length == len(plain.body)
-            rows = plain.json()
-            assert len(rows) == len(relay.bundle[key])
-            assert b"@XRELAY" not in plain.body
-            zipped = await fetch(f"{relay.url}/player_api.php?{query(action=action)}",
-                                 headers={"accept-encoding": "gzip"})
-            assert gzip.decompress(zipped.body) == plain.body
-            cat = rows[0]["category_id"]
-            sliced = (await api(relay.url, action=action, category_id=cat)).json()
-            assert sliced == [{**r, "category_id": str(cat)} for r in rows if int(cat) in r["category_ids"]]
-            assert (await api(relay.url, action=action, limit=7)).json() == rows[:7]
-        head = await fetch(f"{relay.url}/player_api.php?{query(action='get_live_streams')}", method="HEAD")
-        assert head.code == 200 and head.body == b""
+        cache = relay.xr.api.answer_cache
+        for kept in (True, False):
+            if not kept:  # too big for the cache: streamed from the template file
+                cache.budget = 100
+                relay.xr.api.answers.adopt(relay.xr.api.answers.templates)
+            for action, key in (("get_live_streams", "live_streams"), ("get_vod_streams", "vod_streams"),
+                                ("get_series", "series")):
+                plain = await api(relay.url, action=action)
+                assert plain.code == 200 and plain.length == len(plain.body)
+                again = await api(relay.url, action=action)  # from memory when kept
+                assert (again.body, again.length) == (plain.body, plain.length)
+                rows = plain.json()
+                assert len(rows) == len(relay.bundle[key])
+                assert b"@XRELAY" not in plain.body
+                for _ in range(2):
+                    zipped = await fetch(f"{relay.url}/player_api.php?{query(action=action)}",
+                                         headers={"accept-encoding": "gzip"})
+                    assert zipped.length == len(zipped.body) and gzip.decompress(zipped.body) == plain.body
+                cat = rows[0]["category_id"]
+                sliced = (await api(relay.url, action=action, category_id=cat)).json()
+                assert sliced == [{**r, "category_id": str(cat)} for r in rows if int(cat) in r["category_ids"]]
+                assert (await api(relay.url, action=action, limit=7)).json() == rows[:7]
+            assert (cache.size > 0) == kept
+            live = await api(relay.url, action="get_live_streams")
+            head = await fetch(f"{relay.url}/player_api.php?{query(action='get_live_streams')}", method="HEAD")
+            assert head.code == 200 and head.body == b""
+            assert head.header("content-length") == str(len(live.body))
     finally:
         await relay.stop()
 

@@ -9,7 +9,7 @@ import random
 
 import pytest_twisted
 
-from xrelay.api.answers import ListAnswers, StreamAnswer
+from xrelay.api.answers import AnswerCache, ListAnswers, StreamAnswer
 from xrelay.catalog.list_template import ListTemplate
 from xrelay.catalog.lists import build_templates
 from xrelay.http.body import MarkerReplacer, MarkerStream
@@ -121,9 +121,9 @@ async def test_list_answers_cache_and_gzip():
 
 
 @pytest_twisted.ensureDeferred
-async def test_list_answers_stream_big_lists(tmp_path, monkeypatch):
+async def test_list_answers_stream_lists_too_big_for_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr("xrelay.catalog.list_template.IN_MEMORY", 100)
-    answers = ListAnswers()
+    answers = ListAnswers(budget=2000)  # the list (about 4 KB) is over half of it
     answers.adopt(build_templates({"live_streams": ROWS}, tmp_path))
     base = b"http://a:1"
     streamed = await answers.answer("live_streams", base)
@@ -137,3 +137,28 @@ async def test_list_answers_stream_big_lists(tmp_path, monkeypatch):
     assert json.loads(await answers.answer("live_streams", base, limit=4)) == json.loads(body)[:4]
 
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_big_lists_are_kept_once_per_base_in_one_shared_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr("xrelay.catalog.list_template.IN_MEMORY", 100)
+    cache = AnswerCache(budget=20_000)
+    whole, lineup = ListAnswers(cache), ListAnswers(cache)
+    whole.adopt(build_templates({"live_streams": ROWS}, tmp_path / "whole"))
+    lineup.adopt(build_templates({"live_streams": ROWS[:20]}, tmp_path / "lineup"))
+    base = b"http://a:1"
+    first = await whole.answer("live_streams", base)
+    assert isinstance(first, bytes) and await whole.answer("live_streams", base) is first  # kept
+    assert len(json.loads(first)) == len(ROWS) and b"http://a:1/asset/" in first
+    small = await lineup.answer("live_streams", base)
+    assert len(json.loads(small)) == 20 and cache.size == len(first) + len(small)
+    # one budget: more bases than fit push the least recently used out
+    for n in range(8):
+        await whole.answer("live_streams", b"http://host%d:1" % n)
+    assert cache.size <= cache.budget
+    assert await whole.answer("live_streams", base) is not first  # evicted, made again
+    # a new catalog forgets its old answers, and only its own
+    small = await lineup.answer("live_streams", base)
+    kept = cache.size
+    lineup.adopt(build_templates({"live_streams": ROWS[:5]}, tmp_path / "lineup2"))
+    assert cache.size == kept - len(small)

@@ -8,6 +8,7 @@ its own port and UDP discovery: all on loopback sockets.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import xml.etree.ElementTree as ET
@@ -35,6 +36,7 @@ from xrelay.hdhr.discovery import (
 )
 
 from demo_helpers import within
+from apiclient import fetch
 from harness import make_config, start_relay
 from streamclient import open_stream, wait_until
 
@@ -257,6 +259,10 @@ async def test_the_device_guide_maps_to_its_channels(tmp_path: Path) -> None:
         response, body = await get(base + "/guide.xml")
         assert response.code == 200
         assert header(response, "content-type") == ["application/xml; charset=utf-8"]
+        assert header(response, "content-encoding") is None
+        zipped = await fetch(base + "/guide.xml", headers={"Accept-Encoding": "gzip"})  # not decoded
+        assert zipped.header("content-encoding") == "gzip"
+        assert gzip.decompress(zipped.body) == body
         guide = ET.fromstring(body)
         numbers = [c.get("id") for c in guide.findall("channel")]
         assert numbers == [e["GuideNumber"] for e in lineup]

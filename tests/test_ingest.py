@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -252,14 +253,19 @@ async def test_ingest_command(setup: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_killed_midway_leaves_the_cache_intact(setup: Any) -> None:
+async def test_killed_midway_leaves_the_cache_intact(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A power cut during an ingest: SIGKILL while the guide is half sent."""
     s = await setup()
     config = write_config(s)
     assert (await run_cli("ingest", "--config", str(config))).returncode == 0
     before = s.snapshot()
     s.provider.faults.xmltv = "hang_midway"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # A temporary directory of this test's own: the sweep below must not
+    # touch what other processes on the machine keep in /tmp.
+    scratch_root = s.tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch_root)}
     proc = subprocess.Popen([sys.executable, "-m", "xrelay.cli", "ingest", "--config", str(config)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -269,8 +275,7 @@ async def test_killed_midway_leaves_the_cache_intact(setup: Any) -> None:
         await threads.deferToThread(proc.wait, 30)
     assert s.snapshot() == before
     # the next run sweeps what the killed run left, here and in the temporary directory
-    import tempfile
-    leftovers = [p for p in Path(tempfile.gettempdir()).glob("xrelay-ingest-*")]
+    leftovers = list(scratch_root.glob("xrelay-ingest-*"))
     assert leftovers, "the killed run left its scratch directory"
     for path in leftovers:
         os.utime(path, (0, 0))  # as if left long ago

@@ -30,7 +30,8 @@ from xrelay.core.config import UpstreamConfig
 from xrelay.core.scrub import Scrubber
 from xrelay.demo.provider import DemoSettings
 from xrelay.ops.logs import (Destination, LoggingRoot, MaskedFailure, ScrubbingObserver, destination,
-                             event_as_json_line, json_observer, masked_event, open_destination, twistd_observer)
+                             event_as_json_line, json_observer, masked_event, open_destination, premasked,
+                             text_observer, twistd_observer)
 
 #: A provider password that JSON escapes (and a username short enough to be masked only in URLs).
 AWKWARD = UpstreamConfig(url="http://panel.example:8080", username="ab", password='pa"ss\\wo/rd')
@@ -167,6 +168,42 @@ def test_the_text_log_is_masked_too() -> None:
     observer({"log_format": "failed for {url}", "url": "http://h/sekrit/1.ts",
               "log_level": LogLevel.error, "log_namespace": "x", "log_time": 0.0})
     assert "failed for http://h/***/1.ts" in out.getvalue() and "sekrit" not in out.getvalue()
+
+
+def test_premasked_lines_pass_as_they_are_and_nothing_else_does() -> None:
+    seen: list[Any] = []
+    scrubbed: list[str] = []
+
+    def scrub(text: str) -> str:
+        scrubbed.append(text)
+        return text.replace("sekrit", "***")
+
+    observer = ScrubbingObserver(seen.append, scrub)
+    logger_to(observer).info("{line}", **premasked("GET /x 200"))
+    assert formatEvent_of(seen[-1]) == "GET /x 200" and scrubbed == []  # masked by its emitter
+    # The marker is an object only xrelay.ops.logs has: a look-alike is masked as usual...
+    logger_to(observer).info("{line}", line="sekrit", _xrelay_premasked=True)
+    # ...and so is a marked event whose format would render other fields.
+    logger_to(observer).info("{line} {url}", url="sekrit", **premasked("GET"))
+    assert [formatEvent_of(e) for e in seen[1:]] == ["***", "GET ***"]
+
+
+def formatEvent_of(event: Any) -> str:
+    from twisted.logger import formatEvent
+
+    return formatEvent(event)
+
+
+def test_the_text_format_is_twistds_with_the_time_formatted_once_a_second() -> None:
+    ours, theirs = io.StringIO(), io.StringIO()
+    events = [{"log_format": "line {n}", "n": n, "log_level": LogLevel.info, "log_namespace": "x",
+               "log_time": 1_700_000_000 + n * 0.4} for n in range(6)]
+    events.append({"log_format": "no time", "log_level": LogLevel.warn, "log_namespace": "y"})
+    ours_observer, theirs_observer = text_observer(ours), textFileLogObserver(theirs)
+    for event in events:
+        ours_observer(event)
+        theirs_observer(event)
+    assert ours.getvalue() == theirs.getvalue() and ours.getvalue().count("\n") == 7
 
 
 # -- where twistd sends the log ----------------------------------------------------------
@@ -519,3 +556,45 @@ def test_access_log_masks_the_hls_user_token_as_made() -> None:
 
     token = TokenMap(object()).user_token("alice", "alicepw")
     assert redact_uri(f"/hls/alice/{token}/c0ffee.m3u8") == "/hls/alice/***/c0ffee.m3u8"
+
+
+def test_the_access_log_line_is_masked_by_the_site() -> None:
+    from twisted.internet.task import Clock
+    from twisted.web.resource import Resource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from xrelay.web.site import AccessLoggedSite
+
+    site = AccessLoggedSite(Resource(), None, reactor=Clock(), body_gate=None, scrub=Scrubber(AWKWARD))
+    request: Any = DummyRequest([b"get.php"])
+    # someone tries the provider's own account, and its address, on xrelay
+    request.uri = b"/get.php?username=ab&password=secret&next=http://panel.example:8080/x"
+    request.code, request.sentLength = 401, 20
+    with capturedLogs() as events:
+        site.log(request)
+    [event] = [e for e in events if e.get("log_namespace") == "xrelay.web.access"]
+    out = io.StringIO()
+    ScrubbingObserver(text_observer(out), Scrubber(AWKWARD).text)(event)
+    line = out.getvalue()
+    assert '"GET /get.php?username=' in line and " 401 20" in line
+    assert "secret" not in line and "panel.example" not in line
+
+
+def test_access_false_logs_no_request() -> None:
+    from twisted.internet.task import Clock
+    from twisted.web.resource import Resource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from xrelay.core.config import parse_config
+    from xrelay.web.site import AccessLoggedSite
+
+    upstream = {"upstream": {"url": "http://p.example", "username": "u", "password": "p"}}
+    assert parse_config({**upstream, "log": {"access": False}}, environ={}).log.access is False
+    assert parse_config(upstream, environ={}).log.access is True
+    site = AccessLoggedSite(Resource(), None, reactor=Clock(), body_gate=None, scrub=Scrubber(AWKWARD),
+                            access_log=False)
+    request: Any = DummyRequest([b""])
+    request.code, request.sentLength = 200, 1
+    with capturedLogs() as events:
+        site.log(request)
+    assert [e for e in events if e.get("log_namespace") == "xrelay.web.access"] == []

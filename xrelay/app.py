@@ -164,7 +164,8 @@ class XRelay:
             throttles=self.throttles))
         self.limits = limits_from(config.server)
         self.site = make_site(self.web, self.scrubber, self.metrics, reactor=reactor,
-                              limits=self.limits, body_gate=LoginGate(self.web))
+                              limits=self.limits, body_gate=LoginGate(self.web),
+                              access_log=config.log.access)
 
     def services(self, root: MultiService | None = None) -> MultiService:
         """The daemon's named services (added to *root*), started in this
@@ -194,7 +195,7 @@ class XRelay:
             if device.port is None:
                 continue
             site = site_for(device_port_resource(self.hdhr, device), self.scrubber, self.metrics,
-                            reactor=self.reactor, limits=self.limits)
+                            reactor=self.reactor, limits=self.limits, access_log=self.config.log.access)
             endpoint = with_default_backlog(device_endpoint(self.config.server.listen, device.port))
             service = strports.service(endpoint, site)
             service.setName(f"hdhr-port-{device.port}")

@@ -16,7 +16,7 @@ from typing import Mapping
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from xrelay.api.answers import ListAnswers
+from xrelay.api.answers import AnswerCache, ListAnswers
 from xrelay.api.xmltv import GuideServer
 from xrelay.catalog.lineup_view import LineupView
 
@@ -40,8 +40,10 @@ class LineupOffer:
 class LineupAnswers:
     """Each lineup's offer, replaced when its view is."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: AnswerCache | None = None) -> None:
         self.offers: dict[str, LineupOffer] = {}
+        #: the answer cache the lineups share (with the whole catalog's answers)
+        self.cache = cache if cache is not None else AnswerCache()
 
     def adopt(self, views: Mapping[str, LineupView]) -> None:
         """Serve *views* (lineup -> view) from now on; an unchanged view
@@ -52,7 +54,7 @@ class LineupAnswers:
             if old is not None and old.view is view:
                 offers[name] = old
                 continue
-            answers = ListAnswers()
+            answers = ListAnswers(self.cache)
             answers.adopt(view.lists)
             guide = None
             if view.guide is not None:
@@ -63,6 +65,9 @@ class LineupAnswers:
                 answers.recent_bases = old.answers.recent_bases
                 defer.Deferred.fromCoroutine(answers.warm()).addErrback(
                     lambda f: log.failure("warming a lineup's answers", f))
+        for name, old in self.offers.items():
+            if offers.get(name) is not old:
+                self.cache.drop(old.answers)  # a view replaced or gone: its answers go
         self.offers = offers
 
     def offer(self, view: LineupView) -> LineupOffer:

@@ -28,9 +28,9 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from xrelay.catalog import rows as catalog_rows
-from xrelay.api.answers import ListAnswers, StreamAnswer, dumps
+from xrelay.api.answers import AnswerCache, ListAnswers, StreamAnswer, dumps
 from xrelay.catalog.lists import LIST_KEYS
-from xrelay.http.body import ThreadedBody
+from xrelay.http.body import DIRECT_FROM, MemoryBody, ThreadedBody
 from xrelay.api.get_php import serve_playlist
 from xrelay.catalog.m3u_templates import PlaylistTemplates
 from xrelay.http.request import (ACTION_ALIASES, accepts_gzip, category_arg, ident_arg,
@@ -69,14 +69,16 @@ class XtreamApi:
         self.catalog = catalog
         self.scrubber = scrubber
         self.active_connections_of = active_connections
-        self.answers = ListAnswers()
+        #: every list answer kept in memory, the lineups' too, within one budget
+        self.answer_cache = AnswerCache()
+        self.answers = ListAnswers(self.answer_cache)
         self.playlists: PlaylistTemplates | None = None
         self.epg = EpgIndex()
         self.guide = GuideServer()
         self.assets = assets
         #: what each user may see (:meth:`_offer`); each lineup's answers
         self.lineups = lineups
-        self.lineup_answers = LineupAnswers()
+        self.lineup_answers = LineupAnswers(self.answer_cache)
         lineups.listeners.append(lambda lineups: self.lineup_answers.adopt(lineups.views))
         self._panel: tuple[Any, bytes] | None = None
         self._reloading: defer.Deferred[None] | None = None
@@ -211,7 +213,42 @@ class XtreamApi:
     # -- player_api.php / panel_api.php --------------------------------------------
 
     def player_api(self, request: IRequest, user: UserConfig) -> Any:
+        kept = self._kept_list(request, user)
+        if kept is not None:
+            return kept
         return defer.Deferred.fromCoroutine(self._player_api(request, user, panel=False))
+
+    def _kept_list(self, request: IRequest, user: UserConfig) -> Any:
+        """A list answer that is in memory, answered at once (most list
+        requests): what :meth:`_player_api` answers, without its waits.
+        None when there is anything to wait for."""
+        if self._generation is None:
+            return None
+        args = request_args(request)
+        action = args.get("action", "").strip()
+        action = ACTION_ALIASES.get(action, action)
+        if action not in LIST_KEYS:
+            return None
+        if user.lineup is None:
+            answers = self.answers
+        else:
+            view = self.lineups.views.get(user.lineup)
+            if view is None:
+                return None
+            answers = self.lineup_answers.offer(view).answers
+        gz = accepts_gzip(request)
+        category = category_arg(args.get("category_id")) if action.endswith(("streams", "series")) else None
+        body = answers.kept(LIST_KEYS[action], self.base(request).encode(), category,
+                            limit_arg(args.get("limit")), gz)
+        return None if body is None else self._list_answer(request, body, gz)
+
+    def _list_answer(self, request: IRequest, body: bytes, gz: bool) -> Any:
+        """Answer a prepared list: bytes for Klein to write, or (a big one)
+        a Deferred that fires once it is written from memory."""
+        self.json(request, body, gz)
+        if len(body) >= DIRECT_FROM and request.method != b"HEAD":
+            return MemoryBody(request, body).start()
+        return body
 
     def panel_api(self, request: IRequest, user: UserConfig) -> Any:
         return defer.Deferred.fromCoroutine(self._player_api(request, user, panel=True))
@@ -236,7 +273,11 @@ class XtreamApi:
                 source = body.source()
                 await ThreadedBody(request, source, source.close).start()
                 return None
-            return self.json(request, body, gz)
+            answer = self._list_answer(request, body, gz)
+            if isinstance(answer, defer.Deferred):
+                await answer
+                return None
+            return answer
         if action == "get_vod_info":
             return self.json(request, await self._details(request, user, "vod", args.get("vod_id")))
         if action == "get_series_info":

@@ -164,6 +164,8 @@ class RelayConfig:
 class LogConfig:
     #: "text" (one line per event) or "json" (one JSON object per line).
     format: str = "text"
+    #: Whether every HTTP request is logged (the access log).
+    access: bool = True
 
 
 @dataclass(frozen=True)
@@ -404,7 +406,8 @@ def parse_config(document: Mapping[str, Any], source: str = "<memory>",
     rl.finish()
 
     lg = _Section(source, "log", top.get("log", dict, {}))
-    log = LogConfig(format=lg.get("format", str, LogConfig.format))
+    log = LogConfig(format=lg.get("format", str, LogConfig.format),
+                    access=lg.get("access", bool, LogConfig.access))
     if log.format not in ("text", "json"):
         raise lg.error("format", f"must be \"text\" or \"json\", got {log.format!r}")
     lg.finish()

@@ -5,7 +5,8 @@ file is written from xrelay's guide (``GENERATION/guide.xml``) once per
 catalog generation and device lineup, in a thread
 (:func:`~xrelay.hdhr.answers.write_device_guide`), beside the generation's
 other prepared files (so it goes when the generation goes), and streamed
-from disk like ``xmltv.php``, xrelay's base URL put in on the way.
+from disk like ``xmltv.php``, xrelay's base URL put in on the way (gzip-encoded
+for clients that accept it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from xrelay.hdhr.answers import GuideEntry, write_device_guide
 from xrelay.hdhr.channels import Lineup, TunerChannel
 from xrelay.http.body import MarkerStream, ThreadedBody
 from xrelay.http.errors import Unavailable
+from xrelay.http.request import accepts_gzip
 
 __all__ = ["DeviceGuides", "build_guide"]
 
@@ -115,7 +117,11 @@ class DeviceGuides:
             raise Unavailable("the guide could not be prepared, try again later", retry_after=60)
         request.setHeader(b"content-type", b"application/xml; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"vary", b"Accept-Encoding")
+        gz = accepts_gzip(request)
+        if gz:  # a 50 000-channel guide is about 100 MB of XML, a tenth of it compressed
+            request.setHeader(b"content-encoding", b"gzip")
         if request.method == b"HEAD":
             return b""
-        source = MarkerStream([str(path)], [(_MARKER, base.encode())])
+        source = MarkerStream([str(path)], [(_MARKER, base.encode())], gzip=gz, level=1)
         return await ThreadedBody(request, source, source.close).start()

@@ -9,6 +9,11 @@ file or compresses, and a slow client costs one chunk of memory.
 :class:`MarkerStream` is the usual source: a file read in chunks, cached
 placeholders (``@XRELAY_BASE@``...) replaced on the fly, optionally
 gzip-compressed.
+
+:class:`MemoryBody` writes a body already in memory (a prepared answer of
+a megabyte, shared by every client that asks) straight from that one bytes
+object to the socket (:mod:`xrelay.http.sockwrite`): nothing is joined or
+copied per request, and a slow client holds no buffer of its own.
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from xrelay.http.request import web_request
+from xrelay.http.sockwrite import direct_writer
 
-__all__ = ["ThreadedBody", "MarkerReplacer", "MarkerStream", "CHUNK"]
+__all__ = ["ThreadedBody", "MemoryBody", "MarkerReplacer", "MarkerStream", "CHUNK", "DIRECT_FROM"]
 
 log = Logger()
 
 #: Bytes read from disk per step.
 CHUNK = 256 * 1024
+
+#: Bodies from this size on are worth :class:`MemoryBody` (below it,
+#: Twisted's own buffered write costs less than a producer).
+DIRECT_FROM = 64 * 1024
 
 
 class MarkerReplacer:
@@ -123,35 +133,86 @@ class MarkerStream:
 
 
 @implementer(IPushProducer)
-class ThreadedBody:
-    """Writes what *source* produces (in the thread pool) to *request*."""
+class _Body:
+    """What both bodies share: registered on *request* as a push producer,
+    ``done`` fires when the body is complete or the client left."""
 
-    def __init__(self, request: IRequest, source: Callable[[], bytes | None],
-                 close: Callable[[], Any] | None = None) -> None:
+    def __init__(self, request: IRequest) -> None:
         self.request = web_request(request)
-        self.source = source
-        self.close_source = close
         self.paused = False
         self.stopped = False
-        self.reading = False
-        self.sent = 0
         self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.stopProducing())
 
-    def start(self) -> defer.Deferred[None]:
-        """Begin streaming; the Deferred fires when the body is complete (or
-        the client left): return it from a Klein route, which then finishes
-        the request.  Cancelling it stops the stream."""
+    def _register(self) -> None:
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addErrback(self._client_left)
-        self._next()
-        return self.done
 
     def _client_left(self, reason: Failure) -> None:
         # Klein saw the connection go before this runs, so it will not try
         # to finish the request when ``done`` fires.
         self.stopProducing()
+        self._done()
+
+    def _done(self) -> None:
         if not self.done.called:
-            self.done.callback(None)
+            self.done.callback(None)  # the route's caller (Klein) finishes the request
+
+    def _finish(self) -> None:
+        self.stopped = True
+        self._stopped()
+        try:
+            self.request.unregisterProducer()
+        except RuntimeError:
+            pass  # the client left
+        self._done()
+
+    def _stopped(self) -> None:
+        """The body will not be written on (release what it holds)."""
+
+    # -- IPushProducer ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._write_on()
+
+    def _write_on(self) -> None:
+        raise NotImplementedError
+
+    def stopProducing(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self.request.unregisterProducer()
+        except (RuntimeError, AttributeError):
+            pass
+        self._stopped()
+
+
+class ThreadedBody(_Body):
+    """Writes what *source* produces (in the thread pool) to *request*."""
+
+    def __init__(self, request: IRequest, source: Callable[[], bytes | None],
+                 close: Callable[[], Any] | None = None) -> None:
+        super().__init__(request)
+        self.source = source
+        self.close_source = close
+        self.reading = False
+        self.sent = 0
+
+    def start(self) -> defer.Deferred[None]:
+        """Begin streaming; the Deferred fires when the body is complete (or
+        the client left): return it from a Klein route, which then finishes
+        the request.  Cancelling it stops the stream."""
+        self._register()
+        self._next()
+        return self.done
+
+    def _write_on(self) -> None:
+        self._next()
 
     def _next(self) -> None:
         if self.reading or self.paused or self.stopped:
@@ -163,7 +224,7 @@ class ThreadedBody:
     def _got(self, chunk: bytes | None) -> None:
         self.reading = False
         if self.stopped:
-            self._close()
+            self._stopped()
             return
         if chunk is None:
             self._finish()
@@ -181,36 +242,51 @@ class ThreadedBody:
         if transport is not None:
             transport.abortConnection()
 
-    def _finish(self) -> None:
-        self.stopped = True
-        self._close()
-        try:
-            self.request.unregisterProducer()
-        except RuntimeError:
-            pass  # the client left
-        if not self.done.called:
-            self.done.callback(None)  # the route's caller (Klein) finishes the request
-
-    def _close(self) -> None:
+    def _stopped(self) -> None:
+        # The source is closed in the thread pool, once no read is running.
         if self.close_source is not None and not self.reading:
             close, self.close_source = self.close_source, None
             threads.deferToThread(close).addErrback(lambda _: None)
 
-    # -- IPushProducer ---------------------------------------------------------
 
-    def pauseProducing(self) -> None:
-        self.paused = True
+class MemoryBody(_Body):
+    """Writes *body* to *request* from memory, without copying it.
 
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self._next()
+    The response headers must be set (Content-Length included); the body
+    goes out as the socket takes it, resumed by the transport when the
+    socket is writable again.  Where the transport is not a plain TCP one
+    (TLS, tests' transports) the body is written the ordinary way.
+    """
 
-    def stopProducing(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        try:
-            self.request.unregisterProducer()
-        except (RuntimeError, AttributeError):
-            pass
-        self._close()
+    def __init__(self, request: IRequest, body: bytes) -> None:
+        super().__init__(request)
+        self.body = body
+        self.view = memoryview(body)
+        self.offset = 0
+
+    def start(self) -> defer.Deferred[None]:
+        """Begin writing; the Deferred fires when the body is sent (or the
+        client left): return it from a Klein route, which then finishes the
+        request.  Cancelling it stops the write."""
+        request = self.request
+        request.write(b"")  # the headers
+        writer = direct_writer(request)
+        if writer is None:
+            request.write(self.body)
+            self._done()
+            return self.done
+        self.writer = writer
+        self._register()
+        self._write_on()
+        return self.done
+
+    def _write_on(self) -> None:
+        view, size = self.view, len(self.view)
+        while self.offset < size and not self.paused and not self.stopped:
+            offered = size - self.offset
+            taken = self.writer(view[self.offset:])
+            self.offset += taken
+            if taken < offered:
+                return  # the writer paused us until the socket is writable
+        if self.offset >= size and not self.stopped:
+            self._finish()

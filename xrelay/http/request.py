@@ -36,9 +36,22 @@ _MAX_FIELDS = 200
 PATH_ARGS = "xrelay_path_args"
 
 
+#: Where :func:`request_args` keeps what it parsed, for the request's next call.
+_PARSED_ARGS = "xrelay_parsed_args"
+
+
 def request_args(request: IRequest) -> dict[str, str]:
     """Parameters from the query string and a form body; the query wins
-    (and a path alias's parameters win over both)."""
+    (and a path alias's parameters win over both).  Parsed once per request."""
+    parsed: dict[str, str] | None = getattr(request, _PARSED_ARGS, None)
+    if parsed is None:
+        parsed = _parse_args(request)
+        setattr(request, _PARSED_ARGS, parsed)
+    path_args = getattr(request, PATH_ARGS, None)
+    return {**parsed, **path_args} if path_args else dict(parsed)
+
+
+def _parse_args(request: IRequest) -> dict[str, str]:
     args: dict[str, str] = {}
     for key, values in (getattr(request, "args", None) or {}).items():
         if values:
@@ -53,7 +66,6 @@ def request_args(request: IRequest) -> dict[str, str]:
             query = {}
         for key, values in query.items():
             args[_text(key)] = _text(values[0])
-    args.update(getattr(request, PATH_ARGS, None) or {})
     return args
 
 

@@ -43,7 +43,7 @@ from typing import IO, Any, Callable, Literal, Mapping, cast
 from twisted.application.service import IServiceCollection, MultiService
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import (FileLogObserver, ILogObserver, LegacyLogObserverWrapper, LogEvent, Logger, LogLevel,
-                            formatEvent, textFileLogObserver)
+                            formatEvent, formatEventAsClassicLogText, formatTime)
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
@@ -52,7 +52,7 @@ from twisted.python.reflect import safe_str
 from zope.interface import implementer
 
 __all__ = ["Destination", "LoggingRoot", "MaskedFailure", "ScrubbingObserver", "destination", "event_as_json_line",
-           "json_observer", "masked_event", "open_destination", "twistd_observer"]
+           "json_observer", "masked_event", "open_destination", "premasked", "text_observer", "twistd_observer"]
 
 #: Masks the provider's secrets in a text (:meth:`xrelay.core.scrub.Scrubber.text`).
 Scrub = Callable[[str], str]
@@ -70,6 +70,19 @@ _BOOKKEEPING = frozenset({"log_time", "log_level", "log_namespace", "log_system"
                           "log_logger", "log_source", "log_trace"})
 #: What would let a formatter render the original event: replaced by the masked text.
 _RENDERINGS = frozenset({"log_format", "log_flattened", "log_legacy", "format"})
+
+
+#: The key and value that mark an event as masked by its emitter (see :func:`premasked`).
+_PREMASKED_KEY = "_xrelay_premasked"
+_PREMASKED = object()
+
+
+def premasked(line: str) -> dict[str, Any]:
+    """The fields of an event whose only text, *line*, is masked already
+    (``log.info("{line}", **premasked(scrub(text)))``): the access log's
+    lines, one per request, skip :func:`masked_event`'s copy.  The marker is
+    an object of this module's, so that no event from elsewhere carries it."""
+    return {"line": line, _PREMASKED_KEY: _PREMASKED}
 
 
 class MaskedError(Exception):
@@ -141,7 +154,11 @@ class ScrubbingObserver:
         self.scrub = scrub
 
     def __call__(self, event: LogEvent) -> None:
-        self.observer(masked_event(event, self.scrub))
+        if event.get(_PREMASKED_KEY) is _PREMASKED and event.get("log_format") == "{line}" \
+                and "log_failure" not in event:
+            self.observer(event)
+        else:
+            self.observer(masked_event(event, self.scrub))
 
 
 # -- JSON lines ---------------------------------------------------------------
@@ -183,6 +200,30 @@ def event_as_json_line(event: LogEvent) -> str:
     if isinstance(failure, Failure):
         out["traceback"] = failure.getTraceback()
     return json.dumps(out, ensure_ascii=False, default=str) + "\n"
+
+
+class _SecondClock:
+    """twistd's timestamp text, formatted once per second (an access log
+    writes hundreds of lines a second)."""
+
+    def __init__(self) -> None:
+        self.second: int | None = None
+        self.text = "-"
+
+    def __call__(self, when: float | None) -> str:
+        if when is None:
+            return formatTime(when)
+        second = int(when)
+        if second != self.second:
+            self.second, self.text = second, formatTime(second)
+        return self.text
+
+
+def text_observer(out: IO[str]) -> FileLogObserver:
+    """twistd's classic text lines (``textFileLogObserver``'s), the
+    timestamp formatted once per second."""
+    clock = _SecondClock()
+    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=clock))
 
 
 def json_observer(out: IO[str]) -> FileLogObserver:
@@ -234,7 +275,7 @@ def open_destination(where: Destination, log_format: str, reactor: IReactorFromT
         legacy = (syslog or _syslog_observer)(where.prefix)
         return cast(Observer, LegacyLogObserverWrapper(cast(ILegacyLogObserver, legacy)))
     stream = _log_file(where.path, reactor) if where.kind == "file" else (stdout or sys.stdout)
-    return cast(Observer, json_observer(stream) if log_format == "json" else textFileLogObserver(stream))
+    return cast(Observer, json_observer(stream) if log_format == "json" else text_observer(stream))
 
 
 def _syslog_observer(prefix: str) -> LegacyObserver:

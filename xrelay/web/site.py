@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -19,11 +20,15 @@ from xrelay.core.scrub import Scrubber
 from xrelay.http.errors import text_error
 from xrelay.http.limits import BodyGate, LimitedSite, Limits
 from xrelay.http.request import valid_host
+from xrelay.ops.logs import premasked
 from xrelay.ops.metrics import Metrics
 from xrelay.web.hot_routes import HotRoutes
 from xrelay.web.routes import WebApp
 
-__all__ = ["make_site", "redact_uri", "site_for"]
+__all__ = ["AccessLoggedSite", "make_site", "redact_uri", "site_for"]
+
+#: The access log: one line per request, emitted masked (:func:`premasked`).
+access_log = Logger(namespace="xrelay.web.access")
 
 
 #: ``/KIND/USER/SECRET/...``: the secret is a user's password, or for ``/hls/`` the
@@ -50,11 +55,31 @@ def redact_uri(uri: str) -> str:
     return path + sep + query
 
 
-def _access_log_line(timestamp: str, request: Any) -> str:
+def _access_log_line(request: Any) -> str:
     uri = redact_uri(request.uri.decode("latin-1", "replace"))
     return (f'{request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "-"} '
             f'"{request.method.decode("latin-1")} {quote(uri, safe="/:?=&%*.-_~+,;@[]")}" '
             f'{request.code} {request.sentLength or "-"}')
+
+
+class AccessLoggedSite(LimitedSite):
+    """A :class:`LimitedSite` whose access-log lines (client, method and
+    masked URI, status, bytes; masked again by *scrub*) go to xrelay's log
+    as events of their own."""
+
+    def __init__(self, resource: IResource, limits: Limits | None, *, reactor: IReactorTime,
+                 body_gate: BodyGate | None, scrub: Scrubber, access_log: bool = True) -> None:
+        super().__init__(resource, limits, reactor=reactor, body_gate=body_gate)
+        self.scrub = scrub
+        #: ``[log] access``: False logs no request
+        self.access_log = access_log
+
+    def log(self, request: Any) -> None:
+        if not self.access_log:
+            return
+        # Someone may try the provider's own credentials on xrelay: even then
+        # they must not be written to the log.
+        access_log.info("{line}", **premasked(self.scrub.text(_access_log_line(request))))
 
 
 class _HostGuard(Resource):
@@ -75,28 +100,24 @@ class _HostGuard(Resource):
 
 
 def make_site(web: WebApp, scrubber: Scrubber, metrics: Metrics, *, reactor: IReactorTime,
-              limits: Limits | None = None, body_gate: BodyGate | None = None) -> LimitedSite:
+              limits: Limits | None = None, body_gate: BodyGate | None = None,
+              access_log: bool = True) -> LimitedSite:
     """The Site serving *web*'s routes (see :func:`site_for`), the live and
     HLS URLs dispatched without the router (:mod:`xrelay.web.hot_routes`);
     *body_gate* answers a request whose login is refused before its body is
     read (:mod:`xrelay.web.gate`)."""
     return site_for(HotRoutes(web, web.app.resource()), scrubber, metrics, reactor=reactor, limits=limits,
-                    body_gate=body_gate)
+                    body_gate=body_gate, access_log=access_log)
 
 
 def site_for(resource: Resource, scrubber: Scrubber, metrics: Metrics, *, reactor: IReactorTime,
-             limits: Limits | None = None, body_gate: BodyGate | None = None) -> LimitedSite:
+             limits: Limits | None = None, body_gate: BodyGate | None = None,
+             access_log: bool = True) -> LimitedSite:
     """A Site serving *resource* (xrelay's routes, a device's own port), with
     the access log, request metrics and :class:`~xrelay.http.limits.Limits`
     (``[server]``'s, see :mod:`xrelay.web.policy`)."""
-
-    def access_log_line(timestamp: str, request: Any) -> str:
-        # Someone may try the provider's own credentials on xrelay: even then
-        # they must not be written to the log.
-        return scrubber.text(_access_log_line(timestamp, request))
-
-    site = LimitedSite(_HostGuard(resource), limits, reactor=reactor,
-                       body_gate=body_gate, logFormatter=access_log_line)
+    site = AccessLoggedSite(_HostGuard(resource), limits, reactor=reactor, body_gate=body_gate,
+                            scrub=scrubber, access_log=access_log)
     site.displayTracebacks = False
     metrics.instrument(site)  # request counts and latency by endpoint, refusals, connections
     return site
