@@ -288,6 +288,20 @@ async def test_a_client_leaving_cancels_what_a_hot_route_waits_for() -> None:
 
 @pytest.mark.parametrize("front", FRONTS)
 @pytest_twisted.ensureDeferred
+async def test_the_player_api_logs_in_from_the_query_on_both_fronts(front: str) -> None:
+    client, part = stub(front=front)
+    assert (await fetch(client, "/player_api.php?username=alice&password=alicepw&action=get_live_streams"))[:2] \
+        == (200, b"ok")
+    assert part.calls == [("player_api", (ALICE,))]
+    code, body, headers = await fetch(client, "/player_api.php?username=alice&password=wrong")
+    assert code == 401 and b'"auth":0' in body.replace(b" ", b"")
+    response = await client.post("http://xrelay.test/player_api.php",
+                                 data={"username": "alice", "password": "alicepw"})
+    assert response.code == 200 and part.calls[-1] == ("player_api", (ALICE,))  # a form: the router's
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest_twisted.ensureDeferred
 async def test_a_hot_route_request_is_freed_without_the_cycle_collector(front: str) -> None:
     """Through the router a request stays in a reference cycle (Klein's
     recursive closures) until the cyclic collector runs; through the hot
@@ -298,7 +312,8 @@ async def test_a_hot_route_request_is_freed_without_the_cycle_collector(front: s
     try:
         assert (await fetch(client, "/live/alice/alicepw/1.m3u8"))[:2] == (200, b"ok")
         assert (await fetch(client, "/hls/alice/TOKEN/L1-2.ts"))[:2] == (200, b"ok")
+        assert (await fetch(client, "/player_api.php?username=alice&password=alicepw"))[:2] == (200, b"ok")
         alive = [ref() is not None for ref in part.requests]
     finally:
         gc.enable()
-    assert alive == ([False, False] if front == "hot" else [True, True])
+    assert alive == ([False, False, False] if front == "hot" else [True, True, True])

@@ -9,10 +9,13 @@ pauses stop the reactor; and routing was a good part of a request's cost.
 
 :class:`HotRoutes` sits in front of the router.  A ``GET`` or ``HEAD`` of
 ``/live/USER/PASS/ID.EXT`` or ``/hls/USER/TOKEN/NAME`` whose path is plain
-(ASCII, no percent-escape, no empty segment) is handed straight to the
+(ASCII, no percent-escape, no empty segment), and a ``GET`` or ``HEAD`` of
+``/player_api.php`` (the players' list and guide requests, hundreds a second
+from a household's apps at start-up), is handed straight to the
 :class:`~xrelay.web.routes.WebApp` method the router would have called
-(:meth:`~xrelay.web.routes.WebApp.live`, :meth:`~xrelay.web.routes.WebApp.hls`:
-the same login, lineup check and parts), and what it returns (bytes, a
+(:meth:`~xrelay.web.routes.WebApp.live`, :meth:`~xrelay.web.routes.WebApp.hls`,
+:meth:`~xrelay.web.routes.WebApp.player_api`: the same login, lineup check
+and parts), and what it returns (bytes, a
 resource, a Deferred) or raises is answered as the router answers it
 (:func:`~xrelay.web.answers.error_answer` for the errors it knows, Twisted's
 500 for the others).  Every other request goes to the router unchanged.
@@ -68,10 +71,13 @@ class HotRoutes(Resource):
         return NOT_DONE_YET
 
     def _match(self, request: Request) -> Callable[[Request], Any] | None:
-        """The route of a plain live or HLS path, else None (the router's)."""
+        """The route of the API or of a plain live or HLS path, else None
+        (the router's)."""
         if request.method not in _READ:
             return None
         path = request.path
+        if path == b"/player_api.php":
+            return self.web.player_api
         if not path.startswith((b"/live/", b"/hls/")) or b"%" in path or not path.isascii():
             return None
         parts = path.decode("ascii").split("/")
