@@ -9,9 +9,9 @@ from typing import Any, Sequence
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 
+from udpclient import FirstReply
 from xrelay.hdhr.discovery import (
     DiscoveryAnswer,
     DiscoveryProtocol,
@@ -151,14 +151,6 @@ def test_the_local_address_for_a_loopback_peer() -> None:
 # -- on loopback -----------------------------------------------------------
 
 
-class Requester(DatagramProtocol):
-    def __init__(self) -> None:
-        self.replies: defer.Deferred[bytes] = defer.Deferred()
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        if not self.replies.called:
-            self.replies.callback(data)
-
 
 @pytest_twisted.ensureDeferred
 async def test_discovery_answers_on_loopback() -> None:
@@ -166,7 +158,7 @@ async def test_discovery_answers_on_loopback() -> None:
 
     server = DiscoveryProtocol(lambda peer: [ANSWER], reactor)
     port = reactor.listenUDP(0, server, interface="127.0.0.1")  # type: ignore[attr-defined]
-    requester = Requester()
+    requester = FirstReply()
     client = reactor.listenUDP(0, requester, interface="127.0.0.1")  # type: ignore[attr-defined]
     try:
         assert requester.transport is not None

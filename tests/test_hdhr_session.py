@@ -18,8 +18,8 @@ from typing import Any
 import pytest_twisted
 import treq
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import DatagramProtocol
 
+from udpclient import FirstReply
 from xrelay.app import XRelay
 from xrelay.core.config import RelayConfig
 from xrelay.core.config import HdhrDevice
@@ -329,14 +329,6 @@ async def test_a_device_on_its_own_port_answers_at_the_root(tmp_path: Path) -> N
 # -- UDP discovery ------------------------------------------------------------------
 
 
-class _Asker(DatagramProtocol):
-    def __init__(self) -> None:
-        self.replies: defer.Deferred[bytes] = defer.Deferred()
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        if not self.replies.called:
-            self.replies.callback(data)
-
 
 @pytest_twisted.ensureDeferred
 async def test_udp_discovery_is_answered_on_loopback(tmp_path: Path) -> None:
@@ -349,7 +341,7 @@ async def test_udp_discovery_is_answered_on_loopback(tmp_path: Path) -> None:
     xr = XRelay(reactor, config, discovery_address=("127.0.0.1", 0))
     service = xr.services()
     service.startService()
-    asker = _Asker()
+    asker = FirstReply()
     listening = reactor.listenUDP(0, asker, interface="127.0.0.1")
     try:
         web = await service.getServiceNamed("web")._waitingForPort

@@ -56,7 +56,7 @@ from xrelay.http.request import client_address, public_base
 from xrelay.media.files import FileRelay
 from xrelay.media.hls_rewrite import rewrite_playlist, target_duration
 from xrelay.media.segment_cache import SegmentCache, TokenEntry, TokenMap
-from xrelay.provider.client import ProviderClient, ProviderError, collect_body, discard_body
+from xrelay.provider.client import ProviderClient, ProviderError, collect_body, discard_body, final_url
 from xrelay.relay.slots import Lease, SlotsExhausted, Yield
 
 __all__ = ["HlsServer", "HlsChannel", "SegmentCache", "TokenMap", "byte_range", "rewrite_playlist"]
@@ -404,7 +404,7 @@ class HlsServer:
 
     async def fetch_text(self, url: str, what: str) -> tuple[str, str]:
         response = await self._get(url, what)
-        final = _final_url(response, url)
+        final = final_url(response, url)
         body = await collect_body(self.clock, response, MAX_PLAYLIST, IDLE_TIMEOUT, what)
         return body.decode("utf-8", "replace"), final
 
@@ -466,12 +466,3 @@ def _send_bytes(request: IRequest, data: bytes, content_type: bytes) -> bytes:
         data = data[first : last + 1]
     request.setHeader(b"content-length", b"%d" % len(data))
     return data
-
-
-def _final_url(response: IResponse, fallback: str) -> str:
-    """The URL the provider finally answered from (after redirects)."""
-    req = getattr(response, "request", None)
-    uri = getattr(req, "absoluteURI", None)
-    if isinstance(uri, bytes):
-        return uri.decode("latin-1")
-    return uri or fallback

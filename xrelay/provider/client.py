@@ -30,7 +30,8 @@ from xrelay.core.config import UpstreamConfig
 from xrelay.core.reactor import IReactor
 from xrelay.core.scrub import Scrubber
 
-__all__ = ["ProviderClient", "ProviderError", "Download", "JsonText", "collect_body", "discard_body"]
+__all__ = ["ProviderClient", "ProviderError", "Download", "JsonText", "collect_body", "discard_body",
+           "final_url"]
 
 log = Logger()
 
@@ -497,3 +498,13 @@ def discard_body(response: IResponse) -> defer.Deferred[None]:
     except Exception:  # already delivered / the connection is gone
         return defer.succeed(None)
     return body.closed
+
+
+def final_url(response: IResponse, fallback: str) -> str:
+    """The URL the provider finally answered from (after redirects): an HLS
+    playlist's relative URIs resolve against it."""
+    request = getattr(response, "request", None)
+    uri = getattr(request, "absoluteURI", None)
+    if isinstance(uri, bytes):
+        return uri.decode("latin-1")
+    return uri or fallback

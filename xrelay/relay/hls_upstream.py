@@ -47,7 +47,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.iweb import IResponse
 
-from xrelay.provider.client import ProviderError, collect_body, discard_body
+from xrelay.provider.client import ProviderError, collect_body, discard_body, final_url
 from xrelay.relay.fanout import Fanout
 from xrelay.relay.mpegts import PACKET_SIZE, SYNC_BYTE, is_aligned
 from xrelay.relay.upstream import State, UpstreamError
@@ -439,7 +439,7 @@ class HlsUpstream:
         response = await self._get(url, "HLS playlist")
         body: bytes = await self._wait(Deferred.fromCoroutine(
             collect_body(self._clock, response, MAX_PLAYLIST, self.fetch_timeout, "HLS playlist")))
-        return body.decode("utf-8", "replace"), _final_url(response, url)
+        return body.decode("utf-8", "replace"), final_url(response, url)
 
     async def _fetch_segment(self, segment: MediaSegment) -> bytes | None:
         response: IResponse = await self._wait(self._open_url(segment.url))
@@ -493,12 +493,3 @@ class HlsUpstream:
         if self._first is not None:
             first, self._first = self._first, None
             first.errback(error)
-
-
-def _final_url(response: IResponse, fallback: str) -> str:
-    """The URL the provider finally answered from (after redirects)."""
-    request = getattr(response, "request", None)
-    uri = getattr(request, "absoluteURI", None)
-    if isinstance(uri, bytes):
-        return uri.decode("latin-1")
-    return uri or fallback
