@@ -223,3 +223,15 @@ def test_refused_first_connection():
     assert ready[0].check(UpstreamError)
     assert "ConnectionRefusedError" in str(ready[0].value)
 
+
+
+def test_only_a_refusal_of_the_format_sends_an_auto_channel_to_hls():
+    from xrelay.relay.upstream import NotMpegTs
+
+    for code, expected in ((404, NotMpegTs), (403, NotMpegTs), (429, UpstreamError), (401, UpstreamError)):
+        clock, provider, gave_up = Clock(), Provider(), []
+        upstream, fanout = make(clock, provider, gave_up, on_not_ts=lambda reason: None)
+        ready = started(upstream)
+        provider.answer(FakeResponse(code=code))
+        failure = ready[0]
+        assert isinstance(failure, Failure) and type(failure.value) is expected, code

@@ -231,7 +231,7 @@ class Upstream:
         final = _final_uri(response)
         if response.code != 200:
             discard_body(response)
-            if self.on_not_ts is not None and self._first is not None and 400 <= response.code < 500:
+            if self.on_not_ts is not None and self._first is not None and _refuses_ts(response.code):
                 raise NotMpegTs(f"the provider refused the MPEG-TS stream (HTTP {response.code})")
             raise UpstreamError(f"the provider answered HTTP {response.code}")
         if self.on_not_ts is not None and is_playlist_answer(
@@ -391,3 +391,14 @@ def _final_uri(response: IResponse) -> str | None:
     if isinstance(uri, bytes):
         return uri.decode("latin-1")
     return uri
+
+
+#: Refusals that say nothing of the format: a login, a timeout, a rate or
+#: connection limit (tried again, never a reason to switch to HLS for good).
+_PASSING_REFUSALS = frozenset({401, 408, 429})
+
+
+def _refuses_ts(code: int) -> bool:
+    """Whether the provider's answer to the first MPEG-TS request refuses
+    the format (the ``auto`` upstream then tries the channel's HLS)."""
+    return 400 <= code < 500 and code not in _PASSING_REFUSALS
