@@ -183,9 +183,12 @@ def test_premasked_lines_pass_as_they_are_and_nothing_else_does() -> None:
     assert formatEvent_of(seen[-1]) == "GET /x 200" and scrubbed == []  # masked by its emitter
     # The marker is an object only xrelay.ops.logs has: a look-alike is masked as usual...
     logger_to(observer).info("{line}", line="sekrit", _xrelay_premasked=True)
-    # ...and so is a marked event whose format would render other fields.
+    # ...and so is a marked event whose format would render other fields,
+    # or that carries any field besides its line.
     logger_to(observer).info("{line} {url}", url="sekrit", **premasked("GET"))
-    assert [formatEvent_of(e) for e in seen[1:]] == ["***", "GET ***"]
+    logger_to(observer).info("{line}", url="sekrit", **premasked("GET"))
+    assert [formatEvent_of(e) for e in seen[1:]] == ["***", "GET ***", "GET"]
+    assert seen[-1]["url"] == "***"
 
 
 def formatEvent_of(event: Any) -> str:
@@ -568,7 +571,8 @@ def test_the_access_log_line_is_masked_by_the_site() -> None:
     site = AccessLoggedSite(Resource(), None, reactor=Clock(), body_gate=None, scrub=Scrubber(AWKWARD))
     request: Any = DummyRequest([b"get.php"])
     # someone tries the provider's own account, and its address, on xrelay
-    request.uri = b"/get.php?username=ab&password=secret&next=http://panel.example:8080/x"
+    request.uri = (b"/get.php?username=ab&password=secret&next=http://panel.example:8080/x"
+                   b"&again=http://%70anel.example:8080/y")  # the host spelled with an escape
     request.code, request.sentLength = 401, 20
     with capturedLogs() as events:
         site.log(request)
@@ -577,7 +581,7 @@ def test_the_access_log_line_is_masked_by_the_site() -> None:
     ScrubbingObserver(text_observer(out), Scrubber(AWKWARD).text)(event)
     line = out.getvalue()
     assert '"GET /get.php?username=' in line and " 401 20" in line
-    assert "secret" not in line and "panel.example" not in line
+    assert "secret" not in line and "anel.example" not in line
 
 
 def test_access_false_logs_no_request() -> None:

@@ -77,6 +77,10 @@ _PREMASKED_KEY = "_xrelay_premasked"
 _PREMASKED = object()
 
 
+#: All an event marked premasked may hold (anything more is masked as usual).
+_PREMASKED_KEYS = _BOOKKEEPING | {"log_format", "line", _PREMASKED_KEY}
+
+
 def premasked(line: str) -> dict[str, Any]:
     """The fields of an event whose only text, *line*, is masked already
     (``log.info("{line}", **premasked(scrub(text)))``): the access log's
@@ -155,7 +159,7 @@ class ScrubbingObserver:
 
     def __call__(self, event: LogEvent) -> None:
         if event.get(_PREMASKED_KEY) is _PREMASKED and event.get("log_format") == "{line}" \
-                and "log_failure" not in event:
+                and event.keys() <= _PREMASKED_KEYS:
             self.observer(event)
         else:
             self.observer(masked_event(event, self.scrub))

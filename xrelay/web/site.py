@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -79,7 +79,11 @@ class AccessLoggedSite(LimitedSite):
             return
         # Someone may try the provider's own credentials on xrelay: even then
         # they must not be written to the log.
-        access_log.info("{line}", **premasked(self.scrub.text(_access_log_line(request))))
+        line = self.scrub.text(_access_log_line(request))
+        decoded = unquote(line)
+        if decoded != line and self.scrub.text(decoded) != decoded:
+            line = self.scrub.text(decoded)  # a secret spelled with percent-escapes
+        access_log.info("{line}", **premasked(line))
 
 
 class _HostGuard(Resource):
