@@ -87,7 +87,7 @@ class Limits:
     #: Largest request body (the API and admin forms need a few KB).
     max_body: int = 64 * 1024
     #: Longest request line (method, URI, version).
-    max_request_line: int = 8 * 1024
+    max_request_line: int = 16 * 1024
     #: Longest header line.
     max_header_line: int = 8 * 1024
     #: Request line and header lines together.

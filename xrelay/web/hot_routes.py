@@ -42,7 +42,7 @@ _READ = (b"GET", b"HEAD")
 
 
 class HotRoutes(Resource):
-    """Answers the live and HLS URLs itself; hands everything else to *router*."""
+    """Answers the API, live and HLS URLs itself; hands everything else to *router*."""
 
     isLeaf = True
 
